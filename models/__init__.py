@@ -1,0 +1,137 @@
+"""Model registry: `create_model(name, config=None, weights=None)` and `list_models()`.
+
+Models are registered explicitly here (no folder scanning). Every model takes RGB in [0, 1] and
+returns a list of per-step SR images (see each architecture file for the exact contract).
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch.nn as nn
+
+from .dic import DIC, DIC_CONFIGS, DICConfig
+from .weights import WeightsError, load_into, read_metadata, read_state_dict
+
+__all__ = [
+    "create_model", "list_models", "model_spec", "shipped_weights", "load_weights",
+    "load_landmark_weights", "WeightsError", "DIC", "DICConfig",
+]
+
+log = logging.getLogger(__name__)
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[[object], nn.Module]
+    configs: dict
+    config_from_dict: Callable[[dict], object]
+    shipped: tuple[str, ...]  # file names in models/weights/, best first
+    description: str
+
+
+def _build_dic(config) -> nn.Module:
+    return DIC(config)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def _register(spec: ModelSpec) -> None:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+
+
+_register(ModelSpec("dic", _build_dic, DIC_CONFIGS, DICConfig.from_dict,
+                    ("dic_utk.safetensors", "dic_utk_cpu_demo.safetensors"),
+                    "DIC (CVPR 2020), 16->128, iterative SR + landmark collaboration"))
+# DICGAN is the DIC generator with adversarially fine-tuned weights.
+_register(ModelSpec("dicgan", _build_dic, DIC_CONFIGS, DICConfig.from_dict, ("dicgan_utk.safetensors",),
+                    "DICGAN (CVPR 2020): DIC generator, GAN-fine-tuned weights"))
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_spec(name: str) -> ModelSpec:
+    spec = _REGISTRY.get(name.lower())
+    if spec is None:
+        close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=3)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}.{hint}")
+    return spec
+
+
+def shipped_weights(name: str) -> Path | None:
+    """The best weights file shipped with the package for this model, or None."""
+    for file_name in model_spec(name).shipped:
+        path = WEIGHTS_DIR / file_name
+        if path.is_file():
+            return path
+    return None
+
+
+def _resolve_config(spec: ModelSpec, config, weights: str | os.PathLike | None):
+    if config is None and weights is not None:
+        stored = read_metadata(weights).get("config")
+        if stored:
+            return spec.config_from_dict(json.loads(stored))
+    if config is None:
+        return spec.configs["default"]
+    if isinstance(config, str):
+        if config not in spec.configs:
+            raise ValueError(f"unknown {spec.name} config {config!r}; available: {', '.join(spec.configs)}")
+        return spec.configs[config]
+    if isinstance(config, dict):
+        return spec.config_from_dict(config)
+    return config
+
+
+def _is_landmark_only(model: nn.Module, state: dict) -> bool:
+    hg = getattr(model, "HG", None)
+    return hg is not None and set(state) == set(hg.state_dict())
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Strictly load a full-network checkpoint (.safetensors, or upstream .pth/.pt)."""
+    state = read_state_dict(path)
+    if _is_landmark_only(model, state):
+        raise WeightsError(
+            f"{path} holds only the landmark hourglass (e.g. FB_HG_68_CelebA.pth), not a full network; "
+            "load it with models.load_landmark_weights() (training: --landmark-weights)."
+        )
+    load_into(model, state, source=f"weights {path}")
+
+
+def load_landmark_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load the upstream pretrained landmark net (raw hourglass weights, no "HG." prefix) into model.HG."""
+    state = read_state_dict(path)
+    if all(k.startswith("HG.") for k in state):
+        state = {k[len("HG."):]: v for k, v in state.items()}
+    load_into(model.HG, state, source=f"landmark weights {path}")
+
+
+def create_model(name: str, config=None, weights: str | os.PathLike | None = None) -> nn.Module:
+    """Build a registered model, optionally loading weights strictly.
+
+    Args:
+        name: registered model name (`list_models()`).
+        config: a config name (e.g. "default", "small"), a dict, or a config object. When None and
+            `weights` is a project safetensors file, the config stored in it is used.
+        weights: path to weights; None leaves the random initialisation.
+    """
+    spec = model_spec(name)
+    cfg = _resolve_config(spec, config, weights)
+    model = spec.build(cfg)
+    if weights is not None:
+        load_weights(model, weights)
+    return model.eval()
