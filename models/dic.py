@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["DICConfig", "DIC", "DIC_CONFIGS", "merge_heatmaps", "heatmap_peaks"]
+__all__ = ["DICConfig", "DIC", "DIC_CONFIGS", "attention_groups", "merge_heatmaps", "heatmap_peaks"]
 
 # RGB mean of the training faces, subtracted from inputs in [0, 1] (upstream option `rgb_range: 1`).
 FACE_RGB_MEAN = (0.509, 0.424, 0.378)
@@ -279,14 +279,32 @@ class FeedbackHourGlass(nn.Module):
 # --- heatmap helpers --------------------------------------------------------------------------------
 
 
-def merge_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
-    """K landmark heatmaps (K = 68 or 194) -> 5 part heatmaps, each input map normalised by its peak."""
+def attention_groups(num_keypoints: int) -> tuple[tuple[int, ...], ...]:
+    groups = {68: GROUPS_68, 194: GROUPS_194}.get(num_keypoints)
+    if groups is None:
+        raise ValueError(f"no attention grouping for {num_keypoints} landmarks (supported: 68, 194)")
+    return groups
+
+
+def merge_heatmaps(heatmaps: torch.Tensor, groups: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+    """K landmark heatmaps -> one map per part (sum over its points), each map normalised by its peak."""
     peak = heatmaps.amax(dim=(2, 3), keepdim=True).clamp(min=HEATMAP_MAX_FLOOR)
     normalised = heatmaps / peak
-    groups = {68: GROUPS_68, 194: GROUPS_194}.get(heatmaps.shape[1])
-    if groups is None:
-        raise ValueError(f"no attention grouping for {heatmaps.shape[1]} landmarks (supported: 68, 194)")
-    return torch.stack([normalised[:, list(g)].sum(1) for g in groups], 1)
+    # Sum contiguous index runs with slices: exports as Slice/ReduceSum instead of Gather.
+    return torch.stack(
+        [sum(normalised[:, start:stop].sum(1) for start, stop in _contiguous_runs(g)) for g in groups], 1
+    )
+
+
+def _contiguous_runs(indices: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(3, 4, 5, 9, 10) -> [(3, 6), (9, 11)]"""
+    runs: list[tuple[int, int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 def heatmap_peaks(heatmaps: torch.Tensor, stride: float = 4.0) -> torch.Tensor:
@@ -321,7 +339,8 @@ class DIC(nn.Module):
         self.conv_in = _conv_act(cfg.in_channels, 4 * nf, 3)
         self.feat_in = nn.PixelShuffle(2)
         self.first_block = FirstFeedbackBlock(nf, cfg.num_groups)
-        self.block = AttentiveFeedbackBlock(nf, cfg.num_groups, len(GROUPS_68), cfg.num_fusion_block)
+        self.parts = attention_groups(cfg.hg_num_keypoints)
+        self.block = AttentiveFeedbackBlock(nf, cfg.num_groups, len(self.parts), cfg.num_fusion_block)
         self.out = _deconv_act(nf, nf, 8, 4, 2)  # 32 -> 128
         self.conv_out = nn.Sequential(nn.Conv2d(nf, cfg.out_channels, 3, 1, 1))
         self.HG = FeedbackHourGlass(cfg.hg_num_feature, cfg.hg_num_keypoints)
@@ -343,7 +362,7 @@ class DIC(nn.Module):
             if step == 0:
                 hidden = self.first_block(features)
             else:
-                parts = merge_heatmaps(heatmaps)
+                parts = merge_heatmaps(heatmaps, self.parts)
                 if self.config.detach_attention:
                     parts = parts.detach()
                 hidden = self.block(features, hidden, parts)
