@@ -120,14 +120,6 @@ def _prepare_outdir(outdir: Path) -> None:
         raise ExportError(f"output folder {outdir} is not writable ({err.strerror}); choose another --outdir") from err
 
 
-def _publish(tmp_path: Path, final_path: Path) -> None:
-    """Rename a finished temporary file into place, with normal (umask) permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
-    os.replace(tmp_path, final_path)
-
-
 def artifact_name(model_name: str, steps: int, precision: str, with_landmarks: bool) -> str:
     return f"{model_name}_s{steps}_{precision}" + ("_lm" if with_landmarks else "")
 
@@ -203,7 +195,7 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
           with_landmarks: bool = False, opset: int | None = None, outdir: str | os.PathLike = "artifacts",
           ) -> BuildResult:
     """Export, verify and publish one artifact. Raises ExportError; never leaves partial files."""
-    from .manifest import write_json_atomic
+    from .manifest import publish_file, write_json_atomic
     from .onnx_export import DEFAULT_OPSET, UnrolledSR, check_onnx, onnx_from_model
 
     _check_precision(precision)
@@ -229,7 +221,7 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
             raise ExportError(f"ONNX Runtime does not match PyTorch: {parity}. Nothing was written.")
         manifest = _manifest(model_name, model, steps, precision, batch, with_landmarks, opset,
                              weights_path, onnx_path.name, parity)
-        _publish(tmp_path, onnx_path)
+        publish_file(tmp_path, onnx_path)
     finally:
         tmp_path.unlink(missing_ok=True)
     write_json_atomic(manifest_path, manifest)

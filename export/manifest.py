@@ -33,6 +33,14 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
+def publish_file(tmp_path: str | os.PathLike, final_path: str | os.PathLike) -> None:
+    """Rename a finished temporary file into place (atomic), with normal (umask) permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
+    os.replace(tmp_path, final_path)
+
+
 def write_json_atomic(path: str | os.PathLike, data: dict) -> Path:
     """Write JSON via a temporary file in the same folder and rename: readers never see half a file."""
     path = Path(path)
@@ -41,10 +49,7 @@ def write_json_atomic(path: str | os.PathLike, data: dict) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        publish_file(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -51,10 +52,13 @@ def _read_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if unsafe is None:  # not an unsafe class: the bytes themselves are broken
+            raise WeightsError(f"{path}: cannot read PyTorch checkpoint. Is it truncated or corrupt?") from err
         raise WeightsError(
-            f"{path}: refused — this checkpoint needs full unpickling, which can run arbitrary code "
-            f"({str(err).splitlines()[0]}). If you trust its source, re-save only the tensors, e.g. "
-            f"`torch.save(torch.load(p, weights_only=False)['state_dict'], 'clean.pth')`, or convert to safetensors."
+            f"{path}: refused — this checkpoint needs full unpickling of {unsafe.group(1)}, and unpickling can "
+            "run arbitrary code. If you trust its source, re-save only the tensors, e.g. "
+            "`torch.save(torch.load(p, weights_only=False)['state_dict'], 'clean.pth')`, or convert to safetensors."
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise WeightsError(f"{path}: cannot read PyTorch checkpoint ({err}). Is it truncated or corrupt?") from err
@@ -104,7 +108,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError) as err:
-        raise WeightsError(f"{path}: cannot read safetensors header ({err})") from err
+        raise WeightsError(f"{path}: cannot read safetensors header ({err}). Is it truncated or corrupt?") from err
 
 
 def describe_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:

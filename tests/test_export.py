@@ -1,0 +1,188 @@
+"""export.build: unrolled ONNX parity for every step count, landmarks, manifest, bad input."""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export import ExportError
+from export.build import BatchProfile, build, main
+from export.inputs import utk_dir
+from models import create_model
+from models.weights import save_weights
+
+TINY_STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_model("dic", config="tiny")
+    return save_weights(model, tmp_path_factory.mktemp("w") / "tiny.safetensors",
+                        metadata={"config": model.config.to_dict()})
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_weights):
+    """One export per step count, plus one with landmarks (shared by the tests below)."""
+    outdir = tmp_path_factory.mktemp("artifacts")
+    results = {steps: build("dic", weights=str(tiny_weights), steps=steps, outdir=outdir)
+               for steps in range(1, TINY_STEPS + 1)}
+    results["lm"] = build("dic", weights=str(tiny_weights), steps=2, with_landmarks=True, outdir=outdir)
+    return results
+
+
+def _op_types(path):
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+@pytest.mark.parametrize("steps", range(1, TINY_STEPS + 1))
+def test_unrolled_parity_every_step_count(exported, tiny_weights, steps):
+    result = exported[steps]
+    parity = result.manifest["parity"]
+    assert parity["passed"] and parity["sr_max_abs_error"] <= 1e-4
+    # Independent re-check with a fresh batch of 3 noise inputs.
+    model = create_model("dic", weights=tiny_weights)
+    lr = np.random.default_rng(steps).random((3, 3, 16, 16), dtype=np.float32)
+    session = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
+    (sr,) = session.run(None, {"lr": lr})
+    with torch.no_grad():
+        expected = model.unroll(torch.from_numpy(lr), steps)[0][-1].clamp(0, 1).numpy()
+    assert sr.shape == (3, 3, 128, 128)
+    assert np.abs(sr - expected).max() <= 1e-4
+    assert 0.0 <= sr.min() and sr.max() <= 1.0
+
+
+def test_step_counts_give_different_graphs(exported):
+    outputs = []
+    lr = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    for steps in range(1, TINY_STEPS + 1):
+        session = ort.InferenceSession(str(exported[steps].onnx_path), providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {"lr": lr})[0])
+    # Random weights: the attention step changes little, but every extra step must change the output.
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(outputs, outputs[1:]))
+    assert np.abs(outputs[0] - outputs[1]).max() > 1e-3
+
+
+def test_last_landmark_pass_left_out_without_landmarks(exported):
+    # One step without landmarks needs no hourglass at all: no MaxPool, no ArgMax.
+    assert not {"MaxPool", "ArgMax"} & _op_types(exported[1].onnx_path)
+    assert {"MaxPool", "ArgMax"} <= _op_types(exported["lm"].onnx_path)
+
+
+def test_landmarks_output(exported, tiny_weights):
+    result = exported["lm"]
+    session = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["sr", "landmarks"]
+    lr = np.random.default_rng(5).random((2, 3, 16, 16), dtype=np.float32)
+    sr, landmarks = session.run(None, {"lr": lr})
+    assert landmarks.shape == (2, 68, 2) and landmarks.dtype == np.float32
+    assert landmarks.min() >= 0 and landmarks.max() <= 124
+    model = create_model("dic", weights=tiny_weights)
+    with torch.no_grad():
+        heatmaps = model.unroll(torch.from_numpy(lr), 2)[1][-1].numpy()
+    flat = heatmaps.reshape(2, 68, -1).argmax(-1)
+    np.testing.assert_array_equal(landmarks[..., 0], (flat % 32) * 4.0)
+    np.testing.assert_array_equal(landmarks[..., 1], (flat // 32) * 4.0)
+    assert result.manifest["parity"]["landmarks_identical_share"] >= 0.99
+
+
+def test_manifest_content(exported, tiny_weights):
+    result = exported[2]
+    manifest = json.loads(result.manifest_path.read_text())
+    assert manifest == result.manifest
+    assert manifest["format"] == "fsr-edge-manifest/1"
+    assert manifest["model"] == "dic" and manifest["steps"] == 2 and manifest["precision"] == "fp32"
+    assert manifest["config"]["num_features"] == 16 and manifest["max_steps"] == TINY_STEPS
+    assert manifest["onnx"] == result.onnx_path.name == "dic_s2_fp32.onnx"
+    assert manifest["inputs"] == [{"name": "lr", "dtype": "float32", "shape": ["N", 3, 16, 16], "range": [0, 1]}]
+    assert manifest["outputs"] == [{"name": "sr", "dtype": "float32", "shape": ["N", 3, 128, 128], "range": [0, 1]}]
+    assert manifest["batch"] == {"min": 1, "opt": 8, "max": 32}
+    assert manifest["opset"] == 18
+    import hashlib
+    assert manifest["weights"]["sha256"] == hashlib.sha256(Path(tiny_weights).read_bytes()).hexdigest()
+    assert {"torch", "onnx", "python"} <= set(manifest["versions"])
+    expected_source = "faces-utk/val[:16]" if utk_dir() else "random"
+    assert manifest["parity"]["inputs"] == expected_source
+    graph = onnx.load(str(result.onnx_path)).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
+
+
+def test_batch_profile_parsing():
+    assert BatchProfile.parse("1:4:16") == BatchProfile(1, 4, 16)
+    assert BatchProfile.parse("8") == BatchProfile(1, 8, 8)
+    for bad in ("0:1:2", "4:2:8", "a:b:c", "1:2"):
+        with pytest.raises(ExportError, match="MIN:OPT:MAX"):
+            BatchProfile.parse(bad)
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+
+def test_unknown_model(tmp_path):
+    with pytest.raises(ExportError, match="unknown model 'dc'"):
+        build("dc", random_init=True, outdir=tmp_path)
+
+
+def test_steps_out_of_range(tmp_path, tiny_weights):
+    for steps in (0, TINY_STEPS + 1):
+        with pytest.raises(ExportError, match=f"--steps {steps} is out of range: this model unrolls 1..3"):
+            build("dic", weights=str(tiny_weights), steps=steps, outdir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_precision_not_implemented_is_an_error(tmp_path):
+    with pytest.raises(ExportError, match="fp16 is not implemented yet"):
+        build("dic", random_init=True, config="tiny", precision="fp16", outdir=tmp_path)
+
+
+def test_weight_file_errors(tmp_path, tiny_weights):
+    data = Path(tiny_weights).read_bytes()
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes(data[: len(data) // 3])
+    corrupt = tmp_path / "c.pth"
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    cases = {tmp_path / "missing.pth": "not found", truncated: "truncated or corrupt", corrupt: "truncated or corrupt"}
+    for path, message in cases.items():
+        with pytest.raises(ExportError, match=message):
+            build("dic", weights=str(path), outdir=tmp_path / "out")
+
+
+def test_wrong_config_for_weights(tmp_path, tiny_weights):
+    with pytest.raises(ExportError, match="do not match DIC: .*missing"):
+        build("dic", weights=str(tiny_weights), config="small", outdir=tmp_path)
+
+
+def test_no_shipped_weights_message_or_random_init(tmp_path, monkeypatch):
+    import models
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path / "none")
+    with pytest.raises(ExportError, match="--random-init"):
+        build("dicgan", outdir=tmp_path)
+    with pytest.raises(ExportError, match="either --weights or --random-init"):
+        build("dic", weights="x.pth", random_init=True, outdir=tmp_path)
+
+
+def test_unwritable_outdir(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(ExportError, match="not writable"):
+        build("dic", random_init=True, config="tiny", outdir=blocker / "sub")
+
+
+def test_failed_verification_overwrites_nothing(tmp_path, tiny_weights, monkeypatch):
+    import export.build as export_build
+    existing = tmp_path / "dic_s1_fp32.onnx"
+    existing.write_bytes(b"previous artifact")
+    monkeypatch.setattr(export_build, "verify_parity", lambda *a, **k: {"passed": False, "sr_max_abs_error": 1.0})
+    with pytest.raises(ExportError, match="does not match PyTorch"):
+        build("dic", weights=str(tiny_weights), steps=1, outdir=tmp_path)
+    assert existing.read_bytes() == b"previous artifact"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dic_s1_fp32.onnx"]  # no temp files, no manifest
+
+
+def test_cli_reports_errors_with_exit_code(tmp_path, capsys, caplog):
+    assert main(["--model", "dic", "--random-init", "--config", "tiny", "--steps", "7", "--outdir", str(tmp_path)]) == 2
+    assert "out of range" in caplog.text
