@@ -1,0 +1,97 @@
+"""Shared helpers for the benchmark commands: machine tag, timing statistics, result files."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def machine_info() -> dict:
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+    gpu = gpu_name()
+    if gpu:
+        info["gpu"] = gpu
+    return info
+
+
+def machine_tag(info: dict) -> str:
+    """Folder name for a machine's results, e.g. `cpu-2core` or `gpu-nvidia-h100-80gb-hbm3`."""
+    if info.get("gpu"):
+        return "gpu-" + "-".join(info["gpu"].lower().replace("/", " ").split())
+    return f"cpu-{info['cores']}core"
+
+
+def time_calls(fn: Callable[[int], object], warmup: int, repeats: int, sync: Callable[[], None] = lambda: None) -> dict:
+    """Call fn(i) `warmup` times, then time `repeats` calls (host clock, synchronised). Milliseconds."""
+    for i in range(warmup):
+        fn(i)
+    sync()
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn(i)
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return summarize(times)
+
+
+def summarize(times_ms: list[float]) -> dict:
+    ordered = sorted(times_ms)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"median_ms": statistics.median(ordered), "p95_ms": p95, "min_ms": ordered[0], "runs": len(ordered)}
+
+
+def command_line() -> str:
+    return "python -m " + " ".join([Path(sys.argv[0]).stem and _module_name()] + sys.argv[1:])
+
+
+def _module_name() -> str:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name if spec else Path(sys.argv[0]).stem
+
+
+def write_results(kind: str, payload: dict, markdown: str, outdir: Path | None = None) -> Path:
+    """Write `<kind>.json` and `<kind>.md` under results/<machine-tag>/ and return the folder."""
+    folder = Path(outdir) if outdir else RESULTS_ROOT / machine_tag(payload["machine"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{kind}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (folder / f"{kind}.md").write_text(markdown)
+    return folder
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
