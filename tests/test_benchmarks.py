@@ -1,6 +1,7 @@
 """The benchmark commands' quick modes run and write their reports (numbers are not asserted)."""
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks.common import summarize
@@ -37,3 +38,22 @@ def test_speed_quick_writes_reports(tmp_path, capsys):
     assert {r["batch"] for r in payload["ratios"]} == {1, 2}
     assert "| onnxruntime-cpu | fp32 |" in (tmp_path / "speed.md").read_text()
     assert (tmp_path / "speed.png").stat().st_size > 1000
+
+
+def test_quality_quick_reports_bicubic_and_onnx(tmp_path, capsys):
+    from export.build import build
+    from export.inputs import utk_dir
+    from benchmarks.quality import main as quality_main
+
+    if utk_dir() is None:
+        pytest.skip("../shared/data/faces-utk not found")
+    artifacts = tmp_path / "artifacts"
+    build("dic", random_init=True, config="tiny", steps=1, outdir=artifacts)
+    assert quality_main(["--quick", "--artifacts", str(artifacts), "--outdir", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "quality.json").read_text())
+    methods = {row["method"]: row for row in payload["rows"]}
+    assert payload["images"] == 50
+    assert 23.0 < methods["bicubic"]["psnr"] < 25.5  # 24.12 dB on the whole test split
+    onnx_row = methods["onnx dic_s1_fp32"]
+    assert onnx_row["precision"] == "fp32" and onnx_row["steps"] == 1 and np.isfinite(onnx_row["psnr"])
+    assert "| bicubic |" in (tmp_path / "quality.md").read_text()

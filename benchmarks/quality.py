@@ -1,0 +1,140 @@
+"""`python -m benchmarks.quality`: Y-PSNR / SSIM (official DIC metric) on the UTK test split.
+
+    python -m benchmarks.quality --quick                      # first 50 test faces (CI runs this)
+    python -m benchmarks.quality                              # the whole test split (500 faces)
+    python -m benchmarks.quality --artifacts artifacts/       # also every exported ONNX in a folder
+
+Rows: bicubic; each shipped model at every unroll step (the quality curve of the steps knob);
+each ONNX artifact found under --artifacts (e.g. fp32/fp16/int8 exports), run with ONNX Runtime
+on CPU. Results: benchmarks/results/<machine>/quality.{json,md,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .common import command_line, machine_info, markdown_table, write_results
+
+log = logging.getLogger("benchmarks.quality")
+QUICK_FACES = 50
+
+
+def evaluate_onnx(manifest_path: Path, split, batch_size: int = 25) -> dict:
+    """Mean Y-PSNR/SSIM of an exported artifact (ONNX Runtime, CPU) on a decoded split."""
+    import onnxruntime as ort
+
+    from export.manifest import read_manifest
+    from training.metrics import to_uint8, y_psnr_ssim
+
+    manifest = read_manifest(manifest_path)
+    session = ort.InferenceSession(str(manifest_path.parent / manifest["onnx"]), providers=["CPUExecutionProvider"])
+    scores = []
+    for start in range(0, len(split), batch_size):
+        lr = split.lr[start:start + batch_size].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        sr = to_uint8(session.run(["sr"], {"lr": lr})[0])
+        scores += [y_psnr_ssim(s, h) for s, h in zip(sr, split.hr[start:start + batch_size])]
+    scores = np.array(scores)
+    return {"method": f"onnx {manifest_path.stem}", "model": manifest["model"], "steps": manifest["steps"],
+            "precision": manifest["precision"], "psnr": float(scores[:, 0].mean()), "ssim": float(scores[:, 1].mean()),
+            "images": len(split)}
+
+
+def shipped_model_rows(model_names: list[str], split) -> list[dict]:
+    from models import create_model, shipped_weights
+    from training.evaluate import evaluate_model
+
+    rows = []
+    for name in model_names:
+        weights = shipped_weights(name)
+        if weights is None:
+            log.info("%s: no shipped weights, skipped", name)
+            continue
+        model = create_model(name, weights=weights)
+        for row in evaluate_model(model, split):
+            rows.append({**row, "method": f"{name} ({weights.name}) step {row['step']}", "model": name,
+                         "precision": "fp32 (torch)"})
+    return rows
+
+
+def run_quality(args) -> dict:
+    from training.data import load_split
+    from training.evaluate import evaluate_bicubic
+
+    split = load_split("test", args.data, cache_dir=args.cache).subset(QUICK_FACES if args.quick else args.limit)
+    rows = [evaluate_bicubic(split)]
+    rows += shipped_model_rows(args.models, split)
+    for manifest in sorted(Path(args.artifacts).glob("*.json")) if args.artifacts else []:
+        rows.append(evaluate_onnx(manifest, split))
+    return {"split": "test", "images": len(split), "rows": rows}
+
+
+def to_markdown(payload: dict) -> str:
+    headers = ["method", "precision", "steps", "Y-PSNR (dB)", "SSIM", "NME"]
+    rows = [[r["method"], r.get("precision", "-"), r.get("step", r.get("steps", "-")), f"{r['psnr']:.2f}",
+             f"{r['ssim']:.4f}", "-" if r.get("nme") is None else f"{r['nme']:.4f}"] for r in payload["rows"]]
+    return (f"# Quality — UTK {payload['split']} split, {payload['images']} faces\n\n"
+            f"Command: `{payload['command']}`  \nMetric: Y-PSNR/SSIM on the BT.601 Y channel of uint8 images, "
+            "8-px border cropped (the official DIC metric).\n\n" + markdown_table(headers, rows))
+
+
+def plot(payload: dict, path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib not installed: no plot")
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    bicubic = next(r["psnr"] for r in payload["rows"] if r["method"] == "bicubic")
+    ax.axhline(bicubic, color="grey", linestyle="--", label=f"bicubic {bicubic:.2f} dB")
+    for model in sorted({r["model"] for r in payload["rows"] if "step" in r}):
+        pts = [(r["step"], r["psnr"]) for r in payload["rows"] if r.get("model") == model and "step" in r]
+        ax.plot(*zip(*pts), marker="o", label=f"{model} (torch)")
+    ax.set_xlabel("unrolled steps")
+    ax.set_ylabel("Y-PSNR (dB)")
+    ax.set_title(f"Quality vs steps, UTK test ({payload['images']} faces)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help=f"first {QUICK_FACES} test faces")
+    p.add_argument("--limit", type=int, help="first K test faces (default: all 500)")
+    p.add_argument("--models", type=lambda s: s.split(","), default=["dic", "dicgan"])
+    p.add_argument("--artifacts", help="folder of exported artifacts (manifest .json + .onnx) to evaluate")
+    p.add_argument("--data", help="faces-utk folder (default: ../shared/data/faces-utk)")
+    p.add_argument("--cache", default=None, help="folder for the decoded-split cache")
+    p.add_argument("--outdir", type=Path, help="default: benchmarks/results/<machine>/")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("benchmarks").setLevel(logging.INFO)
+    args = parse_args(argv)
+    from training.data import DataError
+
+    try:
+        payload = {"command": command_line(), "machine": machine_info(), **run_quality(args)}
+    except DataError as err:
+        log.error("%s", err)
+        return 2
+    folder = write_results("quality", payload, to_markdown(payload), args.outdir)
+    plot(payload, folder / "quality.png")
+    print(to_markdown(payload))
+    print(f"results: {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
