@@ -57,3 +57,18 @@ def test_quality_quick_reports_bicubic_and_onnx(tmp_path, capsys):
     onnx_row = methods["onnx dic_s1_fp32"]
     assert onnx_row["precision"] == "fp32" and onnx_row["steps"] == 1 and np.isfinite(onnx_row["psnr"])
     assert "| bicubic |" in (tmp_path / "quality.md").read_text()
+
+
+def test_pipeline_quick_reports_stages(tmp_path, capsys):
+    from export.inputs import shared_dir
+    from benchmarks.pipeline import main as pipeline_main
+
+    root = shared_dir()
+    if root is None or not (root / "data/scenes/street-video-1080p.mp4").is_file():
+        pytest.skip("../shared street video not found")
+    assert pipeline_main(["--quick", "--frames", "4", "--outdir", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "pipeline.json").read_text())["result"]
+    assert result["frames"] == 4 and result["faces"] >= 7 * 4 // 2
+    assert {"decode", "detect", "prepare", "sr", "compose"} <= set(result["stages_ms"])
+    assert 0.0 < result["outside_network_share"] < 1.0
+    assert result["peak_rss_mb"] > 0

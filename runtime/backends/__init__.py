@@ -1,0 +1,54 @@
+"""Inference backends behind one interface (`Backend`): onnxruntime, tensorrt, torch.
+
+Importing this package imports no inference framework; each backend imports its own when activated.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+from ..artifact import ModelArtifact
+from ..errors import BackendError
+from .base import Backend
+from .onnxruntime_backend import OnnxRuntimeBackend
+from .tensorrt_backend import TensorRTBackend
+from .torch_backend import TorchBackend
+
+__all__ = ["Backend", "BACKENDS", "create_backend", "resolve_backend_name"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS: dict[str, type[Backend]] = {
+    "onnxruntime": OnnxRuntimeBackend,
+    "tensorrt": TensorRTBackend,
+    "torch": TorchBackend,
+}
+
+
+def tensorrt_installed() -> bool:
+    """Whether `import tensorrt` would find a package (without importing it)."""
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def resolve_backend_name(requested: str, artifact: ModelArtifact) -> str:
+    """`auto` -> tensorrt when there is an engine and TensorRT is installed, else onnxruntime."""
+    if requested != "auto":
+        if requested not in BACKENDS:
+            raise BackendError(f"--backend {requested!r} is unknown; expected auto or one of {', '.join(BACKENDS)}.")
+        return requested
+    has_engine = artifact.engine_path is not None and artifact.engine_path.is_file()
+    if has_engine and tensorrt_installed():
+        return "tensorrt"
+    if artifact.onnx_path is not None and artifact.onnx_path.is_file():
+        if has_engine:
+            log.info("TensorRT is not installed; running %s with onnxruntime instead of the engine",
+                     artifact.onnx_path.name)
+        return "onnxruntime"
+    raise BackendError(f"{artifact.path}: no usable model file for --backend auto: the engine needs TensorRT "
+                       "(not installed) and no ONNX file is available. Install TensorRT, or pass the .onnx.")
+
+
+def create_backend(requested: str, artifact: ModelArtifact, **options) -> Backend:
+    """An inactive backend for `artifact` (use it as a context manager)."""
+    name = resolve_backend_name(requested, artifact)
+    return BACKENDS[name](artifact, **options)

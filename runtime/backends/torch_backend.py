@@ -1,0 +1,81 @@
+"""PyTorch backend, for desktop users without TensorRT who have the training side installed.
+
+Not part of the lean runtime: it needs torch and this repository's `models` package, both imported only
+when this backend is activated. It reads the model name, architecture config, unrolled step count and
+weights path from the artifact's manifest (as written by `python -m export.build`) and runs the model's
+`unroll(lr, steps, last_heatmap=False)`, clamping the last step to [0, 1] as the exported graph does.
+Only the image output is produced (landmark decoding lives in the exported graph).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..artifact import ModelArtifact
+from ..errors import BackendError, ModelArtifactError
+from .base import Backend
+
+log = logging.getLogger(__name__)
+
+
+def _import_torch_side():
+    try:
+        import torch
+        from models import create_model
+    except ImportError as err:
+        raise BackendError(f"the torch backend needs PyTorch and this repository's `models` package ({err}); "
+                           "install the training side with pip install -e '.[export]', or use --backend "
+                           "onnxruntime / tensorrt.") from err
+    return torch, create_model
+
+
+def weights_path(artifact: ModelArtifact) -> Path:
+    """The weights file named by the manifest: absolute, or relative to the manifest or the working dir."""
+    entry = artifact.manifest.get("weights") or {}
+    if "path" not in entry:
+        raise ModelArtifactError(f"{artifact.path}: the torch backend needs a manifest whose 'weights' entry has "
+                                 f"a 'path' (received {entry or 'none'}); pass the manifest written by "
+                                 "`python -m export.build --weights PATH`.")
+    path = Path(entry["path"])
+    candidates = [path] if path.is_absolute() else [artifact.manifest_path.parent / path, path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ModelArtifactError(f"weights file {entry['path']} named by {artifact.manifest_path} was not found "
+                             f"(looked at {', '.join(map(str, candidates))}); copy it there or re-export.")
+
+
+class TorchBackend(Backend):
+    """Runs the PyTorch model named by the manifest, on CUDA when available, else CPU."""
+
+    name = "torch"
+
+    def __init__(self, artifact: ModelArtifact):
+        super().__init__(artifact)
+        if not artifact.manifest.get("model"):
+            raise ModelArtifactError(f"{artifact.path}: the torch backend needs a manifest naming the 'model'; "
+                                     "pass the manifest .json written by `python -m export.build`.")
+        self.model = self.torch = None
+
+    def _activate(self) -> None:
+        self.torch, create_model = _import_torch_side()
+        manifest = self.artifact.manifest
+        self.device = "cuda" if self.torch.cuda.is_available() else "cpu"
+        self.model = create_model(manifest["model"], config=manifest.get("config"),
+                                  weights=str(weights_path(self.artifact))).to(self.device).eval()
+        self.steps = manifest.get("steps")
+        log.info("torch backend: %s (%s steps) on %s", manifest["model"], self.steps, self.device)
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self.torch
+        (array,) = feeds.values()
+        with torch.inference_mode():
+            lr = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+            sr_steps, _ = self.model.unroll(lr, self.steps, last_heatmap=False)
+            sr = sr_steps[-1].clamp(0, 1).float().cpu().numpy()
+        return {self.artifact.image_output.name: sr}
+
+    def _deactivate(self) -> None:
+        self.model = None

@@ -1,0 +1,41 @@
+"""Tuned numbers of the runtime, each with where it comes from. Nothing model-specific lives here:
+model input/output sizes come from the artifact's manifest or graph."""
+
+# --- Face detection (YuNet, cv2.FaceDetectorYN) -------------------------------------------------
+# Frames whose longest side exceeds this are downscaled before detection. Measured on
+# ../shared/data/scenes/street-video-1080p.mp4 (every 8th frame, 14 frames, 101 faces found at full
+# resolution, 2-core CPU): 1920 px: 145 ms/frame; 1280 px: 65 ms, misses 3 faces of 24-34 px (and finds
+# others); 960 px: 22 ms, misses 6 of 23-42 px. In frame 0 all 9 faces (21-120 px) are found at 1280 px.
+DETECT_MAX_SIDE = 1280
+# Score threshold: at 0.6 all 9 faces of street-video frame 0 are kept (the 120 px one scores 0.61);
+# 0.5 and below add false positives. OpenCV Zoo's demo uses 0.9, which is too strict for small faces.
+DETECT_SCORE_THRESHOLD = 0.6
+DETECT_NMS_THRESHOLD = 0.3  # OpenCV Zoo default
+DETECT_TOP_K = 5000  # OpenCV Zoo default
+
+# --- Face framing (detector box -> square crop like the training crops) ---------------------------
+# Measured by `python -m runtime.measure_framing` on UTKFace crop_part1 (../shared/data/faces-utk,
+# the 200x200 training crops): YuNet on each crop padded with a 100 px replicated border (so the detector
+# sees the whole face); box size = sqrt(w * h). Test split (500 faces, all detected): crop side / box
+# size median 1.025 (p10 0.947, p90 1.116); crop centre - box centre = (+0.005, +0.127) box sizes
+# (x right, y down: YuNet's box reaches higher up the forehead than the crops). Val split (200): 1.026,
+# (+0.003, +0.128). x is set to 0 (faces are symmetric; 0.005 is within noise, std 0.055).
+FRAMING_SCALE = 1.025
+FRAMING_OFFSET = (0.0, 0.127)
+
+# --- Tracking (between detections) -----------------------------------------------------------------
+TRACK_IOU_MATCH = 0.3  # a detection continues a track when its IoU with the track's predicted box is >= this
+TRACK_EMA_ALPHA = 0.5  # box smoothing: new = alpha * detection + (1 - alpha) * prediction
+TRACK_VELOCITY_ALPHA = 0.5  # velocity smoothing, same form
+TRACK_MAX_MISSES = 2  # detection rounds a track survives without a matching detection
+# Second-pass matching by centre distance, for what IoU missed. In street-video-1080p.mp4 faces of ~95 px
+# cross the frame at ~40 px/frame, i.e. ~1.3 box sizes between detections with --detect-every 3; a
+# new track has no velocity yet, so its prediction cannot follow. 1.5 sizes keeps those ids.
+TRACK_MAX_JUMP = 1.5
+TRACK_SIZE_RATIO = 1.5  # ... and only between boxes whose sizes differ by at most this factor
+
+# --- Faces and composition ---------------------------------------------------------------------------
+MIN_FACE_PX = 16  # default --min-face: faces whose box side is smaller are skipped (and counted)
+MAX_FACES = 16  # default --max-faces per frame (largest first)
+FEATHER_FRACTION = 0.12  # paste-back mask: linear ramp over this fraction of the face side
+GALLERY_THUMB_FRACTION = 0.2  # gallery strip height as a fraction of the frame height

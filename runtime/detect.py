@@ -1,0 +1,93 @@
+"""Face detection with YuNet (`cv2.FaceDetectorYN`), run on a downscaled copy of large frames."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .constants import DETECT_MAX_SIDE, DETECT_NMS_THRESHOLD, DETECT_SCORE_THRESHOLD, DETECT_TOP_K
+from .errors import AssetError
+
+log = logging.getLogger(__name__)
+
+Box = tuple[float, float, float, float]  # x, y, w, h in frame pixels
+
+
+def box_size(box: Box) -> float:
+    """Face size used for framing, filtering and tracking: geometric mean of the box sides."""
+    return float(np.sqrt(max(box[2], 0.0) * max(box[3], 0.0)))
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: box (x, y, w, h), detector score, and YuNet's 5 points (eyes, nose, mouth corners)."""
+
+    box: Box
+    score: float
+    landmarks: tuple[tuple[float, float], ...] = ()
+
+
+def detection_scale(width: int, height: int, max_side: int) -> float:
+    """Factor (<= 1) that brings the longest side down to `max_side`; 1 for small frames."""
+    longest = max(width, height)
+    return 1.0 if longest <= max_side else max_side / longest
+
+
+def _to_detections(rows: np.ndarray | None, scale: float) -> list[Detection]:
+    if rows is None:
+        return []
+    detections = []
+    for row in rows:
+        box = tuple(float(v) / scale for v in row[:4])
+        points = tuple((float(row[i]) / scale, float(row[i + 1]) / scale) for i in range(4, 14, 2))
+        detections.append(Detection(box=box, score=float(row[14]), landmarks=points))
+    return detections
+
+
+class FaceDetector:
+    """YuNet on frames of any size. The detector input size follows the (scaled) frame size.
+
+    Args:
+        model_path: the YuNet ONNX file (see `runtime.assets`).
+        max_side: frames whose longest side exceeds this are downscaled (INTER_AREA) before detection;
+            boxes are mapped back to full-frame pixels.
+        score_threshold, nms_threshold, top_k: YuNet's own settings.
+    """
+
+    def __init__(self, model_path: str | Path, max_side: int = DETECT_MAX_SIDE,
+                 score_threshold: float = DETECT_SCORE_THRESHOLD, nms_threshold: float = DETECT_NMS_THRESHOLD,
+                 top_k: int = DETECT_TOP_K):
+        self.model_path = Path(model_path)
+        self.max_side = max_side
+        self._input_size: tuple[int, int] | None = None
+        try:
+            self._net = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320), score_threshold,
+                                                  nms_threshold, top_k)
+        except cv2.error as err:
+            raise AssetError(
+                f"cannot load the face detector {self.model_path}: {err.msg.strip()}. Expected the YuNet "
+                "ONNX file face_detection_yunet_2023mar.onnx; fetch a fresh copy with "
+                "`python -m runtime.assets fetch` or pass --detector-model PATH."
+            ) from err
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """Faces in a BGR uint8 frame, boxes in the frame's own pixels, best score first."""
+        height, width = frame.shape[:2]
+        scale = detection_scale(width, height, self.max_side)
+        image = frame
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            scale = image.shape[1] / width  # the rounded size's exact factor
+        self._set_input_size(image.shape[1], image.shape[0])
+        _, rows = self._net.detect(image)
+        detections = _to_detections(rows, scale)
+        return sorted(detections, key=lambda d: d.score, reverse=True)
+
+    def _set_input_size(self, width: int, height: int) -> None:
+        if self._input_size != (width, height):
+            self._net.setInputSize((width, height))
+            self._input_size = (width, height)

@@ -1,0 +1,125 @@
+"""`python -m runtime.enhance`: enhance every face of a camera, stream, video or image folder, live.
+
+Example:
+    python -m runtime.enhance --source street.mp4 --model artifacts/dic_s4_fp32.json --output out.mp4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import cv2
+
+from .artifact import load_artifact
+from .assets import detector_model_path
+from .backends import BACKENDS, create_backend
+from .compose import VIEWS
+from .constants import MAX_FACES, MIN_FACE_PX
+from .detect import FaceDetector
+from .errors import RuntimeToolkitError
+from .pipeline import EnhanceConfig, Enhancer, run_stream, summarize
+from .records import BestCropStore, EventLog, write_json_atomic
+from .sinks import open_sink
+from .sources import open_source
+from .timing import StageTimer
+
+log = logging.getLogger("runtime.enhance")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} received; expected an integer >= 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} received; expected a number > 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.enhance", description=__doc__.split("\n")[0],
+                                epilog="Sources and views: docs/runtime.md")
+    p.add_argument("--source", required=True, help="0, /dev/video0, csi://0, video file, image, image folder, "
+                                                   "rtsp://... or http://... URL, or a GStreamer pipeline (with '!')")
+    p.add_argument("--model", required=True, help="model artifact: manifest .json, .onnx or .engine")
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+                   help="auto: tensorrt for an .engine when TensorRT is installed, else onnxruntime")
+    p.add_argument("--output", help="video file (.mp4/.avi/.mkv), image folder, or 'display' "
+                                    "(default: a window when a display exists)")
+    p.add_argument("--view", default="overlay", choices=VIEWS)
+    p.add_argument("--upscale", type=_positive_float, default=1.0,
+                   help="overlay view: scale of the output frame (faces are pasted at this scale; default 1)")
+    p.add_argument("--detect-every", type=_positive_int, default=1, help="run the detector every N frames "
+                                                                         "(tracking in between; default 1)")
+    p.add_argument("--max-faces", type=_positive_int, default=MAX_FACES, help=f"faces per frame, largest first "
+                                                                              f"(default {MAX_FACES})")
+    p.add_argument("--min-face", type=_positive_float, default=MIN_FACE_PX,
+                   help=f"skip faces smaller than this many pixels (default {MIN_FACE_PX})")
+    p.add_argument("--save-crops", metavar="DIR", help="keep the best enhanced crop per track in DIR")
+    p.add_argument("--events", metavar="FILE.jsonl", help="write one JSON line per track update")
+    p.add_argument("--summary", metavar="FILE.json", help="also write the end-of-run summary here")
+    p.add_argument("--max-frames", type=_positive_int, help="stop after N frames")
+    p.add_argument("--headless", action="store_true", help="never open a window")
+    p.add_argument("--no-fps", action="store_true", help="do not draw the FPS overlay")
+    p.add_argument("--detector-model", help="YuNet ONNX file (default: the per-user cache, see "
+                                            "`python -m runtime.assets fetch`)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Everything after argument parsing; returns the summary. Raises RuntimeToolkitError."""
+    artifact = load_artifact(args.model)
+    detector = FaceDetector(detector_model_path(args.detector_model))
+    config = EnhanceConfig(view=args.view, detect_every=args.detect_every, max_faces=args.max_faces,
+                           min_face=args.min_face, upscale=args.upscale, show_fps=not args.no_fps)
+    timer = StageTimer()
+    with ExitStack() as stack:
+        backend = stack.enter_context(create_backend(args.backend, artifact))
+        source = stack.enter_context(open_source(args.source))
+        sink = stack.enter_context(open_sink(args.output, args.headless, source.fps))
+        crops = BestCropStore(args.save_crops) if args.save_crops else None
+        events = stack.enter_context(EventLog(args.events)) if args.events else None
+        enhancer = Enhancer(backend, detector, config, crops, events, timer)
+        start = time.perf_counter()
+        stats = run_stream(source, sink, enhancer, args.max_frames)
+        wall = time.perf_counter() - start
+        extra = {"source": args.source, "model": str(artifact.path), "backend": backend.name, "view": args.view,
+                 "detect_every": args.detect_every, "frames_dropped": source.frames_dropped,
+                 "reconnects": getattr(source, "reconnects", 0)}
+    return summarize(stats, timer, wall, extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        summary = run(args)
+    except RuntimeToolkitError as err:
+        log.error("%s", err)
+        return 2
+    if args.summary:
+        write_json_atomic(Path(args.summary), summary)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Face preparation: square crops framed like the training data, batched as model input, and back.
+
+Pure functions; the frame is never modified.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .constants import FRAMING_OFFSET, FRAMING_SCALE
+from .detect import Box, box_size
+from .track import Track
+
+
+@dataclass(frozen=True)
+class Square:
+    """A square region in frame pixels; it may extend past the frame's edges."""
+
+    x: int
+    y: int
+    side: int
+
+
+@dataclass(frozen=True)
+class FaceJob:
+    """One face of one frame on its way through the network."""
+
+    track_id: int
+    box: Box
+    square: Square
+    crop: np.ndarray  # BGR uint8, square.side x square.side (native resolution)
+
+
+def square_around(box: Box, scale: float = FRAMING_SCALE, offset: tuple[float, float] = FRAMING_OFFSET) -> Square:
+    """The square crop that frames this detection like a training crop (see constants.FRAMING_*)."""
+    size = box_size(box)
+    side = max(1, round(scale * size))
+    cx = box[0] + box[2] / 2 + offset[0] * size
+    cy = box[1] + box[3] / 2 + offset[1] * size
+    return Square(round(cx - side / 2), round(cy - side / 2), side)
+
+
+def crop_square(frame: np.ndarray, square: Square) -> np.ndarray:
+    """Copy of the square region; parts outside the frame repeat the nearest edge pixel."""
+    height, width = frame.shape[:2]
+    x0, y0, side = square.x, square.y, square.side
+    if x0 >= 0 and y0 >= 0 and x0 + side <= width and y0 + side <= height:
+        return frame[y0:y0 + side, x0:x0 + side].copy()
+    rows = np.clip(np.arange(y0, y0 + side), 0, height - 1)
+    cols = np.clip(np.arange(x0, x0 + side), 0, width - 1)
+    return frame[rows[:, None], cols[None, :]]
+
+
+def select_faces(tracks: list[Track], min_face: float, max_faces: int) -> tuple[list[Track], int, int]:
+    """(tracks to enhance, largest first; number too small; number over the max_faces limit).
+
+    Only tracks confirmed by the latest detection round count: a track coasting without a detection
+    (misses > 0) is kept by the tracker for id continuity but shows no face."""
+    seen = [t for t in tracks if t.misses == 0]
+    big_enough = sorted((t for t in seen if box_size(t.box) >= min_face), key=lambda t: box_size(t.box), reverse=True)
+    tiny = len(seen) - len(big_enough)
+    return big_enough[:max_faces], tiny, max(0, len(big_enough) - max_faces)
+
+
+def face_jobs(frame: np.ndarray, tracks: list[Track]) -> list[FaceJob]:
+    jobs = []
+    for track in tracks:
+        square = square_around(track.box)
+        jobs.append(FaceJob(track.track_id, track.box, square, crop_square(frame, square)))
+    return jobs
+
+
+def resize_crop(crop: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """BGR crop -> the model's input size with INTER_AREA (as the training LR images were made)."""
+    return cv2.resize(crop, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
+
+
+def to_model_input(small_crops: list[np.ndarray]) -> np.ndarray:
+    """BGR uint8 crops (already at the input size) -> float32 [N, 3, H, W] RGB in [0, 1]."""
+    if not small_crops:
+        raise ValueError("to_model_input needs at least one crop")
+    batch = np.stack(small_crops)[..., ::-1]  # BGR -> RGB
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+
+
+def from_model_output(sr: np.ndarray) -> list[np.ndarray]:
+    """float32 [N, 3, H, W] RGB in [0, 1] -> BGR uint8 images (values outside [0, 1] are clipped)."""
+    images = (np.clip(sr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)[..., ::-1]
+    return [np.ascontiguousarray(image) for image in images]

@@ -1,0 +1,33 @@
+"""Bring any decoded frame to 3-channel BGR uint8 (the one layout the rest of the pipeline handles)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .errors import SourceError
+
+
+def _to_uint8(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype == np.uint8:
+        return frame
+    if frame.dtype == np.uint16:
+        return (frame >> 8).astype(np.uint8)
+    if np.issubdtype(frame.dtype, np.floating):
+        return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    raise SourceError(f"frame dtype {frame.dtype} received; expected uint8, uint16 or float in [0, 1].")
+
+
+def to_bgr(frame: np.ndarray) -> np.ndarray:
+    """Grey (H, W) or (H, W, 1), BGR, or BGRA -> BGR uint8 (a new array unless already BGR uint8)."""
+    if frame is None or frame.ndim not in (2, 3) or frame.size == 0:
+        shape = None if frame is None else frame.shape
+        raise SourceError(f"frame of shape {shape} received; expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).")
+    frame = _to_uint8(frame)
+    channels = 1 if frame.ndim == 2 else frame.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if channels == 3:
+        return frame
+    if channels == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    raise SourceError(f"frame with {channels} channels received; expected 1 (grey), 3 (BGR) or 4 (BGRA).")

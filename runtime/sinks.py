@@ -1,0 +1,155 @@
+"""Where views go: a video file, an image folder, a window, or nowhere."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import SinkError
+from .records import ensure_folder
+
+log = logging.getLogger(__name__)
+
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+DEFAULT_FPS = 25.0
+QUIT_KEYS = (ord("q"), 27)  # q, Esc
+
+
+class Sink:
+    """Base class: `write(view)`, `close()`, context manager; `wants_stop` after the user quit a window."""
+
+    wants_stop = False
+
+    def write(self, view: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class NullSink(Sink):
+    def write(self, view: np.ndarray) -> None:
+        pass
+
+
+def _even(n: int) -> int:
+    return n + (n % 2)
+
+
+class VideoFileSink(Sink):
+    """cv2.VideoWriter, opened at the first frame's size rounded up to even (most codecs need even sizes).
+    Later frames of another size are resized to it."""
+
+    def __init__(self, path: str | os.PathLike, fps: float | None = None):
+        self.path = Path(path)
+        self.fps = fps or DEFAULT_FPS
+        self.frames = 0
+        self._writer = None
+        self._size: tuple[int, int] | None = None
+        ensure_folder(self.path.parent, "--output")
+
+    def _open(self, view: np.ndarray) -> None:
+        self._size = (_even(view.shape[1]), _even(view.shape[0]))
+        fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
+        self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, self._size)
+        if not self._writer.isOpened():
+            raise SinkError(f"--output {self.path}: OpenCV cannot write this video ({self.path.suffix}, "
+                            f"{self._size[0]}x{self._size[1]}); try .avi (MJPG) or an image folder.")
+        log.info("writing %s (%dx%d, %.1f fps)", self.path, *self._size, self.fps)
+
+    def _fit(self, view: np.ndarray) -> np.ndarray:
+        height, width = view.shape[:2]
+        if (width, height) == self._size:
+            return view
+        if (_even(width), _even(height)) == self._size:
+            return cv2.copyMakeBorder(view, 0, self._size[1] - height, 0, self._size[0] - width, cv2.BORDER_REPLICATE)
+        return cv2.resize(view, self._size, interpolation=cv2.INTER_AREA)
+
+    def write(self, view: np.ndarray) -> None:
+        if self._writer is None:
+            self._open(view)
+        self._writer.write(self._fit(view))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+class ImageFolderSink(Sink):
+    """Each view as frame_000000.jpg, frame_000001.jpg, ..."""
+
+    def __init__(self, folder: str | os.PathLike, suffix: str = ".jpg"):
+        self.folder = ensure_folder(Path(folder), "--output")
+        self.suffix = suffix
+        self.frames = 0
+
+    def write(self, view: np.ndarray) -> None:
+        path = self.folder / f"frame_{self.frames:06d}{self.suffix}"
+        if not cv2.imwrite(str(path), view):
+            raise SinkError(f"--output {self.folder}: cannot write {path.name}; check free space and permissions.")
+        self.frames += 1
+
+
+class WindowSink(Sink):
+    """A cv2 window; q or Esc asks the run to stop."""
+
+    def __init__(self, title: str = "fsr-edge"):
+        self.title = title
+
+    def write(self, view: np.ndarray) -> None:
+        try:
+            cv2.imshow(self.title, view)
+            key = cv2.waitKey(1) & 0xFF
+        except cv2.error as err:
+            raise SinkError("cannot open a window: this OpenCV build has no GUI support (e.g. "
+                            "opencv-python-headless). Use --output FILE.mp4|DIR or --headless.") from err
+        if key in QUIT_KEYS:
+            self.wants_stop = True
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+        except cv2.error:
+            pass
+
+
+def display_available() -> bool:
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def open_sink(output: str | None, headless: bool, fps: float | None = None) -> Sink:
+    """--output: a video file (.mp4/.avi/.mkv), `display`, or a folder; none -> a window if possible."""
+    if output is None:
+        if headless:
+            return NullSink()
+        if not display_available():
+            log.warning("no display ($DISPLAY is not set): not opening a window; pass --output to save the views")
+            return NullSink()
+        return WindowSink()
+    if output == "display":
+        if headless:
+            raise SinkError("--output display conflicts with --headless; drop one of them.")
+        if not display_available():
+            raise SinkError("--output display, but there is no display ($DISPLAY is not set); use --output FILE|DIR.")
+        return WindowSink()
+    path = Path(output)
+    if path.suffix.lower() in VIDEO_CODECS:
+        return VideoFileSink(path, fps)
+    if path.suffix and not path.is_dir():
+        raise SinkError(f"--output {output!r}: unknown video type {path.suffix!r}; expected "
+                        f"{', '.join(VIDEO_CODECS)}, 'display', or a folder for images.")
+    return ImageFolderSink(path)

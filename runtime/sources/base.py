@@ -1,0 +1,40 @@
+"""What every source offers: `read(timeout) -> (ReadStatus, frame)`, `close()`, a context manager."""
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+from .uri import SourceURI
+
+
+class ReadStatus(enum.Enum):
+    OK = "ok"  # a frame
+    TIMEOUT = "timeout"  # no new frame in time (live sources); try again
+    EOS = "eos"  # the source is finished (end of file, last image, source closed)
+    ERROR = "error"  # this item could not be read (e.g. a broken image in a folder); the next may work
+
+
+class Source:
+    """Base class. `fps` is the nominal frame rate if known; `frames_dropped` counts frames a live source
+    replaced before they were read (it keeps only the newest)."""
+
+    def __init__(self, uri: SourceURI):
+        self.uri = uri
+        self.frames_dropped = 0
+
+    @property
+    def fps(self) -> float | None:
+        return None
+
+    def read(self, timeout: float | None = None) -> tuple[ReadStatus, np.ndarray | None]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the source; reads after this return EOS."""
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

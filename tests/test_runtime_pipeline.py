@@ -1,0 +1,356 @@
+"""Pipeline pieces on synthetic frames: framing and crops, tracking, composition, records, sinks, and
+one frame at a time through `Enhancer` (including frames and face counts that must not stop a stream)."""
+import json
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.artifact import load_artifact
+from runtime.backends import create_backend
+from runtime.compose import EnhancedFace, draw_fps, feather_mask, gallery, overlay, side_by_side
+from runtime.constants import FRAMING_OFFSET, FRAMING_SCALE
+from runtime.detect import Detection, box_size, detection_scale
+from runtime.errors import BackendError, RuntimeToolkitError, SinkError
+from runtime.faces import Square, crop_square, from_model_output, select_faces, square_around, to_model_input
+from runtime.frames import to_bgr
+from runtime.pipeline import EnhanceConfig, Enhancer, run_stream
+from runtime.records import BestCropStore, EventLog, sharpness
+from runtime.sinks import ImageFolderSink, NullSink, VideoFileSink, open_sink
+from runtime.sources import ReadStatus, Source, SourceURI
+from runtime.timing import StageTimer
+from runtime.track import IoUTracker, Track, iou, match_greedy
+
+CPU = ["CPUExecutionProvider"]
+
+
+# --- framing and crops ----------------------------------------------------------------------------------
+def test_square_around_applies_the_measured_framing():
+    box = (100.0, 200.0, 40.0, 50.0)
+    square = square_around(box)
+    size = box_size(box)
+    assert square.side == round(FRAMING_SCALE * size)
+    assert square.x + square.side / 2 == pytest.approx(120 + FRAMING_OFFSET[0] * size, abs=1)
+    assert square.y + square.side / 2 == pytest.approx(225 + FRAMING_OFFSET[1] * size, abs=1)
+
+
+def test_crop_square_replicates_the_border_outside_the_frame():
+    frame = np.arange(10 * 12 * 3, dtype=np.uint8).reshape(10, 12, 3)
+    inside = crop_square(frame, Square(2, 3, 4))
+    np.testing.assert_array_equal(inside, frame[3:7, 2:6])
+    corner = crop_square(frame, Square(-2, -3, 6))
+    assert corner.shape == (6, 6, 3)
+    np.testing.assert_array_equal(corner[3:, 2:], frame[0:3, 0:4])
+    np.testing.assert_array_equal(corner[0, 0], frame[0, 0])  # replicated top-left pixel
+    np.testing.assert_array_equal(corner[0, 2:], frame[0, 0:4])
+    assert crop_square(frame, Square(50, 50, 5)).shape == (5, 5, 3)  # fully outside: edge pixels, no crash
+    inside[:] = 0
+    assert frame.any()  # crops are copies
+
+
+def test_model_input_is_rgb_nchw_in_unit_range_and_round_trips():
+    crops = [np.full((16, 16, 3), (10, 20, 30), np.uint8), np.full((16, 16, 3), (255, 0, 128), np.uint8)]
+    batch = to_model_input(crops)
+    assert batch.shape == (2, 3, 16, 16) and batch.dtype == np.float32 and batch.flags.c_contiguous
+    np.testing.assert_allclose(batch[0, :, 0, 0], np.array([30, 20, 10]) / 255.0)  # RGB order
+    back = from_model_output(batch)
+    np.testing.assert_array_equal(back[1], crops[1])
+    assert from_model_output(np.full((1, 3, 2, 2), 1.7, np.float32))[0].max() == 255  # clipped
+
+
+def test_select_faces_counts_tiny_and_over_limit_faces():
+    tracks = [Track(i, (0, 0, s, s), 0.9, 0) for i, s in enumerate([10, 40, 30, 12, 60, 50], start=1)]
+    coasting = Track(9, (0, 0, 80, 80), 0.9, 0, misses=1)
+    selected, tiny, over = select_faces(tracks + [coasting], min_face=16, max_faces=3)
+    assert [t.track_id for t in selected] == [5, 6, 2]  # largest first; the coasting track shows no face
+    assert (tiny, over) == (2, 1)
+
+
+def test_detection_scale():
+    assert detection_scale(1920, 1080, 1280) == pytest.approx(2 / 3)
+    assert detection_scale(640, 480, 1280) == 1.0
+
+
+# --- tracking -------------------------------------------------------------------------------------------
+def _det(x, y, s=40.0, score=0.9):
+    return Detection((float(x), float(y), s, s), score)
+
+
+def test_iou_and_greedy_matching():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    pairs = match_greedy([(0, 0, 10, 10), (100, 0, 10, 10)], [(101, 0, 10, 10), (1, 0, 10, 10)], 0.3)
+    assert sorted(pairs) == [(0, 1), (1, 0)]
+
+
+def test_tracker_keeps_ids_for_moving_faces_and_drops_lost_ones():
+    tracker = IoUTracker(max_misses=1)
+    ids = []
+    for frame in range(6):  # two faces moving right, 8 px per frame
+        tracks = tracker.update([_det(100 + 8 * frame, 100), _det(400 + 8 * frame, 120)], frame)
+        ids.append(sorted(t.track_id for t in tracks))
+    assert ids == [[1, 2]] * 6
+    tracks = tracker.update([_det(148, 100)], 6)  # face 2 vanishes: kept one round (coasting)...
+    assert {t.track_id: t.misses for t in tracks} == {1: 0, 2: 1}
+    assert [t.track_id for t in tracker.update([_det(156, 100)], 7)] == [1]  # ...then dropped
+    assert [t.track_id for t in tracker.update([_det(164, 100), _det(600, 300)], 8)] == [1, 3]  # new face
+
+
+def test_tracker_predicts_between_detections_and_follows_fast_faces():
+    tracker = IoUTracker()
+    for frame in (0, 3, 6):  # detect every 3 frames; an 80 px face moves 30 px per frame: no overlap per round
+        tracks = tracker.update([_det(100 + 30 * frame, 200, 80)], frame)
+        assert [t.track_id for t in tracks] == [1]
+    between = tracker.tracks_at(7)
+    assert between[0].box[0] > tracks[0].box[0] + 20  # carried along with its velocity
+    assert tracker.tracks[0].frame == 6  # predicting does not change the tracker
+
+
+def test_tracker_smooths_jitter():
+    rng = np.random.default_rng(0)
+    tracker = IoUTracker()
+    raw, smoothed = [], []
+    for frame in range(40):
+        x = 200 + rng.normal(0, 3)
+        raw.append(x)
+        smoothed.append(tracker.update([_det(x, 200)], frame)[0].box[0])
+    assert np.std(np.diff(smoothed[5:])) < 0.8 * np.std(np.diff(raw[5:]))
+    assert abs(np.mean(smoothed[5:]) - 200) < 3
+
+
+# --- composition ------------------------------------------------------------------------------------------
+def _face(track_id=1, x=20, y=30, side=40):
+    lr = np.full((16, 16, 3), 60, np.uint8)
+    sr = np.full((128, 128, 3), 250, np.uint8)
+    return EnhancedFace(track_id, (x + 2.0, y + 2.0, side - 4.0, side - 4.0), Square(x, y, side), lr, sr)
+
+
+def test_feather_mask_is_one_inside_and_fades_at_the_edges():
+    mask = feather_mask(50, 0.2)
+    assert mask.shape == (50, 50, 1) and mask[25, 25, 0] == 1.0
+    assert mask[0, 25, 0] < 0.1 and mask[25, 0, 0] < 0.1 and mask[0, 0, 0] <= mask[0, 25, 0]
+
+
+def test_overlay_pastes_faces_without_touching_the_input():
+    frame = np.zeros((120, 160, 3), np.uint8)
+    before = frame.copy()
+    out = overlay(frame, [_face()])
+    np.testing.assert_array_equal(frame, before)
+    assert out.shape == frame.shape and out[50, 40].min() == 250 and out[5, 5].max() == 0
+    big = overlay(frame, [_face()], upscale=2.0)
+    assert big.shape == (240, 320, 3) and big[100, 80].min() == 250
+    edge = overlay(frame, [_face(x=140, y=100, side=40)])  # square leaves the frame: clipped
+    assert edge.shape == frame.shape and edge[115, 155].min() > 0
+
+
+def test_gallery_and_side_by_side_have_fixed_sizes():
+    frame = np.zeros((300, 400, 3), np.uint8)
+    for faces in ([], [_face(1)], [_face(i) for i in range(20)]):
+        assert gallery(frame, faces).shape == (360, 400, 3)
+        grid = side_by_side(faces, slots=6, tile=128)
+        assert grid.shape == (2 * 128, 4 * 2 * 128, 3)
+    grid = side_by_side([_face(7)], slots=1, tile=128)
+    assert grid[64, 64].max() == 60 and grid[64, 192].min() == 250  # bicubic LR | enhanced
+    assert not frame.any()
+
+
+def test_draw_fps_returns_a_new_image():
+    image = np.zeros((40, 200, 3), np.uint8)
+    out = draw_fps(image, 12.3, "2 faces")
+    assert out.any() and not image.any()
+
+
+# --- records ------------------------------------------------------------------------------------------------
+def test_best_crop_store_keeps_the_largest_then_sharpest(tmp_path):
+    store = BestCropStore(tmp_path / "crops")
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    sharp = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)[..., None].repeat(3, 2)
+    assert sharpness(sharp) > sharpness(flat)
+    path = store.offer(1, flat, 40, flat)
+    assert path.name == "track_00001.png" and cv2.imread(str(path)).mean() == pytest.approx(128)
+    assert store.offer(1, sharp, 40, flat) is None  # same size, not sharper
+    assert store.offer(1, sharp, 40, sharp) == path  # same size, sharper: replaces
+    assert store.offer(1, flat, 39.5, sharp) is None  # smaller
+    assert store.offer(1, flat, 60, flat) == path  # larger wins over sharper
+    assert cv2.imread(str(path)).mean() == pytest.approx(128)
+    assert [p.name for p in (tmp_path / "crops").iterdir()] == ["track_00001.png"]  # no temp files left
+    assert store.saved(2) is None
+
+
+def test_event_log_writes_one_json_object_per_line(tmp_path):
+    with EventLog(tmp_path / "sub" / "events.jsonl") as events:
+        events.write({"frame": 0, "track": 1})
+        events.write({"frame": 1, "track": 1})
+    lines = (tmp_path / "sub" / "events.jsonl").read_text().splitlines()
+    assert [json.loads(line)["frame"] for line in lines] == [0, 1]
+
+
+# --- sinks --------------------------------------------------------------------------------------------------
+def test_open_sink_choices(tmp_path, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert isinstance(open_sink(None, headless=False), NullSink)  # no display: no window, said in the log
+    assert isinstance(open_sink(None, headless=True), NullSink)
+    assert isinstance(open_sink(str(tmp_path / "v.mp4"), False), VideoFileSink)
+    assert isinstance(open_sink(str(tmp_path / "frames"), False), ImageFolderSink)
+    with pytest.raises(SinkError, match="no display"):
+        open_sink("display", headless=False)
+    with pytest.raises(SinkError, match="conflicts with --headless"):
+        open_sink("display", headless=True)
+    with pytest.raises(SinkError, match="unknown video type '.gif'"):
+        open_sink(str(tmp_path / "x.gif"), False)
+
+
+def test_video_sink_handles_odd_and_changing_sizes(tmp_path):
+    path = tmp_path / "v.avi"
+    with VideoFileSink(path, fps=10) as sink:
+        sink.write(np.full((31, 45, 3), 100, np.uint8))  # odd: padded to 46x32
+        sink.write(np.full((64, 64, 3), 100, np.uint8))  # other size: resized
+    capture = cv2.VideoCapture(str(path))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 2
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (46, 32)
+
+
+# --- frames -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("frame", [
+    np.zeros((7, 9), np.uint8), np.zeros((7, 9, 1), np.uint8), np.zeros((7, 9, 4), np.uint8),
+    np.zeros((7, 9, 3), np.uint16), np.zeros((7, 9, 3), np.float32),
+])
+def test_to_bgr_accepts_grey_bgra_and_deep_frames(frame):
+    out = to_bgr(frame)
+    assert out.shape == (7, 9, 3) and out.dtype == np.uint8
+
+
+# --- one frame at a time through Enhancer -----------------------------------------------------------------
+class FakeDetector:
+    """Returns the given detections for every frame (so these tests need no detector model)."""
+
+    def __init__(self, detections):
+        self.detections = detections
+        self.calls = 0
+
+    def detect(self, frame):
+        self.calls += 1
+        return list(self.detections)
+
+
+@pytest.fixture
+def backend(make_artifact):
+    with create_backend("onnxruntime", load_artifact(make_artifact("m", mode="linear", batch_max=4)),
+                        providers=CPU) as active:
+        yield active
+
+
+def _enhancer(backend, detections, **config):
+    return Enhancer(backend, FakeDetector(detections), EnhanceConfig(**config))
+
+
+def test_no_faces(backend):
+    frame = np.zeros((240, 320, 3), np.uint8)
+    for view, shape in (("overlay", (240, 320, 3)), ("gallery", (288, 320, 3)), ("side-by-side", (128, 256, 3))):
+        result = _enhancer(backend, [], view=view, max_faces=1).process(frame, 0)
+        assert result.faces == [] and result.view.shape == shape
+
+
+def test_more_faces_than_the_max_batch(backend):
+    detections = [_det(10 + 50 * i, 10 + 60 * (i % 3), 40) for i in range(10)]  # max batch is 4
+    frame = np.random.default_rng(0).integers(0, 255, (240, 560, 3), dtype=np.uint8)
+    result = _enhancer(backend, detections).process(frame, 0)
+    assert len(result.faces) == 10 and len({f.track_id for f in result.faces}) == 10
+    assert all(f.sr.shape == (128, 128, 3) and f.lr.shape == (16, 16, 3) for f in result.faces)
+
+
+@pytest.mark.parametrize("frame", [
+    np.full((239, 321), 90, np.uint8),  # grey, odd size
+    np.full((240, 320, 4), 90, np.uint8),  # BGRA
+    np.full((241, 333, 3), 90, np.uint8),  # odd size
+])
+def test_odd_frames(backend, frame):
+    result = _enhancer(backend, [_det(100, 100, 50)]).process(frame, 0)
+    assert len(result.faces) == 1 and result.view.shape == (frame.shape[0], frame.shape[1], 3)
+
+
+def test_tiny_faces_are_skipped_and_counted(backend):
+    result = _enhancer(backend, [_det(10, 10, 8), _det(100, 100, 40)], min_face=16).process(
+        np.zeros((200, 200, 3), np.uint8), 0)
+    assert len(result.faces) == 1 and result.skipped_tiny == 1
+
+
+def test_detection_runs_every_n_frames(backend):
+    enhancer = _enhancer(backend, [_det(100, 100, 40)], detect_every=3)
+    frame = np.zeros((200, 300, 3), np.uint8)
+    results = [enhancer.process(frame, i) for i in range(7)]
+    assert enhancer.detector.calls == 3  # frames 0, 3, 6
+    assert {f.track_id for r in results for f in r.faces} == {1}
+
+
+def test_enhancer_does_not_modify_the_frame(backend):
+    frame = np.random.default_rng(1).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    before = frame.copy()
+    _enhancer(backend, [_det(100, 100, 60)], upscale=2.0).process(frame, 0)
+    np.testing.assert_array_equal(frame, before)
+
+
+def test_unknown_view_is_an_error(backend):
+    with pytest.raises(RuntimeToolkitError, match="view 'mosaic'"):
+        _enhancer(backend, [], view="mosaic")
+
+
+class ListSource(Source):
+    def __init__(self, items):
+        super().__init__(SourceURI("file", "list", "list"))
+        self.items = list(items)
+
+    def read(self, timeout=None):
+        return self.items.pop(0) if self.items else (ReadStatus.EOS, None)
+
+
+class ListSink(NullSink):
+    def __init__(self):
+        self.views = []
+
+    def write(self, view):
+        self.views.append(view)
+
+
+def test_run_stream_survives_bad_frames_timeouts_and_read_errors(backend):
+    good = np.zeros((100, 120, 3), np.uint8)
+    items = [(ReadStatus.OK, good), (ReadStatus.TIMEOUT, None), (ReadStatus.OK, np.zeros((5, 5, 5), np.uint8)),
+             (ReadStatus.ERROR, None), (ReadStatus.OK, good[..., 0]), (ReadStatus.OK, good)]
+    sink, timer = ListSink(), StageTimer()
+    enhancer = Enhancer(backend, FakeDetector([_det(30, 30, 40)]), EnhanceConfig(), timer=timer)
+    stats = run_stream(ListSource(items), sink, enhancer)
+    assert (stats.frames, stats.bad_frames, stats.timeouts, stats.read_errors) == (3, 1, 1, 1)
+    assert len(sink.views) == 3 and stats.faces == 3
+    summary = timer.summary()
+    assert set(summary) == {"decode", "detect", "prepare", "sr", "compose", "encode"}
+    assert all(stage["frames"] == 3 for stage in summary.values())  # per written frame
+
+
+def test_stage_timer_sums_a_stage_within_a_frame():
+    timer = StageTimer()
+    for _ in range(2):
+        for _ in range(3):
+            with timer.stage("encode"):
+                time.sleep(0.002)
+        timer.frame_done()
+    summary = timer.summary()
+    assert set(summary) == {"encode"} and summary["encode"]["frames"] == 2
+    assert summary["encode"]["median_ms"] >= 6.0
+    with pytest.raises(KeyError, match="unknown stage 'render'"):
+        with timer.stage("render"):
+            pass
+
+
+def test_framework_errors_become_backend_errors(backend):
+    backend._infer = lambda feeds: 1 / 0
+    with pytest.raises(BackendError, match="onnxruntime: inference on .* failed: division by zero"):
+        backend.infer({"lr": np.zeros((1, 3, 16, 16), np.float32)})
+
+
+def test_run_stream_stops_at_max_frames(backend):
+    items = [(ReadStatus.OK, np.zeros((50, 50, 3), np.uint8))] * 5
+    stats = run_stream(ListSource(items), ListSink(), _enhancer(backend, []), max_frames=2)
+    assert stats.frames == 2
