@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
@@ -83,6 +84,28 @@ def write_results(kind: str, payload: dict, markdown: str, outdir: Path | None =
     (folder / f"{kind}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (folder / f"{kind}.md").write_text(markdown)
     return folder
+
+
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend, or None (logged) when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logging.getLogger("benchmarks").warning("matplotlib not installed: no plot (pip install -e '.[bench]')")
+        return None
+    return plt
+
+
+def save_figure(fig, ax, path: Path, title: str) -> Path:
+    ax.set_title(title, fontsize=8)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:

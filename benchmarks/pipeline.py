@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import command_line, machine_info, markdown_table, write_results
+from .common import pyplot, save_figure, command_line, machine_info, markdown_table, write_results
 
 log = logging.getLogger("benchmarks.pipeline")
 VIDEO = "data/scenes/street-video-1080p.mp4"
@@ -99,24 +99,14 @@ def plot(payload: dict, path: Path) -> Path | None:
     memory = payload["result"]["memory"]
     if len(memory) < 2:
         return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib not installed: no plot")
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot([m["frames"] for m in memory], [m["rss_mb"] for m in memory], marker=".")
     ax.set_xlabel("frames processed")
     ax.set_ylabel("RSS (MB)")
-    ax.set_title("Soak: memory over frames", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path, "Soak: memory over frames")
 
 
 def parse_args(argv=None):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import command_line, machine_info, markdown_table, write_results
+from .common import pyplot, save_figure, command_line, machine_info, markdown_table, write_results
 
 log = logging.getLogger("benchmarks.quality")
 QUICK_FACES = 50
@@ -81,13 +81,8 @@ def to_markdown(payload: dict) -> str:
 
 
 def plot(payload: dict, path: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib not installed: no plot")
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
     bicubic = next(r["psnr"] for r in payload["rows"] if r["method"] == "bicubic")
@@ -97,13 +92,8 @@ def plot(payload: dict, path: Path) -> Path | None:
         ax.plot(*zip(*pts), marker="o", label=f"{model} (torch)")
     ax.set_xlabel("unrolled steps")
     ax.set_ylabel("Y-PSNR (dB)")
-    ax.set_title(f"Quality vs steps, UTK test ({payload['images']} faces)", fontsize=9)
-    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path, f"Quality vs steps, UTK test ({payload['images']} faces)")
 
 
 def parse_args(argv=None):

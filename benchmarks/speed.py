@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import command_line, machine_info, markdown_table, time_calls, write_results
+from .common import pyplot, save_figure, command_line, machine_info, markdown_table, time_calls, write_results
 
 log = logging.getLogger("benchmarks.speed")
 INPUT_SETS = 3  # rotate inputs so repeated runs do not see the same data
@@ -170,13 +170,8 @@ def to_markdown(payload: dict) -> str:
 
 
 def plot(payload: dict, path: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib not installed: no plot (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     series = sorted({(r["backend"], r["precision"], r["steps"]) for r in payload["rows"]})
@@ -187,14 +182,9 @@ def plot(payload: dict, path: Path) -> Path | None:
     ax.set_xlabel("batch")
     ax.set_ylabel("faces / s")
     ax.set_xscale("log", base=2)
-    ax.set_title(f"{payload['model']} ({payload['config']}) on {payload['machine'].get('gpu') or payload['machine']['cpu']}",
-                 fontsize=8)
-    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    machine = payload["machine"].get("gpu") or payload["machine"]["cpu"]
+    return save_figure(fig, ax, path, f"{payload['model']} ({payload['config']}) on {machine}")
 
 
 def parse_args(argv=None):
