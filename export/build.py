@@ -26,6 +26,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 FP32_TOLERANCE = 1e-4
 LANDMARK_AGREEMENT = 0.99  # share of landmark points whose arg-max must be identical
 PARITY_FACES = 16
+ACCURACY_GATES = ("fail", "warn", "off")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,18 @@ class BatchProfile:
 
 
 @dataclass(frozen=True)
+class PrecisionOptions:
+    """What --precision fp16/int8 needs besides the fp32 export (ignored for fp32)."""
+
+    accuracy_gate: str = "fail"  # fail | warn | off
+    gate_images: int = 200
+    calibration: str = "entropy"  # int8: entropy | max
+    calibration_data: str | None = None  # int8: calib.npz from `python -m calibration.collect`
+    exclude_op_types: tuple[str, ...] | None = None  # None: the precision's defaults
+    exclude_nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class BuildResult:
     onnx_path: Path
     manifest_path: Path
@@ -65,11 +78,6 @@ class BuildResult:
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ExportError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision != "fp32":
-        raise ExportError(
-            f"--precision {precision} is not implemented yet (FP16/INT8 precision ONNX is a planned "
-            "feature); export fp32 for now. No file was written."
-        )
 
 
 def _resolve_weights(model_name: str, weights: str | None, random_init: bool) -> Path | None:
@@ -193,12 +201,15 @@ def _manifest(model_name, model, steps, precision, batch, with_landmarks, opset,
 def build(model_name: str, *, weights: str | None = None, random_init: bool = False, config=None,
           steps: int | None = None, precision: str = "fp32", batch: BatchProfile = BatchProfile(),
           with_landmarks: bool = False, opset: int | None = None, outdir: str | os.PathLike = "artifacts",
-          ) -> BuildResult:
+          options: PrecisionOptions = PrecisionOptions()) -> BuildResult:
     """Export, verify and publish one artifact. Raises ExportError; never leaves partial files."""
     from .manifest import publish_file, write_json_atomic
     from .onnx_export import DEFAULT_OPSET, UnrolledSR, check_onnx, onnx_from_model
 
     _check_precision(precision)
+    if options.accuracy_gate not in ACCURACY_GATES:
+        raise ExportError(f"--accuracy-gate {options.accuracy_gate!r}: expected one of {', '.join(ACCURACY_GATES)}")
+    calibration = _load_calibration(options) if precision == "int8" else None
     opset = DEFAULT_OPSET if opset is None else opset
     weights_path = _resolve_weights(model_name, weights, random_init)
     model = _load_model(model_name, config, weights_path)
@@ -212,6 +223,7 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".onnx", dir=outdir)
     os.close(fd)
     tmp_path = Path(tmp)
+    prec_path = tmp_path.with_name(tmp_path.name + f".{precision}.onnx")
     try:
         log.info("exporting %s (%d steps) to ONNX opset %d", model_name, steps, opset)
         onnx_from_model(wrapper, tmp_path, opset=opset)
@@ -221,11 +233,72 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
             raise ExportError(f"ONNX Runtime does not match PyTorch: {parity}. Nothing was written.")
         manifest = _manifest(model_name, model, steps, precision, batch, with_landmarks, opset,
                              weights_path, onnx_path.name, parity)
-        publish_file(tmp_path, onnx_path)
+        if precision != "fp32":
+            manifest.update(make_precision_onnx(tmp_path, prec_path, precision, options, calibration))
+        manifest["trtexec"] = trtexec_hint(onnx_path, precision, batch)
+        publish_file(prec_path if precision != "fp32" else tmp_path, onnx_path)
     finally:
         tmp_path.unlink(missing_ok=True)
+        prec_path.unlink(missing_ok=True)
     write_json_atomic(manifest_path, manifest)
     return BuildResult(onnx_path, manifest_path, manifest)
+
+
+def _load_calibration(options: PrecisionOptions):
+    """The int8 calibration set: --calibration-data, else the default set from the UTK train split."""
+    from calibration import CalibrationError, default_set, load_set
+
+    try:
+        if options.calibration_data:
+            return load_set(options.calibration_data)
+        return default_set()
+    except CalibrationError as err:
+        raise ExportError(str(err)) from err
+
+
+def make_precision_onnx(fp32_path: Path, out_path: Path, precision: str, options: PrecisionOptions,
+                        calibration=None) -> dict:
+    """fp32 ONNX -> fp16/int8 ONNX at `out_path`, checked and gated; returns the manifest keys."""
+    from . import precision as prec
+    from .onnx_export import check_onnx
+
+    if precision == "fp16":
+        keep = prec.FP16_KEEP_FP32_OPS if options.exclude_op_types is None else options.exclude_op_types
+        info = prec.convert_fp16(fp32_path, out_path, keep_op_types=keep, keep_nodes=options.exclude_nodes)
+    else:
+        data, description = calibration
+        exclude = prec.INT8_DEFAULT_EXCLUDE_OPS if options.exclude_op_types is None else options.exclude_op_types
+        info = prec.quantize_int8(fp32_path, out_path, data["lr"], method=options.calibration,
+                                  exclude_op_types=exclude, exclude_nodes=options.exclude_nodes)
+        info["calibration_set"] = description
+    check_onnx(out_path)
+    keys = {"precision_conversion": info}
+    if options.accuracy_gate == "off":
+        log.warning("accuracy gate is off: the %s model was not compared with fp32", precision)
+        keys["accuracy"] = {"skipped": True}
+        return keys
+    log.info("accuracy gate: %s vs fp32 on %d val images (ONNX Runtime CPU)", precision, options.gate_images)
+    gate = prec.accuracy_gate(fp32_path, out_path, precision, count=options.gate_images)
+    keys["accuracy"] = gate
+    summary = (f"{precision} Y-PSNR vs GT {gate[f'{precision}_vs_gt_db']:.3f} dB, fp32 {gate['fp32_vs_gt_db']:.3f} dB "
+               f"(delta {gate['delta_vs_gt_db']:+.3f} dB, allowed -{gate['tolerance_db']} dB); "
+               f"{precision} vs fp32 {gate[f'{precision}_vs_fp32_db']:.2f} dB on {gate['images']}")
+    if not gate["passed"]:
+        if options.accuracy_gate == "fail":
+            raise ExportError(f"accuracy gate failed: {summary}. Nothing was written. Keep more nodes in fp32 "
+                              "(--exclude-op-types / --exclude-nodes), try --calibration max|entropy, or pass "
+                              "--accuracy-gate warn to publish anyway.")
+        log.warning("accuracy gate failed (publishing anyway, --accuracy-gate warn): %s", summary)
+    else:
+        log.info("accuracy gate passed: %s", summary)
+    return keys
+
+
+def trtexec_hint(onnx_path: Path, precision: str, batch: BatchProfile) -> str:
+    """The trtexec command that compiles this artifact on the target (TensorRT >= 10, strongly typed)."""
+    from .tensorrt_build import trtexec_command
+
+    return trtexec_command(onnx_path.name, batch, precision)
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -247,6 +320,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--with-landmarks", action="store_true", help="also output landmarks [N,K,2] in output pixels")
     p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     p.add_argument("--outdir", default="artifacts", help="output folder (default: ./artifacts)")
+    p.add_argument("--accuracy-gate", default="fail", choices=ACCURACY_GATES,
+                   help="fp16/int8: fail (default) or warn when Y-PSNR drops more than allowed; off skips it")
+    p.add_argument("--gate-images", type=int, default=200, help="val images for the accuracy gate (default 200)")
+    p.add_argument("--calibration", default="entropy", choices=("entropy", "max"), help="int8 calibration method")
+    p.add_argument("--calibration-data", help="int8: calib.npz from `python -m calibration.collect` "
+                   "(default: 512 faces of the UTK train split)")
+    p.add_argument("--exclude-op-types", help="comma-separated op types kept in fp32 (default fp16: "
+                   "Resize,ReduceMax,Div,Softmax,ArgMax; int8: Resize)")
+    p.add_argument("--exclude-nodes", default="", help="comma-separated node names kept in fp32")
+    p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (needs tensorrt)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -262,6 +345,11 @@ def main(argv=None) -> int:
             args.model, weights=args.weights, random_init=args.random_init, config=args.config,
             steps=args.steps, precision=args.precision, batch=BatchProfile.parse(args.batch),
             with_landmarks=args.with_landmarks, opset=args.opset, outdir=args.outdir,
+            options=PrecisionOptions(
+                accuracy_gate=args.accuracy_gate, gate_images=args.gate_images, calibration=args.calibration,
+                calibration_data=args.calibration_data,
+                exclude_op_types=None if args.exclude_op_types is None else _split(args.exclude_op_types),
+                exclude_nodes=_split(args.exclude_nodes)),
         )
     except ExportError as err:
         log.error("%s", err)
@@ -270,6 +358,38 @@ def main(argv=None) -> int:
     print(f"onnx:     {result.onnx_path}")
     print(f"manifest: {result.manifest_path}")
     print(f"parity:   max |onnxruntime - torch| = {parity['sr_max_abs_error']:.2e} on {parity['inputs']}")
+    gate = result.manifest.get("accuracy")
+    if gate and not gate.get("skipped"):
+        p = result.manifest["precision"]
+        print(f"accuracy: {p} {gate[f'{p}_vs_gt_db']:.3f} dB vs fp32 {gate['fp32_vs_gt_db']:.3f} dB Y-PSNR "
+              f"(delta {gate['delta_vs_gt_db']:+.3f}, {p} vs fp32 {gate[f'{p}_vs_fp32_db']:.2f} dB) "
+              f"-> {'passed' if gate['passed'] else 'FAILED (warn)'}")
+    return _tensorrt_step(result, args.tensorrt)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _tensorrt_step(result: BuildResult, wanted: bool) -> int:
+    """Build the engine when TensorRT is importable; otherwise print the trtexec command for the target."""
+    from .tensorrt_build import tensorrt_available
+
+    if not tensorrt_available():
+        print("tensorrt: not found here; compile on the target with:")
+        print(f"  {result.manifest['trtexec']}")
+        return 3 if wanted else 0
+    if not wanted:
+        print(f"tensorrt: available; build with: python -m export.tensorrt_build {result.manifest_path}")
+        return 0
+    from .tensorrt_build import build_engine_from_manifest
+
+    try:
+        engine = build_engine_from_manifest(result.manifest_path)
+    except ExportError as err:
+        log.error("%s", err)
+        return 2
+    print(f"engine:   {engine}")
     return 0
 
 

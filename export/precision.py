@@ -1,0 +1,223 @@
+"""fp32 ONNX -> precision ONNX (fp16 or int8 Q/DQ), and the accuracy gate that checks it.
+
+Converters (chosen because they install cleanly with pip here and need no CUDA):
+- fp16: `onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True, op_block_list=...)`.
+  The graph inputs/outputs stay float32; blocked nodes stay float32 behind Cast nodes.
+  (NVIDIA ModelOpt's `modelopt.onnx.autocast` would be the first choice, but `nvidia-modelopt[onnx]` 0.47
+  pins onnx~=1.21 and onnxruntime-gpu~=1.24 and pulls cupy-cuda12x: it conflicts with this environment.)
+- int8: `onnxruntime.quantization.quantize_static` in QDQ format: symmetric int8 activations and weights
+  (zero point 0), per-channel weights, calibrated with Entropy or MinMax on the calibration set. TensorRT
+  parses such Q/DQ graphs as explicit quantization.
+
+The accuracy gate runs both models with ONNX Runtime (CPU) on the UTK val split and compares Y-PSNR
+(export.quality) against ground truth HR and against the fp32 model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import ExportError
+
+log = logging.getLogger(__name__)
+
+# Op types kept in fp32 by default (decided by measurement, see docs/precision.md):
+# - Resize: required; ONNX Runtime rejects an fp16 `scales` input, and TensorRT wants fp32 scales too.
+# - ReduceMax / Div / Softmax / ArgMax: the heatmap normalisation and peak picking; cheap, and a division by
+#   a max close to 0 (or a softmax over large logits) is where fp16 overflows.
+FP16_KEEP_FP32_OPS = ("Resize", "ReduceMax", "Div", "Softmax", "ArgMax")
+# Max Y-PSNR (vs ground truth) a precision model may lose against the fp32 model, in dB.
+GATE_TOLERANCE_DB = {"fp16": 0.05, "int8": 0.3}
+GATE_IMAGES = 200
+CALIBRATION_METHODS = ("entropy", "max")
+INT8_DEFAULT_EXCLUDE_OPS = ("Resize",)
+_RUN_BATCH = 32
+
+
+# --- fp16 ---------------------------------------------------------------------------------------
+
+
+def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, keep_op_types=FP16_KEEP_FP32_OPS,
+                 keep_nodes=()) -> dict:
+    """Write an fp16 copy of `src` to `dst` with fp32 graph I/O; returns what stayed fp32."""
+    import onnx
+
+    try:
+        from onnxconverter_common import float16
+    except ImportError as err:
+        raise ExportError("--precision fp16 needs onnxconverter-common: pip install 'onnxconverter-common>=1.16'"
+                          ) from err
+    model = onnx.load(str(src))
+    keep_op_types, keep_nodes = list(keep_op_types), list(keep_nodes)
+    _check_node_names(model, keep_nodes, "fp16 keep-fp32 node")
+    kept = [n.name for n in model.graph.node if n.op_type in keep_op_types or n.name in keep_nodes]
+    converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=keep_op_types,
+                                                 node_block_list=keep_nodes)
+    onnx.save(converted, str(dst))
+    log.info("fp16: %d of %d nodes kept in fp32 (%s)", len(kept), len(model.graph.node), ", ".join(keep_op_types))
+    return {"converter": _version("onnxconverter-common", "onnxconverter_common.float16"),
+            "io_dtype": "float32", "fp32_op_types": keep_op_types, "fp32_nodes": kept}
+
+
+# --- int8 ---------------------------------------------------------------------------------------
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over an [N,3,16,16] array, in small batches.
+
+    Supports `set_range` (onnxruntime's CalibStridedMinMax option): the calibrator then collects a few
+    batches at a time and merges ranges/histograms, instead of holding every intermediate tensor of the
+    whole set in memory (the Entropy calibrator was OOM-killed on 512 faces with 23 GB otherwise).
+    """
+
+    def __init__(self, data: np.ndarray, input_name: str, batch: int):
+        self._batches = [data[i:i + batch] for i in range(0, len(data), batch)]
+        self._input_name = input_name
+        self._next, self._end = 0, len(self._batches)
+
+    def __len__(self):
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int):
+        self._next, self._end = start_index, min(end_index, len(self._batches))
+
+    def get_next(self):
+        if self._next >= self._end:
+            return None
+        self._next += 1
+        return {self._input_name: self._batches[self._next - 1]}
+
+    def rewind(self):
+        self._next, self._end = 0, len(self._batches)
+
+
+def _stride(n_batches: int, most: int = 4) -> int:
+    """Largest divisor of n_batches that is <= most (onnxruntime requires an exact division)."""
+    return max(d for d in range(1, most + 1) if n_batches % d == 0)
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: np.ndarray,
+                  method: str = "entropy", exclude_op_types=INT8_DEFAULT_EXCLUDE_OPS, exclude_nodes=(),
+                  batch: int = 8) -> dict:
+    """Explicit int8 quantisation (Q/DQ, symmetric, per-channel weights) calibrated on `calibration`."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in CALIBRATION_METHODS:
+        raise ExportError(f"--calibration {method!r}: expected one of {', '.join(CALIBRATION_METHODS)}")
+    model = onnx.load(str(src))
+    _check_node_names(model, exclude_nodes, "--exclude-nodes")
+    input_name = model.graph.input[0].name
+    exclude_op_types = list(exclude_op_types)
+    op_types = sorted({n.op_type for n in model.graph.node} - set(exclude_op_types))
+    excluded = [n.name for n in model.graph.node if n.op_type in exclude_op_types or n.name in exclude_nodes]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fsr-quant-") as work:
+        # quantize_static writes augmented models next to the output; keep them out of --outdir.
+        tmp_out = Path(work) / "int8.onnx"
+        reader = _Reader(calibration, input_name, batch)
+        quantize_static(
+            str(src), str(tmp_out), reader, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=op_types, per_channel=True, activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8, nodes_to_exclude=list(excluded),
+            calibrate_method=CalibrationMethod.Entropy if method == "entropy" else CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibTensorRangeSymmetric": True,
+                           "CalibStridedMinMax": _stride(len(reader)),
+                           # Biases stay fp32: TensorRT fuses them itself and has no int32 DequantizeLinear.
+                           "QuantizeBias": False},
+        )
+        os.replace(tmp_out, dst)
+    seconds = time.perf_counter() - t0
+    log.info("int8: calibrated (%s) on %d inputs in %.0f s; %d nodes excluded", method, len(calibration),
+             seconds, len(excluded))
+    return {"quantizer": _version("onnxruntime", "onnxruntime.quantization.quantize_static"),
+            "format": "QDQ", "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
+            "biases": "fp32",
+            "calibration_method": method, "calibration_inputs": int(len(calibration)),
+            "calibration_seconds": round(seconds, 1), "excluded_op_types": exclude_op_types,
+            "excluded_nodes": excluded}
+
+
+# --- accuracy gate ------------------------------------------------------------------------------
+
+
+def val_pairs(count: int = GATE_IMAGES, split: str = "val") -> tuple[np.ndarray, np.ndarray, str]:
+    """(LR [N,3,16,16], HR [N,3,128,128]) float32 RGB in [0,1] from the UTK split, pair convention."""
+    from PIL import Image
+
+    from .inputs import HR_SIZE, LR_SIZE, utk_dir
+
+    faces = utk_dir()
+    if faces is None:
+        raise ExportError("the accuracy gate needs ../shared/data/faces-utk (set FSR_SHARED_DIR), or pass "
+                          "--accuracy-gate off to skip it (the manifest will say so)")
+    names = json.loads((faces / "splits.json").read_text())[split][:count]
+    lrs, hrs = [], []
+    for name in names:
+        with Image.open(faces / "images" / name) as img:
+            hr = img.convert("RGB").resize((HR_SIZE, HR_SIZE), Image.BICUBIC)
+        lrs.append(np.asarray(hr.resize((LR_SIZE, LR_SIZE), Image.BICUBIC), dtype=np.float32))
+        hrs.append(np.asarray(hr, dtype=np.float32))
+    to_nchw = lambda a: np.stack(a).transpose(0, 3, 1, 2) / 255.0  # noqa: E731
+    return to_nchw(lrs), to_nchw(hrs), f"faces-utk/{split}[:{len(names)}]"
+
+
+def run_sr(onnx_path: str | os.PathLike, lr: np.ndarray) -> tuple[np.ndarray, float]:
+    """The `sr` output of an ONNX model on ONNX Runtime CPU, in batches; returns (sr, seconds)."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # ORT raises its own exception types
+        raise ExportError(f"ONNX Runtime cannot load {onnx_path}: {err}") from err
+    input_name = session.get_inputs()[0].name
+    t0 = time.perf_counter()
+    out = [session.run(["sr"], {input_name: lr[i:i + _RUN_BATCH]})[0] for i in range(0, len(lr), _RUN_BATCH)]
+    return np.concatenate(out), time.perf_counter() - t0
+
+
+def accuracy_gate(fp32_path, precision_path, precision: str, count: int = GATE_IMAGES,
+                  tolerance_db: float | None = None) -> dict:
+    """Y-PSNR of the precision model vs ground truth and vs the fp32 model; `passed` per the tolerance."""
+    from .quality import mean_y_psnr
+
+    tolerance_db = GATE_TOLERANCE_DB[precision] if tolerance_db is None else tolerance_db
+    lr, hr, source = val_pairs(count)
+    ref, t_ref = run_sr(fp32_path, lr)
+    out, t_out = run_sr(precision_path, lr)
+    fp32_gt, prec_gt = mean_y_psnr(ref, hr), mean_y_psnr(out, hr)
+    result = {
+        "images": source, "metric": "Y-PSNR dB (BT.601 Y, uint8, 8 px border)",
+        "fp32_vs_gt_db": round(fp32_gt, 4), f"{precision}_vs_gt_db": round(prec_gt, 4),
+        "delta_vs_gt_db": round(prec_gt - fp32_gt, 4), f"{precision}_vs_fp32_db": round(mean_y_psnr(out, ref), 4),
+        "max_abs_error_vs_fp32": float(np.abs(out - ref).max()), "tolerance_db": tolerance_db,
+        "runtime": "onnxruntime CPUExecutionProvider", "seconds": {"fp32": round(t_ref, 1), precision: round(t_out, 1)},
+    }
+    result["passed"] = fp32_gt - prec_gt <= tolerance_db
+    return result
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _check_node_names(model, names, what: str) -> None:
+    missing = sorted(set(names) - {n.name for n in model.graph.node})
+    if missing:
+        sample = ", ".join(n.name for n in model.graph.node[:5])
+        raise ExportError(f"{what}: no node named {', '.join(missing)} in the graph; node names look like "
+                          f"{sample}, ... (list them with onnx.load(path).graph.node)")
+
+
+def _version(package: str, api: str) -> str:
+    from importlib import metadata
+
+    try:
+        return f"{api} ({package} {metadata.version(package)})"
+    except metadata.PackageNotFoundError:
+        return api

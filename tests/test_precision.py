@@ -1,0 +1,166 @@
+"""--precision fp16/int8: converters, the accuracy gate, the Y-PSNR metric and the build wiring."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export import ExportError
+from export.build import PrecisionOptions, build, main, make_precision_onnx
+from export.inputs import utk_dir
+from export.precision import FP16_KEEP_FP32_OPS, accuracy_gate, convert_fp16, quantize_int8
+from export.quality import mean_y_psnr, to_uint8, y_psnr
+from models import create_model
+from models.weights import save_weights
+
+GATE_IMAGES = 16
+needs_utk = pytest.mark.skipif(utk_dir() is None, reason="../shared/data/faces-utk not found")
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_model("dic", config="tiny")
+    return save_weights(model, tmp_path_factory.mktemp("w") / "tiny.safetensors",
+                        metadata={"config": model.config.to_dict()})
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory, tiny_weights):
+    return build("dic", weights=str(tiny_weights), steps=1, outdir=tmp_path_factory.mktemp("fp32")).onnx_path
+
+
+# --- metric ---------------------------------------------------------------------------------------
+
+
+def test_y_psnr_matches_hand_computation():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-3, 4, a.shape), 0, 255).astype(np.uint8)
+    ya = (65.481 * a[..., 0] + 128.553 * a[..., 1] + 24.966 * a[..., 2]) / 255 + 16
+    yb = (65.481 * b[..., 0] + 128.553 * b[..., 1] + 24.966 * b[..., 2]) / 255 + 16
+    mse = np.mean((ya[8:-8, 8:-8] - yb[8:-8, 8:-8]) ** 2)
+    assert y_psnr(a, b) == pytest.approx(10 * np.log10(255 ** 2 / mse), rel=1e-12)
+    assert y_psnr(a, a) == float("inf")
+    # The border is really cropped: changes confined to it do not count.
+    c = a.copy()
+    c[:8] = 0
+    assert y_psnr(a, c) == float("inf")
+    with pytest.raises(ValueError, match="shape"):
+        y_psnr(a, a[:16])
+
+
+def test_mean_y_psnr_rounds_to_uint8():
+    x = np.full((2, 3, 32, 32), 0.5, np.float32)
+    assert to_uint8(x).max() == 128
+    # Differences below half a grey level vanish after rounding (capped at 100 dB).
+    assert mean_y_psnr(x, x + 0.0015) == 100.0
+    assert mean_y_psnr(x, x + 0.1) < 30
+
+
+# --- fp16 ---------------------------------------------------------------------------------------
+
+
+def test_fp16_keeps_io_fp32_and_blocked_ops(fp32_onnx, tmp_path):
+    out = tmp_path / "m16.onnx"
+    info = convert_fp16(fp32_onnx, out)
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [f32]
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [f32]
+    assert any(t.data_type == f16 for t in model.graph.initializer)
+    resize = [n.name for n in onnx.load(str(fp32_onnx)).graph.node if n.op_type == "Resize"]
+    assert resize and set(resize) <= set(info["fp32_nodes"])
+    assert info["fp32_op_types"] == list(FP16_KEEP_FP32_OPS)
+    lr = np.random.default_rng(1).random((2, 3, 16, 16), dtype=np.float32)
+    ref = ort.InferenceSession(str(fp32_onnx), providers=["CPUExecutionProvider"]).run(None, {"lr": lr})[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"lr": lr})[0]
+    assert got.dtype == np.float32 and np.abs(got - ref).max() < 5e-3
+
+
+def test_fp16_unknown_node_name_is_a_clear_error(fp32_onnx, tmp_path):
+    with pytest.raises(ExportError, match="no node named nope"):
+        convert_fp16(fp32_onnx, tmp_path / "x.onnx", keep_nodes=["nope"])
+
+
+@needs_utk
+def test_fp16_build_passes_gate_and_writes_manifest(tiny_weights, tmp_path):
+    result = build("dic", weights=str(tiny_weights), steps=1, precision="fp16", outdir=tmp_path,
+                   options=PrecisionOptions(gate_images=GATE_IMAGES))
+    m = result.manifest
+    assert result.onnx_path.name == "dic_s1_fp16.onnx" and json.loads(result.manifest_path.read_text()) == m
+    gate = m["accuracy"]
+    assert gate["passed"] and gate["images"] == f"faces-utk/val[:{GATE_IMAGES}]"
+    assert abs(gate["delta_vs_gt_db"]) <= 0.05 and gate["fp16_vs_fp32_db"] > 50
+    assert m["precision_conversion"]["fp32_nodes"]
+    assert "--stronglyTyped" in m["trtexec"] and "dic_s1_fp16.onnx" in m["trtexec"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dic_s1_fp16.json", "dic_s1_fp16.onnx"]
+
+
+@needs_utk
+def test_gate_failure_writes_nothing_and_warn_publishes(tiny_weights, fp32_onnx, tmp_path, monkeypatch):
+    from export import precision
+
+    # A gate with a negative tolerance must fail: the error carries the numbers, and no file is left.
+    monkeypatch.setitem(precision.GATE_TOLERANCE_DB, "fp16", -1.0)
+    with pytest.raises(ExportError, match=r"accuracy gate failed: fp16 Y-PSNR vs GT .* dB.*--accuracy-gate warn"):
+        build("dic", weights=str(tiny_weights), steps=1, precision="fp16", outdir=tmp_path,
+              options=PrecisionOptions(gate_images=4))
+    assert list(tmp_path.iterdir()) == []
+    # --accuracy-gate warn: the same conversion is kept, and the manifest records the failed gate.
+    keys = make_precision_onnx(fp32_onnx, tmp_path / "m16.onnx", "fp16",
+                               PrecisionOptions(gate_images=4, accuracy_gate="warn"))
+    assert (tmp_path / "m16.onnx").is_file() and keys["accuracy"]["passed"] is False
+    assert keys["accuracy"]["tolerance_db"] == -1.0 and "fp16_vs_gt_db" in keys["accuracy"]
+
+
+def test_bad_gate_option_is_rejected(tiny_weights, tmp_path):
+    with pytest.raises(ExportError, match="--accuracy-gate 'sometimes'"):
+        build("dic", weights=str(tiny_weights), precision="fp16", outdir=tmp_path,
+              options=PrecisionOptions(accuracy_gate="sometimes"))
+
+
+# --- int8 ---------------------------------------------------------------------------------------
+
+
+@needs_utk
+def test_int8_qdq_symmetric_per_channel(fp32_onnx, tmp_path):
+    from export.inputs import face_inputs
+
+    calib, _ = face_inputs(32, split="train")
+    out = tmp_path / "m8.onnx"
+    info = quantize_int8(fp32_onnx, out, calib, method="max")
+    model = onnx.load(str(out))
+    ops = [n.op_type for n in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    per_channel = [inits[n.input[1]] for n in model.graph.node if n.op_type == "DequantizeLinear"
+                   and n.input[0] in inits and inits[n.input[1]].ndim == 1]
+    assert per_channel, "weights should have per-channel scales"
+    assert info["calibration_inputs"] == 32 and info["excluded_nodes"]
+    gate = accuracy_gate(fp32_onnx, out, "int8", count=8)
+    assert np.isfinite(gate["int8_vs_gt_db"]) and gate["int8_vs_fp32_db"] > 30
+
+
+def test_int8_bad_calibration_method(fp32_onnx, tmp_path):
+    with pytest.raises(ExportError, match="--calibration 'percentile'"):
+        quantize_int8(fp32_onnx, tmp_path / "x.onnx", np.zeros((32, 3, 16, 16), np.float32), method="percentile")
+
+
+def test_int8_cli_with_too_small_calibration_set(tiny_weights, tmp_path, caplog):
+    from calibration import save_set
+
+    bad = tmp_path / "small.npz"
+    np.savez(bad, lr=np.zeros((4, 3, 16, 16), np.float32), sha256=np.array("x"), source=np.array("test"))
+    rc = main(["--model", "dic", "--weights", str(tiny_weights), "--precision", "int8",
+               "--calibration-data", str(bad), "--outdir", str(tmp_path / "out")])
+    assert rc == 2
+    assert "received 4 inputs, expected at least 32" in caplog.text
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert save_set  # imported API exists
