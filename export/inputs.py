@@ -10,7 +10,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-HR_SIZE = 128
 LR_SIZE = 16
 
 
@@ -30,13 +29,11 @@ def utk_dir() -> Path | None:
 
 
 def lr_from_crop(path: Path) -> np.ndarray:
-    """Pair convention: crop -> 128x128 (PIL bicubic) -> 16x16 (PIL bicubic); RGB float32 CHW in [0,1]."""
-    from PIL import Image
+    """The pair convention's LR of an aligned crop (training.data.decode_pair), RGB float32 CHW in [0,1]."""
+    from training.data import decode_pair
 
-    with Image.open(path) as img:
-        hr = img.convert("RGB").resize((HR_SIZE, HR_SIZE), Image.BICUBIC)
-    lr = hr.resize((LR_SIZE, LR_SIZE), Image.BICUBIC)
-    return np.asarray(lr, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    _, lr = decode_pair(path)
+    return lr.astype(np.float32).transpose(2, 0, 1) / 255.0
 
 
 def face_inputs(count: int = 16, split: str = "val", seed: int = 0) -> tuple[np.ndarray, str]:

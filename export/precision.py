@@ -10,7 +10,7 @@ Converters (chosen because they install cleanly with pip here and need no CUDA):
   parses such Q/DQ graphs as explicit quantization.
 
 The accuracy gate runs both models with ONNX Runtime (CPU) on the UTK val split and compares Y-PSNR
-(export.quality) against ground truth HR and against the fp32 model.
+(export.quality, the official metric) against ground truth HR and against the fp32 model.
 """
 from __future__ import annotations
 
@@ -149,22 +149,17 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
 
 def val_pairs(count: int = GATE_IMAGES, split: str = "val") -> tuple[np.ndarray, np.ndarray, str]:
     """(LR [N,3,16,16], HR [N,3,128,128]) float32 RGB in [0,1] from the UTK split, pair convention."""
-    from PIL import Image
+    from training.data import decode_pair
 
-    from .inputs import HR_SIZE, LR_SIZE, utk_dir
+    from .inputs import utk_dir
 
     faces = utk_dir()
     if faces is None:
         raise ExportError("the accuracy gate needs ../shared/data/faces-utk (set FSR_SHARED_DIR), or pass "
                           "--accuracy-gate off to skip it (the manifest will say so)")
     names = json.loads((faces / "splits.json").read_text())[split][:count]
-    lrs, hrs = [], []
-    for name in names:
-        with Image.open(faces / "images" / name) as img:
-            hr = img.convert("RGB").resize((HR_SIZE, HR_SIZE), Image.BICUBIC)
-        lrs.append(np.asarray(hr.resize((LR_SIZE, LR_SIZE), Image.BICUBIC), dtype=np.float32))
-        hrs.append(np.asarray(hr, dtype=np.float32))
-    to_nchw = lambda a: np.stack(a).transpose(0, 3, 1, 2) / 255.0  # noqa: E731
+    hrs, lrs = zip(*(decode_pair(faces / "images" / name) for name in names))
+    to_nchw = lambda a: np.stack(a).astype(np.float32).transpose(0, 3, 1, 2) / 255.0  # noqa: E731
     return to_nchw(lrs), to_nchw(hrs), f"faces-utk/{split}[:{len(names)}]"
 
 
