@@ -1,0 +1,115 @@
+"""Evaluate SR weights on a split: Y-PSNR / SSIM (official DIC metric) per step, next to bicubic, plus landmark NME.
+
+    python -m training.evaluate --model dic --weights models/weights/dic_utk_cpu_demo.safetensors --split test
+
+Prints a Markdown table and writes JSON (--json, default runs/eval/<weights stem>_<split>.json).
+Bicubic = PIL BICUBIC upsampling of the uint8 LR to 128x128 (the README reference: 24.12 dB / 0.666 on test).
+NME = arg-max of each step's heatmaps x 4 vs the labelled landmarks, / outer-eye-corner distance (36-45).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import DataError, FaceSplit, load_split
+from .metrics import landmark_nme, to_uint8, y_psnr_ssim
+
+__all__ = ["bicubic_upsample", "evaluate_bicubic", "evaluate_model", "markdown_table", "main"]
+
+
+def bicubic_upsample(lr: np.ndarray, size: int = 128) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(lr).resize((size, size), Image.BICUBIC), dtype=np.uint8)
+
+
+def evaluate_bicubic(split: FaceSplit) -> dict:
+    scores = np.array([y_psnr_ssim(bicubic_upsample(lr), hr) for lr, hr in zip(split.lr, split.hr)])
+    return {"method": "bicubic", "psnr": float(scores[:, 0].mean()), "ssim": float(scores[:, 1].mean()),
+            "nme": None, "images": len(split)}
+
+
+@torch.no_grad()
+def evaluate_model(model, split: FaceSplit, steps: int | None = None, batch_size: int = 25) -> list[dict]:
+    """One row per step 1..steps: mean Y-PSNR, SSIM of SR_t and NME of heatmap_t (from the landmark net on SR_t)."""
+    from models.dic import heatmap_peaks
+
+    model.eval()
+    steps = steps or model.config.num_steps
+    psnrs = [[] for _ in range(steps)]
+    ssims = [[] for _ in range(steps)]
+    nmes = [[] for _ in range(steps)]
+    for start in range(0, len(split), batch_size):
+        stop = min(start + batch_size, len(split))
+        lr = torch.from_numpy(np.ascontiguousarray(split.lr[start:stop])).permute(0, 3, 1, 2).float() / 255
+        sr_steps, hm_steps = model.unroll(lr, steps=steps, last_heatmap=True)
+        for t in range(steps):
+            sr = to_uint8(sr_steps[t])
+            for i in range(stop - start):
+                p, s = y_psnr_ssim(sr[i], split.hr[start + i])
+                psnrs[t].append(p)
+                ssims[t].append(s)
+            if t < len(hm_steps):
+                pred = heatmap_peaks(hm_steps[t].float()).numpy()
+                nmes[t].extend(landmark_nme(pred, split.landmarks[start:stop]).tolist())
+    return [{"method": f"model step {t + 1}", "step": t + 1, "psnr": float(np.mean(psnrs[t])),
+             "ssim": float(np.mean(ssims[t])), "nme": float(np.mean(nmes[t])) if nmes[t] else None,
+             "images": len(split)} for t in range(steps)]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| method | Y-PSNR (dB) | SSIM | NME (outer-eye) |", "|---|---|---|---|"]
+    for r in rows:
+        nme = "-" if r.get("nme") is None else f"{r['nme']:.4f}"
+        lines.append(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {nme} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="dic")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--steps", type=int, default=None, help="unroll steps (default: the config's num_steps)")
+    p.add_argument("--limit", type=int, default=None, help="first K images of the split")
+    p.add_argument("--data", default=None)
+    p.add_argument("--cache", default="runs/cache")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None)
+    p.add_argument("--no-bicubic", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from models import WeightsError, create_model
+
+    try:
+        model = create_model(args.model, weights=args.weights)
+        # the cache only holds whole splits; --limit slices after loading
+        split = load_split(args.split, args.data, cache_dir=args.cache or None).subset(args.limit)
+    except (DataError, WeightsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    rows = [] if args.no_bicubic else [evaluate_bicubic(split)]
+    rows += evaluate_model(model, split, args.steps)
+    print(f"{args.model} {args.weights} on {args.split} ({len(split)} images, {time.time() - t0:.0f} s)\n")
+    print(markdown_table(rows))
+    out = Path(args.json or f"runs/eval/{Path(args.weights).stem}_{args.split}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": args.model, "weights": str(args.weights), "split": args.split,
+                               "images": len(split), "config": model.config.to_dict(), "rows": rows}, indent=1))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
