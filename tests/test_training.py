@@ -124,6 +124,13 @@ def test_heatmap_peak_at_landmark():
     assert hm[0, 0, 15, 11] == pytest.approx(math.exp(-0.5))  # sigma = 1 heatmap pixel
 
 
+@needs_data
+def test_nme_of_gt_heatmaps_is_only_quantisation():
+    split = load_split("test", cache_dir=REPO / "runs" / "cache").subset(100)
+    pred = heatmap_peaks(make_heatmaps(torch.from_numpy(split.landmarks))).numpy()
+    assert landmark_nme(pred, split.landmarks).mean() < 0.04  # 4-px grid, ~50-px eye distance
+
+
 def test_flip_permutation_is_an_involution():
     perm = FLIP_PERMUTATION_68
     assert sorted(perm) == list(range(68))
