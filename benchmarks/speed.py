@@ -106,7 +106,7 @@ def run_benchmark(args) -> dict:
     from models import create_model
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    model = create_model(args.model, config=None if args.weights else args.config, weights=args.weights).eval()
+    model = create_model(args.model, config=args.config, weights=args.weights).eval()
     max_steps = model.config.num_steps
     steps_list = args.steps or [max_steps]
     backends = available_backends(args.backends)
@@ -155,7 +155,7 @@ def onnxruntime_vs_torch(rows: list[dict]) -> list[dict]:
 def to_markdown(payload: dict) -> str:
     m = payload["machine"]
     text = [f"# Speed — {m.get('gpu') or m['cpu']} ({m['cores']} cores)\n",
-            f"Command: `{payload['command']}`  \nModel: {payload['model']} config `{payload['config']}`, "
+            f"Command: `{payload['command']}`  \nModel: {payload['model']} config `{payload['config'] or 'stored in the weights'}`, "
             f"warm-up {payload['warmup']}, {payload['repeats']} timed runs, medians.\n"]
     headers = ["backend", "precision", "steps", "batch", "median ms", "p95 ms", "faces/s", "GFLOP/face", "GFLOP/s"]
     rows = [[r["backend"], r["precision"], r["steps"], r["batch"], r["median_ms"], r["p95_ms"], r["faces_per_s"],
@@ -202,7 +202,8 @@ def parse_args(argv=None):
     p.add_argument("--outdir", type=Path, help="default: benchmarks/results/<machine>/")
     args = p.parse_args(argv)
     gpu = _has_cuda()
-    args.config = args.config or ("tiny" if args.quick else "default")
+    if args.config is None and not args.weights:  # with --weights, the config stored in them is used
+        args.config = "tiny" if args.quick else "default"
     args.batches = args.batches or ([1, 4] if args.quick else ([1, 8, 32, 64] if gpu else [1, 4]))
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     args.repeats = args.repeats or (5 if args.quick else 20)
