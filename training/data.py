@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,9 @@ log = logging.getLogger(__name__)
 
 HR_SIZE, LR_SIZE, HEATMAP_SIZE = 128, 16, 32
 SOURCE_SIZE = 200
-# The project's data, relative to the repository root (the shared folder sits next to it).
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces-utk"
+# The project's data: $FSR_SHARED_DIR, else the shared folder next to the repository root.
+DEFAULT_DATA_DIR = (Path(os.environ["FSR_SHARED_DIR"]) if os.environ.get("FSR_SHARED_DIR")
+                    else Path(__file__).resolve().parents[1].parent / "shared") / "data" / "faces-utk"
 
 
 class DataError(RuntimeError):
