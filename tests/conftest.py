@@ -114,3 +114,17 @@ def make_artifact(tmp_path):
     def make(name: str = "m", **kwargs) -> Path:
         return make_sr_artifact(tmp_path / "models", name, **kwargs)
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """Seeded random weights of the tiny DIC config as a project safetensors file (config in its header)."""
+    import torch
+
+    from models import create_model
+    from models.weights import save_weights
+
+    torch.manual_seed(0)
+    model = create_model("dic", config="tiny")
+    return save_weights(model, tmp_path_factory.mktemp("w") / "tiny.safetensors",
+                        metadata={"config": model.config.to_dict()})

@@ -12,17 +12,8 @@ from export import ExportError
 from export.build import BatchProfile, build, main
 from export.inputs import utk_dir
 from models import create_model
-from models.weights import save_weights
 
 TINY_STEPS = 3
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = create_model("dic", config="tiny")
-    return save_weights(model, tmp_path_factory.mktemp("w") / "tiny.safetensors",
-                        metadata={"config": model.config.to_dict()})
 
 
 @pytest.fixture(scope="module")

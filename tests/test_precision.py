@@ -5,26 +5,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 
 from export import ExportError
 from export.build import PrecisionOptions, build, main, make_precision_onnx
 from export.inputs import utk_dir
 from export.precision import FP16_KEEP_FP32_OPS, accuracy_gate, convert_fp16, quantize_int8
 from export.quality import mean_y_psnr
-from models import create_model
-from models.weights import save_weights
 
 GATE_IMAGES = 16
 needs_utk = pytest.mark.skipif(utk_dir() is None, reason="../shared/data/faces-utk not found")
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = create_model("dic", config="tiny")
-    return save_weights(model, tmp_path_factory.mktemp("w") / "tiny.safetensors",
-                        metadata={"config": model.config.to_dict()})
 
 
 @pytest.fixture(scope="module")
