@@ -47,7 +47,9 @@ def _inputs(batch: int) -> list[np.ndarray]:
 def torch_runner(model, steps: int, device: str, half: bool):
     import torch
 
-    net = model.to(device)
+    from export.onnx_export import inference_form
+
+    net = inference_form(model).to(device)  # what gets exported (PFSR: BatchNorm folded)
     dtype = torch.float16 if half else torch.float32
     if half:
         net = net.half().to(memory_format=torch.channels_last)

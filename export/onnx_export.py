@@ -33,12 +33,15 @@ class UnrolledSR(nn.Module):
 
     Runs exactly `steps` recurrent steps of a model exposing `unroll(lr, steps, last_heatmap)`.
     Without landmarks the last step's landmark pass is left out of the graph: it only feeds a
-    next step that does not exist.
+    next step that does not exist. A model with a `fused()` inference form (PFSR: BatchNorm folded
+    into the convolutions) is exported in that form.
     """
 
-    def __init__(self, model: nn.Module, steps: int, with_landmarks: bool = False):
+    def __init__(self, model: nn.Module, steps: int, with_landmarks: bool = False, fuse: bool = True):
         super().__init__()
-        self.model = model.eval()
+        if with_landmarks and not model.supports_landmarks:
+            raise ExportError(f"{type(model).__name__} has no landmark output; export without --with-landmarks")
+        self.model = inference_form(model) if fuse else model.eval()
         self.steps = steps
         self.with_landmarks = with_landmarks
 
@@ -50,6 +53,12 @@ class UnrolledSR(nn.Module):
         if self.with_landmarks:
             return sr, heatmap_peaks(heatmaps[-1], stride=sr.shape[-1] / heatmaps[-1].shape[-1])
         return sr
+
+
+def inference_form(model: nn.Module) -> nn.Module:
+    """The module to export/benchmark: `model.fused()` where the model has one, else the model (eval)."""
+    model = model.eval()
+    return model.fused() if hasattr(model, "fused") else model
 
 
 def output_names(with_landmarks: bool) -> list[str]:

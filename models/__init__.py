@@ -16,11 +16,12 @@ from typing import Callable
 import torch.nn as nn
 
 from .dic import DIC, DIC_CONFIGS, DICConfig
+from .pfsr import PFSR, PFSR_CONFIGS, PFSRConfig
 from .weights import WeightsError, load_into, read_metadata, read_state_dict
 
 __all__ = [
     "create_model", "list_models", "model_spec", "shipped_weights", "load_weights",
-    "load_landmark_weights", "WeightsError", "DIC", "DICConfig",
+    "load_landmark_weights", "WeightsError", "DIC", "DICConfig", "PFSR", "PFSRConfig",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ _register(ModelSpec("dic", _build_dic, DIC_CONFIGS, DICConfig.from_dict,
 # DICGAN is the DIC generator with adversarially fine-tuned weights.
 _register(ModelSpec("dicgan", _build_dic, DIC_CONFIGS, DICConfig.from_dict, ("dicgan_utk.safetensors",),
                     "DICGAN (CVPR 2020): DIC generator, GAN-fine-tuned weights"))
+
+
+_register(ModelSpec("pfsr", PFSR, PFSR_CONFIGS, PFSRConfig.from_dict, ("pfsr_utk.safetensors",),
+                    "PFSR (BMVC 2019), 16->128 in three progressive x2 steps, light (~10 GFLOP at width 512)"))
 
 
 def list_models() -> list[str]:

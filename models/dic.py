@@ -330,6 +330,8 @@ class DIC(nn.Module):
     step ([N, K, 32, 32]).
     """
 
+    supports_landmarks = True
+
     def __init__(self, config: DICConfig | None = None):
         super().__init__()
         cfg = config or DICConfig()

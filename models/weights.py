@@ -5,6 +5,7 @@ Formats understood by `read_state_dict`:
   * `.pth` / `.pt` — upstream checkpoints, read with `torch.load(weights_only=True)` only:
       - DIC training saves   {"state_dict": ..., "optimizer": ..., ...}
       - DICGAN saves         {"netG": ..., ...}
+      - PFSR saves           {"model_state_dict": ..., "step": ..., "alpha": ..., "iteration": ...}
       - raw state dicts, e.g. the landmark net `FB_HG_68_CelebA.pth` (HG weights without "HG.").
 A checkpoint that needs full unpickling (arbitrary Python objects) is refused: unpickling runs code.
 """
@@ -23,7 +24,7 @@ import torch.nn as nn
 
 __all__ = ["WeightsError", "read_state_dict", "load_into", "save_weights", "read_metadata", "sha256_of"]
 
-WRAPPER_KEYS = ("state_dict", "netG", "model", "params")
+WRAPPER_KEYS = ("state_dict", "netG", "model_state_dict", "model", "params")
 
 
 class WeightsError(ValueError):

@@ -37,7 +37,8 @@ def evaluate_bicubic(split: FaceSplit) -> dict:
 
 @torch.no_grad()
 def evaluate_model(model, split: FaceSplit, steps: int | None = None, batch_size: int = 25) -> list[dict]:
-    """One row per step 1..steps: mean Y-PSNR, SSIM of SR_t and NME of heatmap_t (from the landmark net on SR_t)."""
+    """One row per step 1..steps: mean Y-PSNR, SSIM of SR_t and NME of heatmap_t (from the landmark net on SR_t;
+    None for models without a landmark branch)."""
     from models.dic import heatmap_peaks
 
     model.eval()
@@ -48,7 +49,7 @@ def evaluate_model(model, split: FaceSplit, steps: int | None = None, batch_size
     for start in range(0, len(split), batch_size):
         stop = min(start + batch_size, len(split))
         lr = torch.from_numpy(np.ascontiguousarray(split.lr[start:stop])).permute(0, 3, 1, 2).float() / 255
-        sr_steps, hm_steps = model.unroll(lr, steps=steps, last_heatmap=True)
+        sr_steps, hm_steps = model.unroll(lr, steps=steps, last_heatmap=model.supports_landmarks)
         for t in range(steps):
             sr = to_uint8(sr_steps[t])
             for i in range(stop - start):

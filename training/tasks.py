@@ -1,8 +1,9 @@
 """Training tasks: what a model-specific part of training needs, so the loop in `train.py` stays generic.
 
 A task knows how to build its model from a config, turn a batch of uint8 arrays into tensors, compute
-the loss, and produce the SR image used for validation. A later PFSR model adds a task here and
-registers it in `TASKS`; the loop, checkpointing and validation are reused as they are.
+the loss, and produce the SR image used for validation. Every task also has
+`set_iteration(iteration, total)` (a schedule hook, e.g. PFSR's progressive steps) and
+`final_model_ready` (whether validation scores may select the best checkpoint yet).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 
 from models import create_model, model_spec
 from models.dic import DICConfig
+from models.pfsr import NUM_STAGES
 
 from .data import HEATMAP_SIZE, HR_SIZE, flip_landmarks, make_heatmaps
 
@@ -25,7 +27,8 @@ EXTRA_DIC_CONFIGS = {
     "cpu_demo": DICConfig(num_features=16, num_groups=2, hg_num_feature=32, num_fusion_block=1, num_steps=2),
 }
 
-__all__ = ["EXTRA_DIC_CONFIGS", "Batch", "DICTask", "TASKS", "get_task", "sample_batch"]
+__all__ = ["EXTRA_DIC_CONFIGS", "Batch", "DICTask", "PFSRTask", "ProgressiveSchedule", "TASKS", "get_task",
+           "sample_batch", "attention_map"]
 
 
 @dataclass
@@ -67,31 +70,59 @@ def sample_batch(split, indices: np.ndarray, flips: np.ndarray | None = None, de
     return Batch(*tensors)
 
 
-class DICTask:
-    """DIC / DICGAN generator, the paper's loss: sum over steps of L1(SR_t, HR) + w * MSE(heatmap_t, GT)."""
+class _Task:
+    """Shared parts: named configs (registry + extra), inline JSON configs, no schedule."""
 
-    name = "dic"
+    name = ""
+    extra_configs: dict = {}
+    final_model_ready = True
 
-    def __init__(self, heatmap_weight: float = 0.1, heatmap_sigma: float = 1.0):
-        self.heatmap_weight = heatmap_weight
-        self.heatmap_sigma = heatmap_sigma
-        self.spec = model_spec("dic")
+    def __init__(self):
+        self.spec = model_spec(self.name)
+
+    @classmethod
+    def from_args(cls, args) -> "_Task":
+        return cls()
+
+    def set_iteration(self, iteration: int, total: int) -> None:
+        """Called before every training iteration."""
+
+    def status(self) -> str:
+        """Schedule state for the training log ('' when there is none)."""
+        return ""
 
     def configs(self) -> dict:
-        return {**self.spec.configs, **EXTRA_DIC_CONFIGS}
+        return {**self.spec.configs, **self.extra_configs}
 
     def resolve_config(self, name_or_dict):
+        """A config name, a dict, or inline JSON (e.g. for tests) -> config object."""
         if isinstance(name_or_dict, str) and name_or_dict.lstrip().startswith("{"):
-            name_or_dict = json.loads(name_or_dict)  # inline JSON config, e.g. for tests
+            name_or_dict = json.loads(name_or_dict)
         if isinstance(name_or_dict, dict):
             return self.spec.config_from_dict(name_or_dict)
         configs = self.configs()
         if name_or_dict not in configs:
-            raise ValueError(f"unknown dic config {name_or_dict!r}; available: {', '.join(configs)}")
+            raise ValueError(f"unknown {self.name} config {name_or_dict!r}; available: {', '.join(configs)}")
         return configs[name_or_dict]
 
     def build_model(self, config) -> nn.Module:
-        return create_model("dic", config).train()
+        return create_model(self.name, config).train()
+
+
+class DICTask(_Task):
+    """DIC / DICGAN generator, the paper's loss: sum over steps of L1(SR_t, HR) + w * MSE(heatmap_t, GT)."""
+
+    name = "dic"
+    extra_configs = EXTRA_DIC_CONFIGS
+
+    def __init__(self, heatmap_weight: float = 0.1, heatmap_sigma: float = 1.0):
+        super().__init__()
+        self.heatmap_weight = heatmap_weight
+        self.heatmap_sigma = heatmap_sigma
+
+    @classmethod
+    def from_args(cls, args) -> "DICTask":
+        return cls(heatmap_weight=args.heatmap_weight)
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
         sr_steps, heatmap_steps = model.unroll(batch.lr)
@@ -107,10 +138,97 @@ class DICTask:
         return model.unroll(lr, steps=steps, last_heatmap=True)
 
 
-TASKS = {"dic": DICTask}
+@dataclass(frozen=True)
+class ProgressiveSchedule:
+    """Which PFSR step trains at an iteration, and its blend factor alpha.
+
+    `fractions`: share of the iterations spent with 1, 2 and 3 steps; after each switch alpha grows
+    linearly from 0 to 1 over `fade` of that stage, blending in the new step's RGB.
+    """
+
+    fractions: tuple[float, float, float] = (0.1, 0.2, 0.7)
+    fade: float = 0.5
+
+    def at(self, iteration: int, total: int) -> tuple[int, float]:
+        start = 0
+        for stage, share in enumerate(self.fractions, start=1):
+            length = round(share * total)
+            if iteration < start + length or stage == NUM_STAGES:
+                if stage == 1:
+                    return 1, 1.0
+                return stage, min(1.0, (iteration - start) / max(1.0, length * self.fade))
+            start += length
+        raise AssertionError("unreachable")
 
 
-def get_task(name: str, **kwargs):
+def attention_map(landmarks: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """Facial attention weights [N, 1, size, size]: max over the 68 landmark Gaussians (peak 1).
+
+    PFSR weights its pixel loss by landmark heatmaps of a distilled face-alignment network; here
+    they are rendered from the data set's 68-point labels instead.
+    """
+    heatmaps = make_heatmaps(landmarks, size, HR_SIZE / size, sigma)
+    return heatmaps.amax(dim=1, keepdim=True)
+
+
+class PFSRTask(_Task):
+    """PFSR generator, progressive: L1(SR_s, HR_s) + w * mean(attention_s * |SR_s - HR_s|) at step s.
+
+    HR_s is the HR image area-downsampled to step s's resolution (32, 64, 128). Left out (see the
+    model card): the paper's heatmap loss (needs a landmark network on the SR output) and the
+    WGAN-GP / perceptual terms; this is the PSNR-oriented part of the PFSR objective.
+    """
+
+    name = "pfsr"
+
+    def __init__(self, attention_weight: float = 1.0, attention_sigma_128: float = 3.0,
+                 schedule: ProgressiveSchedule = ProgressiveSchedule()):
+        super().__init__()
+        self.attention_weight = attention_weight
+        self.attention_sigma_128 = attention_sigma_128  # Gaussian sigma in 128-px pixels, scaled per step
+        self.schedule = schedule
+        self.stage, self.alpha = NUM_STAGES, 1.0
+
+    @classmethod
+    def from_args(cls, args) -> "PFSRTask":
+        return cls(attention_weight=args.attention_weight)
+
+    @property
+    def final_model_ready(self) -> bool:
+        return self.stage == NUM_STAGES and self.alpha >= 1.0
+
+    def set_iteration(self, iteration: int, total: int) -> None:
+        self.stage, self.alpha = self.schedule.at(iteration, total)
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
+        sr = model(batch.lr, self.stage, self.alpha).float()
+        size = sr.shape[-1]
+        target = batch.hr.float() if size == HR_SIZE else F.interpolate(batch.hr.float(), size=size, mode="area")
+        error = (sr - target).abs()
+        weights = attention_map(batch.landmarks, size, self.attention_sigma_128 * size / HR_SIZE)
+        l1 = error.mean()
+        attention = (error * weights).mean()
+        total = l1 + self.attention_weight * attention
+        return total, {"l1": float(l1.detach()), "attention": float(attention.detach())}
+
+    def status(self) -> str:
+        return f"step {self.stage} alpha {self.alpha:.2f}"
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, lr: torch.Tensor, steps: int | None = None):
+        """-> ([SR 128x128], []). Before the last step is fully blended in, the current step's output
+        is bicubic-upsampled to 128 so that validation follows training."""
+        if self.final_model_ready:
+            return model.unroll(lr, steps=steps)
+        sr = model(lr, self.stage, self.alpha)
+        return [F.interpolate(sr, size=HR_SIZE, mode="bicubic", align_corners=False).clamp(0, 1)], []
+
+
+TASKS = {"dic": DICTask, "pfsr": PFSRTask}
+
+
+def get_task(name: str, args=None, **kwargs):
+    """The training task for a model: from parsed CLI `args` (task-specific options), else `kwargs`."""
     if name not in TASKS:
         raise ValueError(f"no training task for model {name!r}; available: {', '.join(TASKS)}")
-    return TASKS[name](**kwargs)
+    return TASKS[name].from_args(args) if args is not None else TASKS[name](**kwargs)

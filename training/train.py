@@ -1,6 +1,7 @@
-"""Train a face SR model (DIC) on the UTKFace crops.
+"""Train a face SR model (DIC, PFSR) on the UTKFace crops.
 
     python -m training.train --model dic --config cpu_demo --max-minutes 60 --out runs/dic_cpu_demo
+    python -m training.train --model pfsr --config quarter --iters 20000 --batch 16 --lr 5e-4 --out runs/pfsr
 
 CPU: uses `torch.set_num_threads(--threads)`. GPU (`--device cuda`, not exercised in this repository's
 CI): `--amp` enables autocast (bf16 where supported, else fp16 with a GradScaler), the model and the
@@ -41,7 +42,8 @@ class ResumeError(RuntimeError):
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="dic")
-    p.add_argument("--config", default="tiny", help="named config (dic: default, small, tiny, cpu_demo)")
+    p.add_argument("--config", default="tiny",
+                   help="named config (dic: default, small, tiny, cpu_demo; pfsr: default, half, quarter, tiny)")
     p.add_argument("--data", default=None, help="face data dir (default ../shared/data/faces-utk)")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--cache", default="runs/cache", help="where decoded splits are cached as .npz ('' = off)")
@@ -51,7 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--milestones", default="0.5,0.75",
                    help="MultiStepLR milestones: fractions of --iters (<1) or iteration numbers")
     p.add_argument("--gamma", type=float, default=0.5)
-    p.add_argument("--heatmap-weight", type=float, default=0.1)
+    p.add_argument("--heatmap-weight", type=float, default=0.1, help="dic: landmark heatmap loss weight")
+    p.add_argument("--attention-weight", type=float, default=1.0, help="pfsr: facial attention loss weight")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--amp", action="store_true", help="GPU: bf16/fp16 autocast")
     p.add_argument("--threads", type=int, default=2)
@@ -169,7 +172,7 @@ def train(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    task = get_task(args.model, heatmap_weight=args.heatmap_weight)
+    task = get_task(args.model, args)
     config = task.resolve_config(args.config)
     config_dict = config.to_dict()
     model = task.build_model(config).to(device)
@@ -245,8 +248,9 @@ def train(args: argparse.Namespace) -> dict:
         nonlocal best_psnr
         t = time.time()
         val = validate(task, model, val_split, device)
-        is_best = val > best_psnr
-        best_psnr = max(best_psnr, val)
+        # A progressive model is only a candidate once its final step is fully blended in.
+        is_best = task.final_model_ready and val > best_psnr
+        best_psnr = max(best_psnr, val) if task.final_model_ready else best_psnr
         history.append({"iteration": iteration, "val_psnr": val, "elapsed_s": time.time() - start_wall})
         log.info("iter %d  val Y-PSNR %.3f dB (best %.3f)  [%.1fs]", iteration, val, best_psnr, time.time() - t)
         save_all(is_best, val)
@@ -261,6 +265,7 @@ def train(args: argparse.Namespace) -> dict:
             stopped_by_time = True
             log.info("wall-clock budget of %.1f min reached at iteration %d", args.max_minutes, iteration)
             break
+        task.set_iteration(iteration, args.iters)
         idx = torch.randint(len(train_split), (args.batch,), generator=generator).numpy()
         flips = None if args.no_flip else (torch.rand(args.batch, generator=generator) < 0.5).numpy()
         batch = sample_batch(train_split, idx, flips, device=device, pin_memory=device.type == "cuda",
@@ -280,12 +285,12 @@ def train(args: argparse.Namespace) -> dict:
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss is {loss.item()} at iteration {iteration}")
         window_n += len(batch)
-        window_loss.append((loss.item(), parts["l1"], parts["heatmap"]))
+        window_loss.append({"loss": loss.item(), **parts})
         if iteration % args.log_every == 0:
             dt = time.time() - window_t
-            mean = np.mean(window_loss, axis=0)
-            log.info("iter %d/%d  loss %.4f (l1 %.4f, hm %.5f)  lr %.2e  %.2f faces/s  %.2f s/it  elapsed %.1f min",
-                     iteration, args.iters, mean[0], mean[1], mean[2], scheduler.get_last_lr()[0],
+            means = ", ".join(f"{k} {np.mean([w[k] for w in window_loss]):.5f}" for k in window_loss[0])
+            log.info("iter %d/%d  %s  %s  lr %.2e  %.2f faces/s  %.2f s/it  elapsed %.1f min",
+                     iteration, args.iters, means, task.status(), scheduler.get_last_lr()[0],
                      window_n / dt, dt / len(window_loss), (time.time() - start_wall) / 60)
             window_t, window_n, window_loss = time.time(), 0, []
         if iteration % args.val_every == 0:

@@ -1,0 +1,91 @@
+"""PFSR through export (BatchNorm folded, parity, fp16) and the runtime (manifest only, no model code)."""
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export import ExportError
+from export.build import build
+from models import create_model
+from models.weights import save_weights
+
+
+@pytest.fixture(scope="module")
+def pfsr_weights(tmp_path_factory):
+    """Seeded tiny PFSR with non-trivial BatchNorm statistics, as a project safetensors file."""
+    torch.manual_seed(0)
+    model = create_model("pfsr", config="tiny")
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.rand(module.num_features, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    return save_weights(model, tmp_path_factory.mktemp("w") / "pfsr_tiny.safetensors",
+                        metadata={"config": model.config.to_dict()})
+
+
+@pytest.fixture(scope="module")
+def pfsr_fp32(tmp_path_factory, pfsr_weights):
+    return build("pfsr", weights=str(pfsr_weights), outdir=tmp_path_factory.mktemp("artifacts"))
+
+
+def test_export_folds_batchnorm_and_matches_torch(pfsr_fp32, pfsr_weights):
+    ops = {node.op_type for node in onnx.load(str(pfsr_fp32.onnx_path)).graph.node}
+    assert "BatchNormalization" not in ops
+    assert {"Conv", "ConvTranspose"} <= ops
+    manifest = pfsr_fp32.manifest
+    assert manifest["model"] == "pfsr" and manifest["batchnorm_folded"] is True
+    assert manifest["parity"]["passed"] and manifest["parity"]["sr_max_abs_error"] <= 1e-4
+    assert manifest["inputs"][0]["shape"] == ["N", 3, 16, 16]
+    assert manifest["outputs"][0]["shape"] == ["N", 3, 128, 128]
+    # Independent check against the unfused PyTorch model on fresh inputs, two batch sizes.
+    model = create_model("pfsr", weights=pfsr_weights)
+    session = ort.InferenceSession(str(pfsr_fp32.onnx_path), providers=["CPUExecutionProvider"])
+    for n in (1, 5):
+        lr = np.random.default_rng(n).random((n, 3, 16, 16), dtype=np.float32)
+        (sr,) = session.run(None, {"lr": lr})
+        with torch.no_grad():
+            expected = model(torch.from_numpy(lr)).clamp(0, 1).numpy()
+        assert sr.shape == (n, 3, 128, 128)
+        assert np.abs(sr - expected).max() <= 1e-4
+
+
+def test_landmarks_are_refused_for_pfsr(pfsr_weights, tmp_path):
+    with pytest.raises(ExportError, match="no landmark output"):
+        build("pfsr", weights=str(pfsr_weights), with_landmarks=True, outdir=tmp_path)
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_steps_out_of_range_for_pfsr(pfsr_weights, tmp_path):
+    with pytest.raises(ExportError, match="1..1"):
+        build("pfsr", weights=str(pfsr_weights), steps=2, outdir=tmp_path)
+
+
+def test_fp16_export(pfsr_weights, tmp_path):
+    result = build("pfsr", weights=str(pfsr_weights), precision="fp16", outdir=tmp_path)
+    model = onnx.load(str(result.onnx_path))
+    conv_weights = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
+    assert conv_weights, "no fp16 initializers"
+    assert result.manifest["precision"] == "fp16"
+    accuracy = result.manifest["accuracy"]
+    if not accuracy.get("skipped"):
+        assert accuracy["passed"] and accuracy["fp16_vs_fp32_db"] > 40
+
+
+@pytest.mark.shared
+def test_runtime_runs_pfsr_from_its_manifest(pfsr_fp32, shared_dir, detector_path):
+    """The runtime knows nothing about PFSR: sizes and names come from the manifest."""
+    import cv2
+
+    from runtime.artifact import load_artifact
+    from runtime.backends import create_backend
+    from runtime.detect import FaceDetector
+    from runtime.pipeline import EnhanceConfig, Enhancer
+
+    frame = cv2.imread(str(shared_dir / "data" / "scenes" / "group-6faces.jpg"))
+    artifact = load_artifact(pfsr_fp32.manifest_path)
+    with create_backend("onnxruntime", artifact, providers=["CPUExecutionProvider"]) as backend:
+        result = Enhancer(backend, FaceDetector(detector_path), EnhanceConfig(view="gallery")).process(frame, 0)
+    assert len(result.faces) == 6
+    assert all(face.sr.shape == (128, 128, 3) for face in result.faces)
