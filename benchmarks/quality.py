@@ -100,7 +100,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help=f"first {QUICK_FACES} test faces")
     p.add_argument("--limit", type=int, help="first K test faces (default: all 500)")
-    p.add_argument("--models", type=lambda s: s.split(","), default=["dic", "dicgan"])
+    p.add_argument("--models", type=lambda s: s.split(","), default=["dic", "dicgan", "pfsr"])
     p.add_argument("--artifacts", help="folder of exported artifacts (manifest .json + .onnx) to evaluate")
     p.add_argument("--data", help="faces-utk folder (default: ../shared/data/faces-utk)")
     p.add_argument("--cache", default=None, help="folder for the decoded-split cache")

@@ -89,3 +89,18 @@ def test_runtime_runs_pfsr_from_its_manifest(pfsr_fp32, shared_dir, detector_pat
         result = Enhancer(backend, FaceDetector(detector_path), EnhanceConfig(view="gallery")).process(frame, 0)
     assert len(result.faces) == 6
     assert all(face.sr.shape == (128, 128, 3) for face in result.faces)
+
+
+@pytest.mark.parametrize("backend_name", ["onnxruntime", "torch"])
+def test_runtime_backends_agree_on_pfsr(pfsr_fp32, backend_name):
+    """Both runtime backends build PFSR from the manifest alone and match the exported graph."""
+    from runtime.artifact import load_artifact
+    from runtime.backends import create_backend
+
+    lr = np.random.default_rng(3).random((3, 3, 16, 16), dtype=np.float32)
+    session = ort.InferenceSession(str(pfsr_fp32.onnx_path), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {"lr": lr})
+    kwargs = {"providers": ["CPUExecutionProvider"]} if backend_name == "onnxruntime" else {}
+    with create_backend(backend_name, load_artifact(pfsr_fp32.manifest_path), **kwargs) as backend:
+        out = backend.infer({"lr": lr})
+    assert np.abs(out["sr"] - expected).max() <= 1e-4

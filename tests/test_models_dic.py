@@ -122,7 +122,7 @@ def test_bad_config_values():
 
 
 def test_registry():
-    assert list_models() == ["dic", "dicgan"]
+    assert list_models() == ["dic", "dicgan", "pfsr"]
     with pytest.raises(ValueError, match="Did you mean 'dic'"):
         create_model("dci")
 
