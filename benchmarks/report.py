@@ -20,13 +20,12 @@ def section(results_root: Path = RESULTS_ROOT, readme_dir: Path | None = None) -
     for machine in sorted(p for p in results_root.iterdir() if p.is_dir()) if results_root.is_dir() else []:
         parts.append(f"### Machine `{machine.name}`\n")
         for kind in KINDS:
-            md = machine / f"{kind}.md"
-            if md.is_file():
+            for md in sorted(machine.glob(f"{kind}*.md")):  # e.g. speed_dic.md, speed_pfsr.md
                 # demote the file's own headings below the machine heading
                 parts.append(re.sub(r"^# ", "#### ", md.read_text(), flags=re.M))
-            png = machine / f"{kind}.png"
-            if png.is_file():
-                parts.append(f"![{kind} on {machine.name}]({png.relative_to(readme_dir).as_posix()})\n")
+                png = md.with_suffix(".png")
+                if png.is_file():
+                    parts.append(f"![{md.stem} on {machine.name}]({png.relative_to(readme_dir).as_posix()})\n")
     return "\n".join(parts) if parts else "No results yet: run the benchmark commands.\n"
 
 

@@ -28,7 +28,7 @@ def test_flops_of_the_paper_config():
 
 def test_speed_quick_writes_reports(tmp_path, capsys):
     assert speed_main(["--quick", "--repeats", "2", "--batches", "1,2", "--outdir", str(tmp_path)]) == 0
-    payload = json.loads((tmp_path / "speed.json").read_text())
+    payload = json.loads((tmp_path / "speed_dic.json").read_text())
     backends = {row["backend"] for row in payload["rows"]}
     assert {"torch-cpu", "onnxruntime-cpu"} <= backends
     assert len(payload["rows"]) == 2 * len(backends)
@@ -36,8 +36,8 @@ def test_speed_quick_writes_reports(tmp_path, capsys):
         assert row["median_ms"] > 0 and row["faces_per_s"] > 0
         assert row["gflop_per_face"] > 1.0  # the tiny DIC config is ~1.6 GFLOP per face at 3 steps
     assert {r["batch"] for r in payload["ratios"]} == {1, 2}
-    assert "| onnxruntime-cpu | fp32 |" in (tmp_path / "speed.md").read_text()
-    assert (tmp_path / "speed.png").stat().st_size > 1000
+    assert "| onnxruntime-cpu | fp32 |" in (tmp_path / "speed_dic.md").read_text()
+    assert (tmp_path / "speed_dic.png").stat().st_size > 1000
 
 
 def test_quality_quick_reports_bicubic_and_onnx(tmp_path, capsys):
@@ -72,3 +72,18 @@ def test_pipeline_quick_reports_stages(tmp_path, capsys):
     assert {"decode", "detect", "prepare", "sr", "compose"} <= set(result["stages_ms"])
     assert 0.0 < result["outside_network_share"] < 1.0
     assert result["peak_rss_mb"] > 0
+
+
+def test_report_collects_every_models_speed_file(tmp_path):
+    from benchmarks.report import section
+
+    machine = tmp_path / "results" / "cpu-x"
+    machine.mkdir(parents=True)
+    (machine / "speed_dic.md").write_text("# Speed dic\n")
+    (machine / "speed_pfsr.md").write_text("# Speed pfsr\n")
+    (machine / "speed_pfsr.png").write_bytes(b"png")
+    (machine / "quality.md").write_text("# Quality\n")
+    text = section(tmp_path / "results", readme_dir=tmp_path)
+    assert text.index("#### Speed dic") < text.index("#### Speed pfsr") < text.index("#### Quality")
+    assert "![speed_pfsr on cpu-x](results/cpu-x/speed_pfsr.png)" in text
+    assert "speed_dic.png" not in text
