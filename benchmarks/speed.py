@@ -8,7 +8,7 @@ Each backend runs the same unrolled model: PyTorch eager (the reference) and ONN
 exported artifact (CPU; CUDA when its provider is present). After warm-up, each configuration is
 timed `--repeats` times over several rotating input sets; medians and p95 are reported, with
 faces/s, the model's FLOPs per face and the achieved GFLOP/s. On CPU the ONNX Runtime / PyTorch
-speed ratio comes from the same run. Results: benchmarks/results/<machine>/speed_<model>.{json,md,png}.
+speed ratio comes from the same run. Results: benchmarks/results/<machine>/speed_<model>[_<config>].{json,md,png}.
 """
 from __future__ import annotations
 
@@ -225,7 +225,8 @@ def main(argv=None) -> int:
     payload = {"command": command_line(), "machine": machine_info(), "model": args.model, "config": args.config,
                "weights": args.weights, "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads}
     payload.update(run_benchmark(args))
-    kind = f"speed_{args.model}"
+    # speed_<model> for shipped/given weights, speed_<model>_<config> for a random-init config
+    kind = f"speed_{args.model}" if args.weights else f"speed_{args.model}_{args.config}"
     folder = write_results(kind, payload, to_markdown(payload), args.outdir)
     plot(payload, folder / f"{kind}.png")
     print(to_markdown(payload))

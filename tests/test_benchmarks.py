@@ -28,7 +28,7 @@ def test_flops_of_the_paper_config():
 
 def test_speed_quick_writes_reports(tmp_path, capsys):
     assert speed_main(["--quick", "--repeats", "2", "--batches", "1,2", "--outdir", str(tmp_path)]) == 0
-    payload = json.loads((tmp_path / "speed_dic.json").read_text())
+    payload = json.loads((tmp_path / "speed_dic_tiny.json").read_text())
     backends = {row["backend"] for row in payload["rows"]}
     assert {"torch-cpu", "onnxruntime-cpu"} <= backends
     assert len(payload["rows"]) == 2 * len(backends)
@@ -36,8 +36,8 @@ def test_speed_quick_writes_reports(tmp_path, capsys):
         assert row["median_ms"] > 0 and row["faces_per_s"] > 0
         assert row["gflop_per_face"] > 1.0  # the tiny DIC config is ~1.6 GFLOP per face at 3 steps
     assert {r["batch"] for r in payload["ratios"]} == {1, 2}
-    assert "| onnxruntime-cpu | fp32 |" in (tmp_path / "speed_dic.md").read_text()
-    assert (tmp_path / "speed_dic.png").stat().st_size > 1000
+    assert "| onnxruntime-cpu | fp32 |" in (tmp_path / "speed_dic_tiny.md").read_text()
+    assert (tmp_path / "speed_dic_tiny.png").stat().st_size > 1000
 
 
 def test_quality_quick_reports_bicubic_and_onnx(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Train a face SR model (DIC, PFSR) on the UTKFace crops.
 
     python -m training.train --model dic --config cpu_demo --max-minutes 60 --out runs/dic_cpu_demo
-    python -m training.train --model pfsr --config quarter --iters 20000 --batch 16 --lr 5e-4 --out runs/pfsr
+    python -m training.train --model pfsr --config half --iters 7000 --batch 16 --lr 1e-3 --out runs/pfsr_half
 
 CPU: uses `torch.set_num_threads(--threads)`. GPU (`--device cuda`, not exercised in this repository's
 CI): `--amp` enables autocast (bf16 where supported, else fp16 with a GradScaler), the model and the
