@@ -15,11 +15,13 @@ so the loop unrolls cleanly for ONNX export.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .config import ConfigDict
 
 __all__ = ["DICConfig", "DIC", "DIC_CONFIGS", "attention_groups", "merge_heatmaps", "heatmap_peaks"]
 
@@ -46,8 +48,10 @@ HEATMAP_MAX_FLOOR = 0.05  # heatmaps are normalised by max(peak, floor) before m
 
 
 @dataclass(frozen=True)
-class DICConfig:
+class DICConfig(ConfigDict):
     """Architecture hyper-parameters (upstream option names)."""
+
+    model_label = "DIC"
 
     in_channels: int = 3
     out_channels: int = 3
@@ -71,16 +75,6 @@ class DICConfig:
         if self.hg_num_feature % 4:
             raise ValueError(f"hg_num_feature must be a multiple of 4, got {self.hg_num_feature}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "DICConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown DIC config keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 DIC_CONFIGS = {

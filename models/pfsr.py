@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from .config import ConfigDict
 
 __all__ = ["PFSRConfig", "PFSR", "PFSR_CONFIGS", "EqualConv2d", "ResBlock", "FusedPFSR", "fuse_pfsr", "NUM_STAGES"]
 
@@ -34,8 +36,10 @@ NUM_STAGES = 3  # x2 steps: 16 -> 32 -> 64 -> 128
 
 
 @dataclass(frozen=True)
-class PFSRConfig:
+class PFSRConfig(ConfigDict):
     """`width`: channels of step 1 (halved after each upsampling); 512 is the paper's generator."""
+
+    model_label = "PFSR"
 
     width: int = 512
     scale: int = 8
@@ -54,16 +58,6 @@ class PFSRConfig:
         """Channels out of step 1, 2 and 3 (inputs of to_rgb[0..2])."""
         return self.width // 2, self.width // 4, self.width // 8
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "PFSRConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown PFSR config keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 PFSR_CONFIGS = {

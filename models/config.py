@@ -1,0 +1,21 @@
+"""Shared behaviour of the architecture configs (frozen dataclasses stored in weights and manifests)."""
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+
+class ConfigDict:
+    """Mixin for a config dataclass: plain-dict round trip; unknown keys are an error, not ignored."""
+
+    model_label = "model"  # used in error messages, e.g. "DIC"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.model_label} config keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
