@@ -7,7 +7,7 @@
 Runs the real runtime (detect -> track -> prepare -> batched SR -> compose -> encode to a null sink)
 and reports FPS, the per-stage breakdown, the share of time spent outside the network, and peak
 memory (RSS). With --soak the video is replayed until N frames are done and RSS is sampled after
-each pass. Results: benchmarks/results/<machine>/pipeline.{json,md,png}.
+each pass. Results: benchmarks/results/<machine>/pipeline_<artifact>.{json,md,png}.
 """
 from __future__ import annotations
 
@@ -148,8 +148,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or quick_artifact(Path(scratch))
         payload = {"command": command_line(), "machine": machine_info(), "result": run_pipeline(args, video, model)}
-    folder = write_results("pipeline", payload, to_markdown(payload), args.outdir)
-    plot(payload, folder / "pipeline.png")
+        kind = f"pipeline_{Path(model).stem}"  # one report per artifact, e.g. pipeline_pfsr_s1_fp16
+    folder = write_results(kind, payload, to_markdown(payload), args.outdir)
+    plot(payload, folder / f"{kind}.png")
     print(to_markdown(payload))
     print(f"results: {folder}")
     return 0

@@ -67,7 +67,8 @@ def test_pipeline_quick_reports_stages(tmp_path, capsys):
     if root is None or not (root / "data/scenes/street-video-1080p.mp4").is_file():
         pytest.skip("../shared street video not found")
     assert pipeline_main(["--quick", "--frames", "4", "--outdir", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "pipeline.json").read_text())["result"]
+    (report,) = tmp_path.glob("pipeline_*.json")
+    result = json.loads(report.read_text())["result"]
     assert result["frames"] == 4 and result["faces"] >= 7 * 4 // 2
     assert {"decode", "detect", "prepare", "sr", "compose"} <= set(result["stages_ms"])
     assert 0.0 < result["outside_network_share"] < 1.0

@@ -104,3 +104,23 @@ def test_runtime_backends_agree_on_pfsr(pfsr_fp32, backend_name):
     with create_backend(backend_name, load_artifact(pfsr_fp32.manifest_path), **kwargs) as backend:
         out = backend.infer({"lr": lr})
     assert np.abs(out["sr"] - expected).max() <= 1e-4
+
+
+@pytest.mark.shared
+def test_int8_quantizes_the_transposed_convolutions(pfsr_fp32, tmp_path):
+    from export.inputs import face_inputs, utk_dir
+    from export.precision import accuracy_gate, quantize_int8
+
+    if utk_dir() is None:
+        pytest.skip("../shared/data/faces-utk not found")
+    calib, _ = face_inputs(32, split="train")
+    out = tmp_path / "pfsr8.onnx"
+    quantize_int8(pfsr_fp32.onnx_path, out, calib, method="max")
+    graph = onnx.load(str(out)).graph
+    produced_by = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.op_type in ("Conv", "ConvTranspose"):
+            weight_source = produced_by.get(node.input[1])
+            assert weight_source is not None and weight_source.op_type == "DequantizeLinear", node.name
+    gate = accuracy_gate(pfsr_fp32.onnx_path, out, "int8", count=8)
+    assert gate["int8_vs_fp32_db"] > 30
