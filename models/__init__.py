@@ -60,7 +60,7 @@ _register(ModelSpec("dicgan", _build_dic, DIC_CONFIGS, DICConfig.from_dict, ("di
 
 
 _register(ModelSpec("pfsr", PFSR, PFSR_CONFIGS, PFSRConfig.from_dict, ("pfsr_utk.safetensors",),
-                    "PFSR (BMVC 2019), 16->128 in three progressive x2 steps, light (~10 GFLOP at width 512)"))
+                    "PFSR (BMVC 2019), 16->128 in three progressive x2 steps, light (10.5 GFLOP at width 512)"))
 
 
 def list_models() -> list[str]:

@@ -59,9 +59,8 @@ class PFSRConfig(ConfigDict):
         return self.width // 2, self.width // 4, self.width // 8
 
 
-
 PFSR_CONFIGS = {
-    "default": PFSRConfig(512),  # the paper's generator, ~10.4 GFLOP per face
+    "default": PFSRConfig(512),  # the paper's generator, 10.5 GFLOP per face
     "half": PFSRConfig(256),  # 1/4 of the compute
     "quarter": PFSRConfig(128),  # 1/16 of the compute
     "tiny": PFSRConfig(16),  # tests
@@ -129,7 +128,7 @@ class PFSR(nn.Module):
         self.step3 = nn.Sequential(ResBlock(c2), *_upsample_block(c2, c3))
         self.to_rgb = nn.ModuleList([nn.Conv2d(ch, 3, 1) for ch in (c1, c2, c3)])
 
-    def steps(self) -> list[nn.Module]:
+    def stages(self) -> list[nn.Module]:
         return [self.step1, self.step2, self.step3]
 
     def forward(self, lr: torch.Tensor, stage: int = NUM_STAGES, alpha: float = 1.0) -> torch.Tensor:
@@ -137,7 +136,7 @@ class PFSR(nn.Module):
             raise ValueError(f"stage must be 1..{NUM_STAGES}, got {stage}")
         features = lr * 2.0 - 1.0  # upstream range [-1, 1]
         previous = None
-        for step in self.steps()[:stage]:
+        for step in self.stages()[:stage]:
             previous = features
             features = step(features)
         rgb = self.to_rgb[stage - 1](features)
