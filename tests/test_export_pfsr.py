@@ -7,8 +7,11 @@ import torch
 
 from export import ExportError
 from export.build import build
+from export.inputs import utk_dir
 from models import create_model
 from models.weights import save_weights
+
+needs_utk = pytest.mark.skipif(utk_dir() is None, reason="../shared/data/faces-utk not found (accuracy gate)")
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +65,7 @@ def test_steps_out_of_range_for_pfsr(pfsr_weights, tmp_path):
         build("pfsr", weights=str(pfsr_weights), steps=2, outdir=tmp_path)
 
 
+@needs_utk
 def test_fp16_export(pfsr_weights, tmp_path):
     result = build("pfsr", weights=str(pfsr_weights), precision="fp16", outdir=tmp_path)
     model = onnx.load(str(result.onnx_path))
@@ -69,8 +73,7 @@ def test_fp16_export(pfsr_weights, tmp_path):
     assert conv_weights, "no fp16 initializers"
     assert result.manifest["precision"] == "fp16"
     accuracy = result.manifest["accuracy"]
-    if not accuracy.get("skipped"):
-        assert accuracy["passed"] and accuracy["fp16_vs_fp32_db"] > 40
+    assert accuracy["passed"] and accuracy["fp16_vs_fp32_db"] > 40
 
 
 @pytest.mark.shared
@@ -107,12 +110,11 @@ def test_runtime_backends_agree_on_pfsr(pfsr_fp32, backend_name):
 
 
 @pytest.mark.shared
+@needs_utk
 def test_int8_quantizes_the_transposed_convolutions(pfsr_fp32, tmp_path):
-    from export.inputs import face_inputs, utk_dir
+    from export.inputs import face_inputs
     from export.precision import accuracy_gate, quantize_int8
 
-    if utk_dir() is None:
-        pytest.skip("../shared/data/faces-utk not found")
     calib, _ = face_inputs(32, split="train")
     out = tmp_path / "pfsr8.onnx"
     quantize_int8(pfsr_fp32.onnx_path, out, calib, method="max")
