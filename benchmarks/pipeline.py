@@ -87,7 +87,7 @@ def run_pipeline(args, video: Path, model: Path) -> dict:
 def to_markdown(payload: dict) -> str:
     r = payload["result"]
     rows = [[stage, v["mean_ms"], v["median_ms"]] for stage, v in r["stages_ms"].items()]
-    return (f"# Pipeline — {payload['machine'].get('gpu') or payload['machine']['cpu']}\n\n"
+    return (f"# Pipeline — {Path(r['model']).stem} on {payload['machine'].get('gpu') or payload['machine']['cpu']}\n\n"
             f"Command: `{payload['command']}`  \nVideo: `{Path(r['video']).name}`, model `{Path(r['model']).name}`, "
             f"backend {r['backend']}, view {r['view']}, detect every {r['detect_every']} frame(s).\n\n"
             f"Frames {r['frames']}, faces {r['faces']}, **{r['fps']} FPS**, time outside the network "

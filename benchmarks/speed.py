@@ -156,7 +156,8 @@ def onnxruntime_vs_torch(rows: list[dict]) -> list[dict]:
 
 def to_markdown(payload: dict) -> str:
     m = payload["machine"]
-    text = [f"# Speed — {m.get('gpu') or m['cpu']} ({m['cores']} cores)\n",
+    what = payload["model"] + (f" ({payload['config']})" if payload["config"] else "")
+    text = [f"# Speed — {what} on {m.get('gpu') or m['cpu']} ({m['cores']} cores)\n",
             f"Command: `{payload['command']}`  \nModel: {payload['model']} config `{payload['config'] or 'stored in the weights'}`, "
             f"warm-up {payload['warmup']}, {payload['repeats']} timed runs, medians.\n"]
     headers = ["backend", "precision", "steps", "batch", "median ms", "p95 ms", "faces/s", "GFLOP/face", "GFLOP/s"]
