@@ -77,12 +77,18 @@ def _module_name() -> str:
     return spec.name if spec else Path(sys.argv[0]).stem
 
 
-def write_results(kind: str, payload: dict, markdown: str, outdir: Path | None = None) -> Path:
-    """Write `<kind>.json` and `<kind>.md` under results/<machine-tag>/ and return the folder."""
+def write_results(kind: str, payload: dict, markdown: str, outdir: Path | None = None,
+                  plot: Callable[[dict, Path], object] | None = None) -> Path:
+    """Write `<kind>.json`, `<kind>.md` and (with `plot`) `<kind>.png` under results/<machine-tag>/,
+    print the Markdown and the folder, and return the folder."""
     folder = Path(outdir) if outdir else RESULTS_ROOT / machine_tag(payload["machine"])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{kind}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (folder / f"{kind}.md").write_text(markdown)
+    if plot is not None:
+        plot(payload, folder / f"{kind}.png")
+    print(markdown)
+    print(f"results: {folder}")
     return folder
 
 

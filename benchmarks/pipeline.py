@@ -149,10 +149,7 @@ def main(argv=None) -> int:
         model = args.model or quick_artifact(Path(scratch))
         payload = {"command": command_line(), "machine": machine_info(), "result": run_pipeline(args, video, model)}
         kind = f"pipeline_{Path(model).stem}"  # one report per artifact, e.g. pipeline_pfsr_s1_fp16
-    folder = write_results(kind, payload, to_markdown(payload), args.outdir)
-    plot(payload, folder / f"{kind}.png")
-    print(to_markdown(payload))
-    print(f"results: {folder}")
+    write_results(kind, payload, to_markdown(payload), args.outdir, plot)
     return 0
 
 

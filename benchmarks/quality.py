@@ -119,10 +119,7 @@ def main(argv=None) -> int:
     except DataError as err:
         log.error("%s", err)
         return 2
-    folder = write_results("quality", payload, to_markdown(payload), args.outdir)
-    plot(payload, folder / "quality.png")
-    print(to_markdown(payload))
-    print(f"results: {folder}")
+    write_results("quality", payload, to_markdown(payload), args.outdir, plot)
     return 0
 
 

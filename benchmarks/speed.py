@@ -228,10 +228,7 @@ def main(argv=None) -> int:
     payload.update(run_benchmark(args))
     # speed_<model> for shipped/given weights, speed_<model>_<config> for a random-init config
     kind = f"speed_{args.model}" if args.weights else f"speed_{args.model}_{args.config}"
-    folder = write_results(kind, payload, to_markdown(payload), args.outdir)
-    plot(payload, folder / f"{kind}.png")
-    print(to_markdown(payload))
-    print(f"results: {folder}")
+    write_results(kind, payload, to_markdown(payload), args.outdir, plot)
     return 0
 
 
