@@ -24,34 +24,28 @@ def sharpness(image: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
-def write_image_atomic(path: Path, image: np.ndarray) -> Path:
-    """Encode to a temporary file beside `path` and rename it into place: readers never see half a file."""
-    ok, encoded = cv2.imencode(path.suffix, image)
-    if not ok:
-        raise SinkError(f"cannot encode an image as {path.suffix!r}; use .png or .jpg.")
+def _write_atomic(path: Path, data: bytes) -> Path:
+    """Write to a temporary file beside `path` and rename it into place: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_image_atomic(path: Path, image: np.ndarray) -> Path:
+    ok, encoded = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise SinkError(f"cannot encode an image as {path.suffix!r}; use .png or .jpg.")
+    return _write_atomic(path, encoded.tobytes())
 
 
 def write_json_atomic(path: Path, data: dict) -> Path:
-    """JSON written to a temporary file beside `path`, then renamed into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return _write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def ensure_folder(folder: Path, flag: str) -> Path:
