@@ -130,7 +130,7 @@ def parse_args(argv=None):
 
 
 def find_video(explicit: Path | None) -> Path:
-    from export.inputs import shared_dir
+    from runtime.shared_data import shared_dir
 
     if explicit:
         return explicit

@@ -5,8 +5,8 @@
     python -m benchmarks.quality --artifacts artifacts/       # also every exported ONNX in a folder
 
 Rows: bicubic; each shipped model at every unroll step (the quality curve of the steps knob);
-each ONNX artifact found under --artifacts (e.g. fp32/fp16/int8 exports), run with ONNX Runtime
-on CPU. Results: benchmarks/results/<machine>/quality.{json,md,png}.
+each artifact found under --artifacts (e.g. fp32/fp16/int8 exports), run through the runtime's own
+backend (TensorRT where an engine and TensorRT are present, else ONNX Runtime). Results: benchmarks/results/<machine>/quality.{json,md,png}.
 """
 from __future__ import annotations
 
@@ -22,24 +22,26 @@ log = logging.getLogger("benchmarks.quality")
 QUICK_FACES = 50
 
 
-def evaluate_onnx(manifest_path: Path, split, batch_size: int = 25) -> dict:
-    """Mean Y-PSNR/SSIM of an exported artifact (ONNX Runtime, CPU) on a decoded split."""
-    import onnxruntime as ort
-
-    from export.manifest import read_manifest
+def evaluate_onnx(manifest_path: Path, split) -> dict:
+    """Mean Y-PSNR/SSIM of an exported artifact on a decoded split, through the runtime's backend (auto: the
+    engine with TensorRT, else ONNX Runtime on the best provider here)."""
+    from runtime.artifact import load_artifact
+    from runtime.backends import create_backend, infer_batched
+    from runtime.frames import hwc_uint8_to_nchw
     from training.metrics import to_uint8, y_psnr_ssim
 
-    manifest = read_manifest(manifest_path)
-    session = ort.InferenceSession(str(manifest_path.parent / manifest["onnx"]), providers=["CPUExecutionProvider"])
-    scores = []
-    for start in range(0, len(split), batch_size):
-        lr = split.lr[start:start + batch_size].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-        sr = to_uint8(session.run(["sr"], {"lr": lr})[0])
-        scores += [y_psnr_ssim(s, h) for s, h in zip(sr, split.hr[start:start + batch_size])]
-    scores = np.array(scores)
-    return {"method": f"onnx {manifest_path.stem}", "model": manifest["model"], "steps": manifest["steps"],
-            "precision": manifest["precision"], "psnr": float(scores[:, 0].mean()), "ssim": float(scores[:, 1].mean()),
-            "images": len(split)}
+    artifact = load_artifact(manifest_path)
+    manifest = artifact.manifest
+    if artifact.input_hw[0] != split.lr.shape[1]:
+        raise ValueError(f"{manifest_path.name} takes {artifact.input_hw[0]} px inputs, the split's LR is "
+                         f"{split.lr.shape[1]} px")
+    with create_backend("auto", artifact) as backend:
+        sr = to_uint8(infer_batched(backend, hwc_uint8_to_nchw(split.lr))[artifact.image_output.name])
+        backend_name = backend.name
+    scores = np.array([y_psnr_ssim(s, h) for s, h in zip(sr, split.hr)])
+    return {"method": f"onnx {manifest_path.stem}", "model": manifest.model, "steps": manifest.steps or "-",
+            "precision": manifest.precision, "backend": backend_name, "psnr": float(scores[:, 0].mean()),
+            "ssim": float(scores[:, 1].mean()), "images": len(split)}
 
 
 def shipped_model_rows(model_names: list[str], split) -> list[dict]:
@@ -66,7 +68,8 @@ def run_quality(args) -> dict:
     split = load_split("test", args.data, cache_dir=args.cache).subset(QUICK_FACES if args.quick else args.limit)
     rows = [evaluate_bicubic(split)]
     rows += shipped_model_rows(args.models, split)
-    for manifest in sorted(Path(args.artifacts).glob("*.json")) if args.artifacts else []:
+    for manifest in sorted(p for p in Path(args.artifacts).glob("*.json") if not p.name.endswith(".engine.json")) \
+            if args.artifacts else []:
         rows.append(evaluate_onnx(manifest, split))
     return {"split": "test", "images": len(split), "rows": rows}
 

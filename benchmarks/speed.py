@@ -39,12 +39,12 @@ def flops_per_face(model, steps: int, landmarks: bool = False) -> float:
     return float(counter.get_total_flops())
 
 
-def _inputs(batch: int) -> list[np.ndarray]:
+def _inputs(batch: int, size: int) -> list[np.ndarray]:
     rng = np.random.default_rng(batch)
-    return [rng.random((batch, 3, 16, 16), dtype=np.float32) for _ in range(INPUT_SETS)]
+    return [rng.random((batch, 3, size, size), dtype=np.float32) for _ in range(INPUT_SETS)]
 
 
-def torch_runner(model, steps: int, device: str, half: bool):
+def torch_runner(model, steps: int | None, device: str, half: bool, input_size: int):
     import torch
 
     from export.onnx_export import inference_form
@@ -55,7 +55,7 @@ def torch_runner(model, steps: int, device: str, half: bool):
         net = net.half().to(memory_format=torch.channels_last)
 
     def prepare(batch):
-        return [torch.from_numpy(x).to(device, dtype) for x in _inputs(batch)]
+        return [torch.from_numpy(x).to(device, dtype) for x in _inputs(batch, input_size)]
 
     def run(feeds, i):
         with torch.inference_mode():
@@ -65,19 +65,20 @@ def torch_runner(model, steps: int, device: str, half: bool):
     return prepare, run, sync
 
 
-def onnxruntime_runner(onnx_path: Path, provider: str, threads: int | None):
-    import onnxruntime as ort
+def onnxruntime_runner(manifest_path: Path, provider: str, threads: int | None):
+    """The runtime's ONNX Runtime backend on the exported artifact (the code path that ships)."""
+    from runtime.artifact import load_artifact
+    from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(onnx_path), options, providers=[provider])
+    artifact = load_artifact(manifest_path)
+    backend = OnnxRuntimeBackend(artifact, providers=[provider], intra_op_threads=threads).activate()
+    name, size = artifact.image_input.name, artifact.input_hw[0]
 
     def prepare(batch):
-        return _inputs(batch)
+        return _inputs(batch, size)
 
     def run(feeds, i):
-        return session.run(None, {"lr": feeds[i % len(feeds)]})
+        return backend.infer({name: feeds[i % len(feeds)]})
 
     return prepare, run, lambda: None
 
@@ -95,22 +96,26 @@ def available_backends(wanted: list[str]) -> list[tuple[str, str]]:
     return [pair for pair in found if pair[0] in wanted or pair[0].split("-")[0] in wanted]
 
 
-def export_for_benchmark(model_name: str, config: str | None, weights: str | None, steps: int, outdir: Path) -> Path:
+def export_for_benchmark(model_name: str, config: str | None, weights: str | None, steps: int | None,
+                         outdir: Path) -> Path:
+    """Export the fp32 artifact; returns its manifest."""
     from export.build import build
 
     result = build(model_name, weights=weights, random_init=weights is None, config=config, steps=steps, outdir=outdir)
-    return result.onnx_path
+    return result.manifest_path
 
 
 def run_benchmark(args) -> dict:
     import torch
 
-    from models import create_model
+    from models import create_model, model_io
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     model = create_model(args.model, config=args.config, weights=args.weights).eval()
-    max_steps = model.config.num_steps
-    steps_list = args.steps or [max_steps]
+    io = model_io(args.model, model.config)
+    if args.steps and not io.is_recurrent:
+        raise SystemExit(f"--steps: {args.model} is not recurrent; leave --steps out")
+    steps_list = args.steps or [io.recurrent_steps]
     backends = available_backends(args.backends)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -122,7 +127,7 @@ def run_benchmark(args) -> dict:
                     onnx_path = export_for_benchmark(args.model, args.config, args.weights, steps, Path(scratch))
                 if backend.startswith("torch"):
                     device = "cuda" if backend.endswith("cuda") else "cpu"
-                    prepare, run, sync = torch_runner(model, steps, device, precision == "fp16")
+                    prepare, run, sync = torch_runner(model, steps, device, precision == "fp16", io.input_size)
                 else:
                     provider = "CUDAExecutionProvider" if backend.endswith("cuda") else "CPUExecutionProvider"
                     prepare, run, sync = onnxruntime_runner(onnx_path, provider, args.threads)
@@ -130,10 +135,10 @@ def run_benchmark(args) -> dict:
                     feeds = prepare(batch)
                     stats = time_calls(lambda i: run(feeds, i), args.warmup, args.repeats, sync)
                     faces_per_s = batch / (stats["median_ms"] / 1e3)
-                    rows.append({"backend": backend, "precision": precision, "steps": steps, "batch": batch,
+                    rows.append({"backend": backend, "precision": precision, "steps": steps or "-", "batch": batch,
                                  **stats, "faces_per_s": faces_per_s, "gflop_per_face": flops / 1e9,
                                  "achieved_gflops": flops * faces_per_s / 1e9})
-                    log.info("%-17s %s steps=%d batch=%-3d median %.1f ms  %.2f faces/s", backend, precision,
+                    log.info("%-17s %s steps=%s batch=%-3d median %.1f ms  %.2f faces/s", backend, precision,
                              steps, batch, stats["median_ms"], faces_per_s)
             model.to("cpu").float()
     return {"rows": rows, "ratios": onnxruntime_vs_torch(rows)}

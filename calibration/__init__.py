@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.files import atomic_path
+
 log = logging.getLogger(__name__)
 
-INPUT_SHAPE = (3, 16, 16)
+DEFAULT_INPUT_SIZE = 16  # the x8 models' LR side; a set for another model is collected with --input-size
 MIN_COUNT = 32  # fewer inputs than this give unreliable activation ranges
 DEFAULT_COUNT = 512
 DEFAULT_SOURCE = "faces-utk:train"
@@ -33,12 +35,17 @@ def content_hash(lr: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(lr, dtype=np.float32).tobytes()).hexdigest()
 
 
-def check_array(lr, min_count: int = MIN_COUNT, what: str = "calibration set") -> np.ndarray:
-    """Validate [N,3,16,16] float32 in [0,1] with N >= min_count; returns it as contiguous float32."""
+def check_array(lr, min_count: int = MIN_COUNT, what: str = "calibration set",
+                input_size: int | None = None) -> np.ndarray:
+    """Validate [N,3,S,S] float32 in [0,1] with N >= min_count (and S == input_size when given); returns it
+    as contiguous float32."""
     lr = np.asarray(lr)
-    if lr.ndim != 4 or tuple(lr.shape[1:]) != INPUT_SHAPE:
-        raise CalibrationError(f"{what}: received shape {lr.shape}, expected [N, {', '.join(map(str, INPUT_SHAPE))}] "
-                               "(RGB 16x16 LR faces, NCHW); make it with `python -m calibration.collect`")
+    square = lr.ndim == 4 and lr.shape[1] == 3 and lr.shape[2] == lr.shape[3]
+    if not square or (input_size is not None and lr.shape[2] != input_size):
+        side = input_size or "S"
+        raise CalibrationError(f"{what}: received shape {lr.shape}, expected [N, 3, {side}, {side}] (RGB LR faces "
+                               "at the model's input size, NCHW); make it with `python -m calibration.collect "
+                               f"--input-size {input_size or 16}`")
     if lr.dtype != np.float32:
         raise CalibrationError(f"{what}: received dtype {lr.dtype}, expected float32 in [0, 1]")
     if len(lr) < min_count:
@@ -54,15 +61,13 @@ def save_set(path: str | Path, lr: np.ndarray, source: str, min_count: int = MIN
     """Write `lr` with its content hash and source description to an .npz; returns the metadata."""
     lr = check_array(lr, min_count)
     meta = {"format": FORMAT, "sha256": content_hash(lr), "source": source, "count": len(lr)}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, lr=lr, sha256=np.array(meta["sha256"]), source=np.array(source),
-                        format=np.array(FORMAT))
-    tmp.replace(path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, lr=lr, sha256=np.array(meta["sha256"]), source=np.array(source),
+                            format=np.array(FORMAT))
     return meta
 
 
-def load_set(path: str | Path, min_count: int = MIN_COUNT) -> tuple[dict, str]:
+def load_set(path: str | Path, min_count: int = MIN_COUNT, input_size: int | None = None) -> tuple[dict, str]:
     """Read and verify a calibration .npz; returns ({"lr", "sha256", "source"}, description)."""
     path = Path(path)
     try:
@@ -77,20 +82,10 @@ def load_set(path: str | Path, min_count: int = MIN_COUNT) -> tuple[dict, str]:
     if missing:
         raise CalibrationError(f"calibration set {path}: missing {', '.join(sorted(missing))}; expected a file "
                                "written by `python -m calibration.collect`")
-    lr = check_array(data["lr"], min_count, what=f"calibration set {path}")
+    lr = check_array(data["lr"], min_count, what=f"calibration set {path}", input_size=input_size)
     stored, actual = str(data["sha256"]), content_hash(lr)
     if stored != actual:
         raise CalibrationError(f"calibration set {path} is corrupted: content sha256 {actual[:12]}... does not "
                                f"match the stored {stored[:12]}...; collect it again")
     source = str(data["source"])
     return {"lr": lr, "sha256": actual, "source": source}, f"{path.name} ({source}, {len(lr)} faces, sha256 {actual[:12]})"
-
-
-def default_set(count: int = DEFAULT_COUNT) -> tuple[dict, str]:
-    """The default calibration set, built in memory: `count` faces of the UTK train split."""
-    from .collect import collect
-
-    lr, source = collect(DEFAULT_SOURCE, count)
-    lr = check_array(lr)
-    sha = content_hash(lr)
-    return {"lr": lr, "sha256": sha, "source": source}, f"{source} ({len(lr)} faces, sha256 {sha[:12]})"

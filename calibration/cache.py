@@ -17,6 +17,8 @@ import re
 import struct
 from pathlib import Path
 
+from runtime.files import write_bytes_atomic, write_json_atomic
+
 from . import CalibrationError, StaleCacheError
 
 HEADER_RE = re.compile(r"^TRT-(\d+)-(EntropyCalibration2|EntropyCalibration|MinMaxCalibration|LegacyCalibration)$")
@@ -82,14 +84,10 @@ def parse_cache(text: str | bytes, source: str = "cache") -> tuple[str, dict[str
 
 def write_cache(path: str | Path, data: str | bytes, model_sha256: str, calibration_sha256: str) -> Path:
     """Write cache text/bytes (validated) and its sidecar atomically."""
-    from export.manifest import publish_file, write_json_atomic
-
     path = Path(path)
     raw = data.encode("ascii") if isinstance(data, str) else bytes(data)
     parse_cache(raw, str(path))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(raw)
-    publish_file(tmp, path)
+    write_bytes_atomic(path, raw)
     write_json_atomic(sidecar(path), {"model_sha256": model_sha256, "calibration_sha256": calibration_sha256})
     return path
 

@@ -1,50 +1,38 @@
-"""Real face inputs for verifying exported models (the UTK val split, DIC pair convention)."""
+"""Real face inputs for verifying exported models: the UTK splits by the pair convention (training.data)."""
 from __future__ import annotations
 
-import json
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 
+from runtime.frames import hwc_uint8_to_nchw
+from runtime.shared_data import MISSING_HINT, split_names, utk_dir
+
+from . import ExportError
+
 log = logging.getLogger(__name__)
 
-LR_SIZE = 16
 
+def face_pairs(count: int, split: str = "val", lr_size: int = 16) -> tuple[np.ndarray, np.ndarray, str]:
+    """(LR [N,3,lr_size,lr_size], HR [N,3,128,128]) float32 RGB in [0,1] from the UTK split, and a description.
 
-def shared_dir() -> Path | None:
-    """`$FSR_SHARED_DIR`, else `../shared` beside the repository (or the working directory)."""
-    candidates = []
-    if os.environ.get("FSR_SHARED_DIR"):
-        candidates.append(Path(os.environ["FSR_SHARED_DIR"]))
-    candidates += [Path(__file__).resolve().parents[2] / "shared", Path.cwd().parent / "shared"]
-    return next((c for c in candidates if (c / "data").is_dir()), None)
-
-
-def utk_dir() -> Path | None:
-    root = shared_dir()
-    faces = root / "data" / "faces-utk" if root else None
-    return faces if faces and (faces / "splits.json").is_file() else None
-
-
-def lr_from_crop(path: Path) -> np.ndarray:
-    """The pair convention's LR of an aligned crop (training.data.decode_pair), RGB float32 CHW in [0,1]."""
+    Raises ExportError when the shared faces are absent."""
     from training.data import decode_pair
 
-    _, lr = decode_pair(path)
-    return lr.astype(np.float32).transpose(2, 0, 1) / 255.0
-
-
-def face_inputs(count: int = 16, split: str = "val", seed: int = 0) -> tuple[np.ndarray, str]:
-    """`count` LR faces from the UTK split, or seeded uniform noise when ../shared is absent.
-
-    Returns the batch [count,3,16,16] and a short description of where it came from.
-    """
     faces = utk_dir()
     if faces is None:
-        log.warning("../shared/data/faces-utk not found (set FSR_SHARED_DIR); verifying on random inputs")
-        return np.random.default_rng(seed).random((count, 3, LR_SIZE, LR_SIZE), dtype=np.float32), "random"
-    names = json.loads((faces / "splits.json").read_text())[split][:count]
-    batch = np.stack([lr_from_crop(faces / "images" / n) for n in names])
-    return batch, f"faces-utk/{split}[:{len(names)}]"
+        raise ExportError(f"this check needs the shared UTK faces ({MISSING_HINT})")
+    names = split_names(faces, split, count)
+    hrs, lrs = zip(*(decode_pair(faces / "images" / name, lr_size) for name in names))
+    return hwc_uint8_to_nchw(np.stack(lrs)), hwc_uint8_to_nchw(np.stack(hrs)), f"faces-utk/{split}[:{len(names)}]"
+
+
+def face_inputs(count: int = 16, lr_size: int = 16, split: str = "val", seed: int = 0) -> tuple[np.ndarray, str]:
+    """`count` LR faces [count,3,lr_size,lr_size] from the UTK split, or seeded uniform noise when the shared
+    data is absent (with a warning); returns the batch and where it came from."""
+    try:
+        lr, _, source = face_pairs(count, split, lr_size)
+    except ExportError:
+        log.warning("shared UTK faces not found (%s); verifying on random inputs", MISSING_HINT)
+        return np.random.default_rng(seed).random((count, 3, lr_size, lr_size), dtype=np.float32), "random"
+    return lr, source

@@ -16,42 +16,40 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from runtime.contract import TensorSpec
+
 from . import ExportError
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "lr"
-SR_NAME = "sr"
-LANDMARKS_NAME = "landmarks"
 MIN_OPSET = 18
 DEFAULT_OPSET = 18
 MAX_DYNAMIC_BATCH = 4096
 
 
 class UnrolledSR(nn.Module):
-    """Export wrapper: `lr` [N,3,16,16] in [0,1] -> `sr` [N,3,128,128] in [0,1] (+ landmarks).
+    """Export wrapper: the image input -> the clamped SR image (+ the requested extra outputs).
 
-    Runs exactly `steps` recurrent steps of a model exposing `unroll(lr, steps, last_heatmap)`.
-    Without landmarks the last step's landmark pass is left out of the graph: it only feeds a
-    next step that does not exist. A model with a `fused()` inference form (PFSR: BatchNorm folded
-    into the convolutions) is exported in that form.
+    Runs exactly `steps` recurrent steps of a model exposing `unroll(lr, steps, last_heatmap)` (steps None:
+    a model that is not recurrent). Without the landmark output the last step's landmark pass is left out
+    of the graph: it only feeds a next step that does not exist. With `fuse`, a model's inference form
+    (`fused()`: PFSR with BatchNorm folded into the convolutions) is exported.
     """
 
-    def __init__(self, model: nn.Module, steps: int, with_landmarks: bool = False, fuse: bool = True):
+    def __init__(self, model: nn.Module, steps: int | None, extras: tuple[str, ...] = (), fuse: bool = True):
         super().__init__()
-        if with_landmarks and not model.supports_landmarks:
-            raise ExportError(f"{type(model).__name__} has no landmark output; export without --with-landmarks")
+        unknown = set(extras) - {"landmarks"}
+        if unknown:
+            raise ExportError(f"extra outputs {sorted(unknown)} are not exportable yet (known: landmarks)")
         self.model = inference_form(model) if fuse else model.eval()
         self.steps = steps
-        self.with_landmarks = with_landmarks
+        self.with_landmarks = "landmarks" in extras
 
     def forward(self, lr: torch.Tensor):
-        from models.dic import heatmap_peaks
-
         sr_steps, heatmaps = self.model.unroll(lr, self.steps, last_heatmap=self.with_landmarks)
         sr = sr_steps[-1].clamp(0.0, 1.0)
         if self.with_landmarks:
-            return sr, heatmap_peaks(heatmaps[-1], stride=sr.shape[-1] / heatmaps[-1].shape[-1])
+            return sr, self.model.landmarks(heatmaps[-1], output_size=sr.shape[-1])
         return sr
 
 
@@ -61,17 +59,14 @@ def inference_form(model: nn.Module) -> nn.Module:
     return model.fused() if hasattr(model, "fused") else model
 
 
-def output_names(with_landmarks: bool) -> list[str]:
-    return [SR_NAME, LANDMARKS_NAME] if with_landmarks else [SR_NAME]
-
-
-def onnx_from_model(wrapper: UnrolledSR, path: str | os.PathLike, opset: int = DEFAULT_OPSET,
-                    input_size: int = 16) -> Path:
-    """Export `wrapper` to a single self-contained ONNX file with a dynamic batch axis."""
+def onnx_from_model(wrapper: UnrolledSR, path: str | os.PathLike, inputs: tuple[TensorSpec, ...],
+                    outputs: tuple[TensorSpec, ...], opset: int = DEFAULT_OPSET) -> Path:
+    """Export `wrapper` to one self-contained ONNX file with the declared names and a dynamic batch axis."""
     if opset < MIN_OPSET:
         raise ExportError(f"--opset {opset} is too old for the dynamo exporter; use {MIN_OPSET} or newer")
     path = Path(path)
-    example = torch.rand(2, 3, input_size, input_size)
+    (image,) = inputs
+    example = torch.rand(2, *image.shape[1:])
     batch = torch.export.Dim("N", min=1, max=MAX_DYNAMIC_BATCH)
     # The exporter logs harmless notes (e.g. torchvision ops it skips); keep the CLI output clean.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -79,14 +74,26 @@ def onnx_from_model(wrapper: UnrolledSR, path: str | os.PathLike, opset: int = D
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
-                wrapper, (example,), dynamo=True, input_names=[INPUT_NAME],
-                output_names=output_names(wrapper.with_landmarks), opset_version=opset,
+                wrapper, (example,), dynamo=True, input_names=[image.name],
+                output_names=[spec.name for spec in outputs], opset_version=opset,
                 dynamic_shapes={"lr": {0: batch}}, verbose=False,
             )
         except Exception as err:  # the exporter raises many types; report them as one
             raise ExportError(f"ONNX export failed at opset {opset}: {err}") from err
     program.save(str(path), external_data=False)
+    written = file_opset(path)
+    if written != opset:
+        raise ExportError(f"--opset {opset} was asked for, but the exporter wrote opset {written}; use "
+                          f"--opset {written} (or leave it out for {DEFAULT_OPSET})")
     return path
+
+
+def file_opset(path: str | os.PathLike) -> int:
+    """The default-domain opset recorded in an ONNX file."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def check_onnx(path: str | os.PathLike) -> None:

@@ -9,21 +9,27 @@ Converters (chosen because they install cleanly with pip here and need no CUDA):
   (zero point 0), per-channel weights, calibrated with Entropy or MinMax on the calibration set. TensorRT
   parses such Q/DQ graphs as explicit quantization.
 
-The accuracy gate runs both models with ONNX Runtime (CPU) on the UTK val split and compares Y-PSNR
-(export.quality, the official metric) against ground truth HR and against the fp32 model.
+The accuracy gate runs both models through the runtime's ONNX Runtime backend on the UTK val split and
+compares Y-PSNR (export.quality, the official metric) against ground truth HR and against the fp32 model.
+
+`PRECISIONS` is the one table of what each precision means; nothing else compares precision strings.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from . import ExportError
+
+if TYPE_CHECKING:
+    from runtime.artifact import ModelArtifact
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +38,6 @@ log = logging.getLogger(__name__)
 # - ReduceMax / Div / Softmax / ArgMax: the heatmap normalisation and peak picking; cheap, and a division by
 #   a max close to 0 (or a softmax over large logits) is where fp16 overflows.
 FP16_KEEP_FP32_OPS = ("Resize", "ReduceMax", "Div", "Softmax", "ArgMax")
-# Max Y-PSNR (vs ground truth) a precision model may lose against the fp32 model, in dB.
-GATE_TOLERANCE_DB = {"fp16": 0.05, "int8": 0.3}
 GATE_IMAGES = 200
 CALIBRATION_METHODS = ("entropy", "max")
 INT8_DEFAULT_EXCLUDE_OPS = ("Resize",)
@@ -147,55 +151,88 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: n
 # --- accuracy gate ------------------------------------------------------------------------------
 
 
-def val_pairs(count: int = GATE_IMAGES, split: str = "val") -> tuple[np.ndarray, np.ndarray, str]:
-    """(LR [N,3,16,16], HR [N,3,128,128]) float32 RGB in [0,1] from the UTK split, pair convention."""
-    from training.data import decode_pair
-
-    from .inputs import utk_dir
-
-    faces = utk_dir()
-    if faces is None:
-        raise ExportError("the accuracy gate needs ../shared/data/faces-utk (set FSR_SHARED_DIR), or pass "
-                          "--accuracy-gate off to skip it (the manifest will say so)")
-    names = json.loads((faces / "splits.json").read_text())[split][:count]
-    hrs, lrs = zip(*(decode_pair(faces / "images" / name) for name in names))
-    to_nchw = lambda a: np.stack(a).astype(np.float32).transpose(0, 3, 1, 2) / 255.0  # noqa: E731
-    return to_nchw(lrs), to_nchw(hrs), f"faces-utk/{split}[:{len(names)}]"
-
-
-def run_sr(onnx_path: str | os.PathLike, lr: np.ndarray) -> tuple[np.ndarray, float]:
-    """The `sr` output of an ONNX model on ONNX Runtime CPU, in batches; returns (sr, seconds)."""
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    except Exception as err:  # ORT raises its own exception types
-        raise ExportError(f"ONNX Runtime cannot load {onnx_path}: {err}") from err
-    input_name = session.get_inputs()[0].name
-    t0 = time.perf_counter()
-    out = [session.run(["sr"], {input_name: lr[i:i + _RUN_BATCH]})[0] for i in range(0, len(lr), _RUN_BATCH)]
-    return np.concatenate(out), time.perf_counter() - t0
-
-
-def accuracy_gate(fp32_path, precision_path, precision: str, count: int = GATE_IMAGES,
-                  tolerance_db: float | None = None) -> dict:
-    """Y-PSNR of the precision model vs ground truth and vs the fp32 model; `passed` per the tolerance."""
+def accuracy_gate(fp32: "ModelArtifact", converted: "ModelArtifact", precision: "Precision",
+                  count: int = GATE_IMAGES) -> dict:
+    """Y-PSNR of the converted model vs ground truth and vs the fp32 model (both through the runtime's
+    backend); `passed` when it loses at most the precision's tolerance."""
+    from .inputs import face_pairs
     from .quality import mean_y_psnr
+    from .verify import check_finite, run_onnx
 
-    tolerance_db = GATE_TOLERANCE_DB[precision] if tolerance_db is None else tolerance_db
-    lr, hr, source = val_pairs(count)
-    ref, t_ref = run_sr(fp32_path, lr)
-    out, t_out = run_sr(precision_path, lr)
+    lr, hr, source = face_pairs(count, "val", fp32.input_hw[0])
+    name = fp32.image_output.name
+    t0 = time.perf_counter()
+    ref, provider = run_onnx(fp32, lr)
+    t1 = time.perf_counter()
+    out, _ = run_onnx(converted, lr)
+    t2 = time.perf_counter()
+    check_finite(ref, "the fp32 model")
+    check_finite(out, f"the {precision.name} model")
+    ref, out = ref[name], out[name]
     fp32_gt, prec_gt = mean_y_psnr(ref, hr), mean_y_psnr(out, hr)
+    p = precision.name
     result = {
         "images": source, "metric": "Y-PSNR dB (BT.601 Y, uint8, 8 px border)",
-        "fp32_vs_gt_db": round(fp32_gt, 4), f"{precision}_vs_gt_db": round(prec_gt, 4),
-        "delta_vs_gt_db": round(prec_gt - fp32_gt, 4), f"{precision}_vs_fp32_db": round(mean_y_psnr(out, ref), 4),
-        "max_abs_error_vs_fp32": float(np.abs(out - ref).max()), "tolerance_db": tolerance_db,
-        "runtime": "onnxruntime CPUExecutionProvider", "seconds": {"fp32": round(t_ref, 1), precision: round(t_out, 1)},
+        "fp32_vs_gt_db": round(fp32_gt, 4), f"{p}_vs_gt_db": round(prec_gt, 4),
+        "delta_vs_gt_db": round(prec_gt - fp32_gt, 4), f"{p}_vs_fp32_db": round(mean_y_psnr(out, ref), 4),
+        "max_abs_error_vs_fp32": float(np.abs(out - ref).max()), "tolerance_db": precision.gate_tolerance_db,
+        "runtime": f"runtime onnxruntime backend, {provider}",
+        "seconds": {"fp32": round(t1 - t0, 1), p: round(t2 - t1, 1)},
     }
-    result["passed"] = fp32_gt - prec_gt <= tolerance_db
+    result["passed"] = fp32_gt - prec_gt <= precision.gate_tolerance_db
     return result
+
+
+# --- the precision table --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Precision:
+    """One row of the precision table: how the ONNX file is made and checked, and what TensorRT needs.
+
+    Args:
+        name: the CLI/manifest name.
+        convert: (fp32 onnx, out path, keep-fp32 op types, keep-fp32 node names, calibration, method) -> info
+            for the manifest; None for fp32 (the exported graph itself).
+        keep_fp32_ops: op types left in fp32 by default (measured reasons in docs/precision.md).
+        gate_tolerance_db: Y-PSNR (vs ground truth) the model may lose against fp32; None for fp32.
+        legacy_trt_flags: BuilderFlag names for TensorRT's weakly typed path (TensorRT < 11).
+        dla: whether Jetson's DLA can run it.
+        needs_calibration: whether a calibration set is read.
+    """
+
+    name: str
+    convert: Callable | None
+    keep_fp32_ops: tuple[str, ...]
+    gate_tolerance_db: float | None
+    legacy_trt_flags: tuple[str, ...]
+    dla: bool
+    needs_calibration: bool = False
+
+
+def _to_fp16(src, dst, keep_op_types, keep_nodes, calibration, method) -> dict:
+    return convert_fp16(src, dst, keep_op_types=keep_op_types, keep_nodes=keep_nodes)
+
+
+def _to_int8(src, dst, keep_op_types, keep_nodes, calibration, method) -> dict:
+    data, description = calibration
+    info = quantize_int8(src, dst, data["lr"], method=method, exclude_op_types=keep_op_types, exclude_nodes=keep_nodes)
+    info["calibration_set"] = description
+    return info
+
+
+PRECISIONS: dict[str, Precision] = {p.name: p for p in (
+    Precision("fp32", None, (), None, (), dla=False),
+    Precision("fp16", _to_fp16, FP16_KEEP_FP32_OPS, 0.05, ("FP16",), dla=True),
+    Precision("int8", _to_int8, INT8_DEFAULT_EXCLUDE_OPS, 0.3, ("FP16", "INT8"), dla=True, needs_calibration=True),
+)}
+
+
+def get_precision(name: str) -> Precision:
+    row = PRECISIONS.get(str(name).lower())
+    if row is None:
+        raise ExportError(f"--precision {name!r}: expected one of {', '.join(PRECISIONS)}")
+    return row
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -16,11 +16,12 @@ from typing import Callable
 import torch.nn as nn
 
 from .dic import DIC, DIC_CONFIGS, DICConfig
+from .io import ExtraOutput, ModelIO
 from .pfsr import PFSR, PFSR_CONFIGS, PFSRConfig
 from .weights import WeightsError, load_into, read_metadata, read_state_dict
 
 __all__ = [
-    "create_model", "list_models", "model_spec", "shipped_weights", "load_weights",
+    "create_model", "list_models", "model_spec", "model_io", "shipped_weights", "load_weights", "ModelIO",
     "load_landmark_weights", "WeightsError", "DIC", "DICConfig", "PFSR", "PFSRConfig",
 ]
 
@@ -34,12 +35,24 @@ class ModelSpec:
     build: Callable[[object], nn.Module]
     configs: dict
     config_from_dict: Callable[[dict], object]
+    io: Callable[[object], ModelIO]  # config -> the model's declared I/O
     shipped: tuple[str, ...]  # file names in models/weights/, best first
     description: str
 
 
 def _build_dic(config) -> nn.Module:
     return DIC(config)
+
+
+def _dic_io(config: DICConfig) -> ModelIO:
+    out = 16 * config.scale
+    landmarks = ExtraOutput("landmarks", (config.hg_num_keypoints, 2), (0.0, float(out)),
+                            "(x, y) in output pixels, arg-max of the last step's heatmaps")
+    return ModelIO(input_size=16, scale=config.scale, recurrent_steps=config.num_steps, extra_outputs=(landmarks,))
+
+
+def _pfsr_io(config: PFSRConfig) -> ModelIO:
+    return ModelIO(input_size=16, scale=config.scale, folds_batchnorm=True)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -51,15 +64,15 @@ def _register(spec: ModelSpec) -> None:
     _REGISTRY[spec.name] = spec
 
 
-_register(ModelSpec("dic", _build_dic, DIC_CONFIGS, DICConfig.from_dict,
+_register(ModelSpec("dic", _build_dic, DIC_CONFIGS, DICConfig.from_dict, _dic_io,
                     ("dic_utk.safetensors", "dic_utk_cpu_demo.safetensors"),
                     "DIC (CVPR 2020), 16->128, iterative SR + landmark collaboration"))
 # DICGAN is the DIC generator with adversarially fine-tuned weights.
-_register(ModelSpec("dicgan", _build_dic, DIC_CONFIGS, DICConfig.from_dict, ("dicgan_utk.safetensors",),
+_register(ModelSpec("dicgan", _build_dic, DIC_CONFIGS, DICConfig.from_dict, _dic_io, ("dicgan_utk.safetensors",),
                     "DICGAN (CVPR 2020): DIC generator, GAN-fine-tuned weights"))
 
 
-_register(ModelSpec("pfsr", PFSR, PFSR_CONFIGS, PFSRConfig.from_dict, ("pfsr_utk.safetensors",),
+_register(ModelSpec("pfsr", PFSR, PFSR_CONFIGS, PFSRConfig.from_dict, _pfsr_io, ("pfsr_utk.safetensors",),
                     "PFSR (BMVC 2019), 16->128 in three progressive x2 steps, light (10.5 GFLOP at width 512)"))
 
 
@@ -74,6 +87,11 @@ def model_spec(name: str) -> ModelSpec:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}.{hint}")
     return spec
+
+
+def model_io(name: str, config) -> ModelIO:
+    """The declared I/O of model `name` built with `config` (a config object, as on `model.config`)."""
+    return model_spec(name).io(config)
 
 
 def shipped_weights(name: str) -> Path | None:

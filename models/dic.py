@@ -369,5 +369,9 @@ class DIC(nn.Module):
                 heatmap_steps.append(heatmaps)
         return sr_steps, heatmap_steps
 
+    def landmarks(self, heatmaps: torch.Tensor, output_size: int) -> torch.Tensor:
+        """(x, y) of each keypoint in output pixels, [N, K, 2], from one step's heatmaps (arg-max)."""
+        return heatmap_peaks(heatmaps, stride=output_size / heatmaps.shape[-1])
+
     def forward(self, lr: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return self.unroll(lr)

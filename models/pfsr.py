@@ -43,13 +43,12 @@ class PFSRConfig(ConfigDict):
 
     width: int = 512
     scale: int = 8
-    num_steps: int = 1  # not recurrent: one pass through the three progressive steps
+    # Weights saved before models declared their I/O carry "num_steps": 1; PFSR is not recurrent.
+    retired_keys = {"num_steps": 1}
 
     def __post_init__(self):
         if self.scale != 8:
             raise ValueError(f"PFSR supports scale=8 only (16->128), got scale={self.scale}")
-        if self.num_steps != 1:
-            raise ValueError(f"PFSR is not recurrent: num_steps must be 1, got {self.num_steps}")
         if self.width < 8 or self.width % 8:
             raise ValueError(f"width must be a positive multiple of 8 (it is halved 3 times), got {self.width}")
 

@@ -11,8 +11,6 @@ A checkpoint that needs full unpickling (arbitrary Python objects) is refused: u
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pickle
 import re
@@ -22,21 +20,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-__all__ = ["WeightsError", "read_state_dict", "load_into", "save_weights", "read_metadata", "sha256_of"]
+__all__ = ["WeightsError", "read_state_dict", "load_into", "read_metadata"]
 
 WRAPPER_KEYS = ("state_dict", "netG", "model_state_dict", "model", "params")
 
 
 class WeightsError(ValueError):
     """A weight file that cannot be used: missing, corrupt, unsafe, or not matching the network."""
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -137,22 +127,3 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "w
         raise WeightsError(f"{source} do not match {type(model).__name__}: {problem}")
     reference = model.state_dict()
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()}, strict=True)
-
-
-def save_weights(
-    model: nn.Module, path: str | os.PathLike, metadata: dict | None = None, half: bool = False
-) -> Path:
-    """Write the model's tensors as safetensors (atomically). `metadata` values are JSON-encoded."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
-        for k, v in model.state_dict().items()
-    }
-    header = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    os.replace(tmp, path)
-    return path

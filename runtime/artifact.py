@@ -1,63 +1,62 @@
-"""The SR model artifact: a manifest (`name.json`) and the ONNX/engine files it names.
+"""The SR model artifact as the runtime sees it: a manifest (see `runtime.contract`) and the files it names.
 
-`load_artifact(path)` accepts a manifest, an `.onnx` (its manifest beside it is used if present; otherwise
-the I/O contract is read from the graph) or an `.engine` (needs its manifest beside it). Everything the
-runtime needs to know about the model (tensor names, sizes, batch range) comes from here, so nothing
-else in the runtime is specific to one network.
+`load_artifact(path)` accepts
+- an ONNX manifest `NAME.json`: its `NAME.onnx`, plus every engine built from it (`*.engine.json` in the
+  same folder whose source checksum is this ONNX's);
+- an `.onnx` (its manifest beside it is used if present; otherwise the I/O contract is read from the graph);
+- an engine `NAME.engine` or its manifest `NAME.engine.json` (plus the source ONNX when it is still there,
+  as a fallback for machines without TensorRT).
+Everything the runtime needs to know about the model (tensor names, sizes, batch range) comes from here, so
+nothing else in the runtime is specific to one network.
 """
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+from .contract import (
+    ENGINE_MANIFEST_SUFFIX, BatchProfile, EngineManifest, OnnxManifest, TensorSpec, engine_manifest_path,
+    read_manifest,
+)
 from .errors import ModelArtifactError
+from .files import sha256_of
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = "fsr-edge-manifest/1"
 DEFAULT_MAX_BATCH = 32  # batch limit assumed for an ONNX file without a manifest and with a dynamic batch
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-               "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32",
-               "tensor(int64)": "int64"}
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """Name, dtype (numpy name) and shape of one model input or output; str dims are dynamic."""
+class EngineFile:
+    """One TensorRT engine and its manifest."""
 
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-    value_range: tuple[float, float] | None = None
-
-    @property
-    def static_dims(self) -> dict[int, int]:
-        return {axis: dim for axis, dim in enumerate(self.shape) if isinstance(dim, int)}
-
-
-@dataclass(frozen=True)
-class BatchRange:
-    """The dynamic batch profile (TensorRT-style min/opt/max)."""
-
-    min: int = 1
-    opt: int = 1
-    max: int = DEFAULT_MAX_BATCH
+    path: Path
+    manifest: EngineManifest
 
 
 @dataclass(frozen=True)
 class ModelArtifact:
-    """A loaded artifact. `manifest` is {} when the contract was inferred from an ONNX graph."""
+    """A loaded artifact. `manifest` is None when the contract was inferred from a bare ONNX graph."""
 
     path: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    batch: BatchRange
+    batch: BatchProfile
     onnx_path: Path | None = None
-    engine_path: Path | None = None
     manifest_path: Path | None = None
-    manifest: dict = field(default_factory=dict)
+    manifest: OnnxManifest | None = None
+    engines: tuple[EngineFile, ...] = ()
+
+    @property
+    def engine_path(self) -> Path | None:
+        return self.engines[0].path if self.engines else None
+
+    @property
+    def model_name(self) -> str:
+        if self.manifest is not None:
+            return self.manifest.model
+        return self.engines[0].manifest.model if self.engines else self.path.stem
 
     @property
     def image_input(self) -> TensorSpec:
@@ -89,88 +88,58 @@ def _image_spec(specs, kind: str, path: Path) -> TensorSpec:
 
 
 def load_artifact(path: str | Path) -> ModelArtifact:
-    """Load a manifest (.json), an .onnx or an .engine; raises ModelArtifactError with the fix."""
+    """Load a manifest (.json / .engine.json), an .onnx or an .engine; raises ModelArtifactError with the fix."""
     path = Path(path)
     if not path.is_file():
         raise ModelArtifactError(f"model artifact {path} does not exist; expected a manifest .json, an .onnx "
-                                 "or an .engine written by `python -m export.build`.")
-    loaders = {".json": _from_manifest_file, ".onnx": _from_onnx_file, ".engine": _from_engine_file}
-    loader = loaders.get(path.suffix.lower())
+                                 "or an .engine written by `python -m export.build` / `export.tensorrt_build`.")
+    suffix = ".engine.json" if path.name.endswith(ENGINE_MANIFEST_SUFFIX) else path.suffix.lower()
+    loaders = {".json": _from_manifest_file, ".engine.json": _from_manifest_file, ".onnx": _from_onnx_file,
+               ".engine": _from_engine_file}
+    loader = loaders.get(suffix)
     if loader is None:
         raise ModelArtifactError(f"model artifact {path} has suffix {path.suffix!r}; expected one of "
-                                 f"{', '.join(loaders)} (a manifest, an ONNX model or a TensorRT engine).")
+                                 ".json, .onnx, .engine (a manifest, an ONNX model or a TensorRT engine).")
     artifact = loader(path)
     _ = (artifact.image_input, artifact.image_output)  # raises now, not mid-stream, if not [N, 3, H, W]
     return artifact
 
 
-# --- manifests ----------------------------------------------------------------------------------------
-def read_manifest(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelArtifactError(f"manifest {path} is not readable JSON ({err}); re-export the model.") from err
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ModelArtifactError(f"{path}: manifest format {found!r}, expected {MANIFEST_FORMAT!r}; "
-                                 "pass a manifest written by `python -m export.build`.")
-    return data
+# --- ONNX artifacts ---------------------------------------------------------------------------------------
+def _checked_onnx(manifest: OnnxManifest, manifest_path: Path) -> Path:
+    onnx_path = manifest_path.parent / manifest.onnx
+    if not onnx_path.is_file():
+        raise ModelArtifactError(f"manifest {manifest_path} names {onnx_path}, which does not exist; keep the model "
+                                 "files beside their manifest.")
+    if manifest.onnx_sha256 and sha256_of(onnx_path) != manifest.onnx_sha256:
+        raise ModelArtifactError(f"{onnx_path} does not match the checksum in its manifest {manifest_path.name}: the "
+                                 "file was changed or replaced after export. Re-export the model.")
+    failed = manifest.failed_checks()
+    if failed:
+        log.warning("%s was published with failed checks: %s (see the manifest)", manifest_path, ", ".join(failed))
+    return onnx_path
 
 
-def _specs(manifest: dict, key: str, path: Path) -> tuple[TensorSpec, ...]:
-    entries = manifest.get(key)
-    if not isinstance(entries, list) or not entries:
-        raise ModelArtifactError(f"{path}: manifest {key!r} is {entries!r}, expected a non-empty list of "
-                                 "{name, dtype, shape}; re-export the model.")
-    try:
-        return tuple(TensorSpec(name=str(e["name"]), dtype=str(e.get("dtype", "float32")),
-                                shape=tuple(d if isinstance(d, int) else str(d) for d in e["shape"]),
-                                value_range=tuple(e["range"]) if "range" in e else None) for e in entries)
-    except (KeyError, TypeError) as err:
-        raise ModelArtifactError(f"{path}: manifest {key!r} entry lacks {err}; each needs name and shape.") from err
+def _from_onnx_manifest(manifest_path: Path, manifest: OnnxManifest, given: Path) -> ModelArtifact:
+    return ModelArtifact(path=given, inputs=manifest.inputs, outputs=manifest.outputs, batch=manifest.batch,
+                         onnx_path=_checked_onnx(manifest, manifest_path), manifest_path=manifest_path,
+                         manifest=manifest, engines=_engines_built_from(manifest, manifest_path))
 
 
-def _batch(manifest: dict, path: Path) -> BatchRange:
-    block = manifest.get("batch", {})
-    try:
-        batch = BatchRange(int(block.get("min", 1)), int(block.get("opt", 1)),
-                           int(block.get("max", DEFAULT_MAX_BATCH)))
-    except (AttributeError, TypeError, ValueError) as err:
-        raise ModelArtifactError(f"{path}: manifest 'batch' is {block!r}, expected {{min, opt, max}} "
-                                 "integers.") from err
-    if not 1 <= batch.min <= batch.opt <= batch.max:
-        raise ModelArtifactError(f"{path}: manifest batch {block!r} needs 1 <= min <= opt <= max.")
-    return batch
-
-
-def _sibling(manifest: dict, key: str, manifest_path: Path) -> Path | None:
-    name = manifest.get(key)
-    return manifest_path.parent / name if name else None
-
-
-def _artifact_from_manifest(manifest_path: Path, given: Path, manifest: dict) -> ModelArtifact:
-    return ModelArtifact(path=given, inputs=_specs(manifest, "inputs", manifest_path),
-                         outputs=_specs(manifest, "outputs", manifest_path), batch=_batch(manifest, manifest_path),
-                         onnx_path=_sibling(manifest, "onnx", manifest_path),
-                         engine_path=_sibling(manifest, "engine", manifest_path),
-                         manifest_path=manifest_path, manifest=manifest)
-
-
-def _from_manifest_file(path: Path) -> ModelArtifact:
-    artifact = _artifact_from_manifest(path, path, read_manifest(path))
-    files = [p for p in (artifact.onnx_path, artifact.engine_path) if p is not None]
-    if not any(p.is_file() for p in files):
-        named = ", ".join(str(p) for p in files) or "no 'onnx' or 'engine' entry"
-        raise ModelArtifactError(f"manifest {path} names {named}, but none of it exists; keep the model files "
-                                 "beside their manifest.")
-    return artifact
-
-
-def _check_names_file(manifest: dict, key: str, path: Path, manifest_path: Path) -> None:
-    named = manifest.get(key)
-    if named is not None and named != path.name:
-        raise ModelArtifactError(f"{manifest_path} describes {key} file {named!r}, but {path.name!r} was given; "
-                                 "pass the manifest itself, or keep each model beside its own manifest.")
+def _engines_built_from(manifest: OnnxManifest, manifest_path: Path) -> tuple[EngineFile, ...]:
+    """Engines in the folder whose manifest names this ONNX artifact (by name and checksum)."""
+    found = []
+    for candidate in sorted(manifest_path.parent.glob(f"*{ENGINE_MANIFEST_SUFFIX}")):
+        try:
+            engine = read_manifest(candidate)
+        except ModelArtifactError as err:
+            log.warning("ignoring %s: %s", candidate, err)
+            continue
+        if isinstance(engine, EngineManifest) and engine.source.manifest == manifest_path.name \
+                and (candidate.parent / engine.engine).is_file() \
+                and engine.source.onnx_sha256 == manifest.onnx_sha256:
+            found.append(EngineFile(candidate.parent / engine.engine, engine))
+    return tuple(found)
 
 
 def _from_onnx_file(path: Path) -> ModelArtifact:
@@ -178,38 +147,52 @@ def _from_onnx_file(path: Path) -> ModelArtifact:
     if not manifest_path.is_file():
         return _infer_from_onnx(path)
     manifest = read_manifest(manifest_path)
-    _check_names_file(manifest, "onnx", path, manifest_path)
-    artifact = _artifact_from_manifest(manifest_path, path, manifest)
-    return replace(artifact, onnx_path=path)
-
-
-def _from_engine_file(path: Path) -> ModelArtifact:
-    manifest_path = path.with_suffix(".json")
-    if not manifest_path.is_file():
-        raise ModelArtifactError(f"engine {path} has no manifest {manifest_path.name} beside it; an engine is "
-                                 "only usable with the manifest written when it was built. Rebuild it with "
-                                 "`python -m export.build`, or pass the .onnx instead.")
-    manifest = read_manifest(manifest_path)
-    _check_names_file(manifest, "engine", path, manifest_path)
-    artifact = _artifact_from_manifest(manifest_path, path, manifest)
-    return replace(artifact, engine_path=path)
-
-
-# --- ONNX without a manifest ----------------------------------------------------------------------------
-def _spec_from_ort(node) -> TensorSpec:
-    shape = tuple(d if isinstance(d, int) else (d or "N") for d in node.shape)
-    return TensorSpec(name=node.name, dtype=_ORT_DTYPES.get(node.type, node.type), shape=shape)
+    if not isinstance(manifest, OnnxManifest) or manifest.onnx != path.name:
+        raise ModelArtifactError(f"{manifest_path} does not describe {path.name}; pass the manifest itself, or keep "
+                                 "each model beside its own manifest.")
+    return _from_onnx_manifest(manifest_path, manifest, path)
 
 
 def _infer_from_onnx(path: Path) -> ModelArtifact:
-    from .backends.onnxruntime_backend import open_cpu_session
+    from .onnx_io import open_session, session_io
 
-    session = open_cpu_session(path)
-    inputs = tuple(_spec_from_ort(n) for n in session.get_inputs())
-    outputs = tuple(_spec_from_ort(n) for n in session.get_outputs())
+    inputs, outputs = session_io(open_session(path, ["CPUExecutionProvider"]))
     batch_dim = inputs[0].shape[0] if inputs and inputs[0].shape else "N"
-    batch = BatchRange(batch_dim, batch_dim, batch_dim) if isinstance(batch_dim, int) else BatchRange()
+    batch = BatchProfile(batch_dim, batch_dim, batch_dim) if isinstance(batch_dim, int) else \
+        BatchProfile(1, min(8, DEFAULT_MAX_BATCH), DEFAULT_MAX_BATCH)
     log.info("%s has no manifest beside it; I/O contract inferred from the ONNX graph: inputs %s, outputs %s, "
              "batch up to %d", path, [(s.name, list(s.shape)) for s in inputs],
              [(s.name, list(s.shape)) for s in outputs], batch.max)
     return ModelArtifact(path=path, inputs=inputs, outputs=outputs, batch=batch, onnx_path=path)
+
+
+# --- engines --------------------------------------------------------------------------------------------
+def _from_engine_manifest(manifest_path: Path, manifest: EngineManifest, given: Path) -> ModelArtifact:
+    engine_path = manifest_path.parent / manifest.engine
+    if not engine_path.is_file():
+        raise ModelArtifactError(f"engine manifest {manifest_path} names {engine_path}, which does not exist; keep "
+                                 "the engine beside its manifest or rebuild it with `python -m export.tensorrt_build`.")
+    onnx_path = manifest_path.parent / manifest.source.onnx
+    onnx_ok = onnx_path.is_file() and sha256_of(onnx_path) == manifest.source.onnx_sha256
+    return ModelArtifact(path=given, inputs=manifest.inputs, outputs=manifest.outputs, batch=manifest.batch,
+                         onnx_path=onnx_path if onnx_ok else None, manifest_path=manifest_path,
+                         engines=(EngineFile(engine_path, manifest),))
+
+
+def _from_engine_file(path: Path) -> ModelArtifact:
+    manifest_path = engine_manifest_path(path)
+    if not manifest_path.is_file():
+        raise ModelArtifactError(f"engine {path} has no manifest {manifest_path.name} beside it; an engine is only "
+                                 "usable with the manifest written when it was built. Rebuild it with "
+                                 "`python -m export.tensorrt_build NAME.json`, or pass the .onnx instead.")
+    manifest = read_manifest(manifest_path)
+    if not isinstance(manifest, EngineManifest) or manifest.engine != path.name:
+        raise ModelArtifactError(f"{manifest_path} does not describe the engine {path.name}; rebuild the engine.")
+    return _from_engine_manifest(manifest_path, manifest, path)
+
+
+def _from_manifest_file(path: Path) -> ModelArtifact:
+    manifest = read_manifest(path)
+    if isinstance(manifest, EngineManifest):
+        return _from_engine_manifest(path, manifest, path)
+    return _from_onnx_manifest(path, manifest, path)

@@ -6,14 +6,13 @@ its sha256; `python -m runtime.assets path` prints where the runtime looks for i
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from .errors import AssetError
+from .files import atomic_path, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +46,6 @@ def detector_model_path(explicit: str | os.PathLike | None = None) -> Path:
     )
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(url: str = DETECTOR_URL, dest: str | os.PathLike | None = None, sha256: str = DETECTOR_SHA256,
           force: bool = False) -> Path:
     """Download `url` to `dest` (default: the cache) and verify its sha256; the file appears only if it
@@ -64,15 +55,10 @@ def fetch(url: str = DETECTOR_URL, dest: str | os.PathLike | None = None, sha256
         log.info("%s is already present and verified", dest)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(dest) as tmp:  # the file appears only when complete and verified
+        with open(tmp, "wb") as out:
             _download(url, out)
-        _verify(Path(tmp), sha256, url)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        _verify(tmp, sha256, url)
     log.info("saved %s (sha256 verified)", dest)
     return dest
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from .constants import FRAMING_OFFSET, FRAMING_SCALE
 from .detect import Box, box_size
+from .frames import hwc_uint8_to_nchw
 from .track import Track
 
 
@@ -81,8 +82,7 @@ def to_model_input(small_crops: list[np.ndarray]) -> np.ndarray:
     """BGR uint8 crops (already at the input size) -> float32 [N, 3, H, W] RGB in [0, 1]."""
     if not small_crops:
         raise ValueError("to_model_input needs at least one crop")
-    batch = np.stack(small_crops)[..., ::-1]  # BGR -> RGB
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+    return hwc_uint8_to_nchw(np.stack(small_crops)[..., ::-1])  # BGR -> RGB
 
 
 def from_model_output(sr: np.ndarray) -> list[np.ndarray]:

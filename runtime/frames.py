@@ -31,3 +31,12 @@ def to_bgr(frame: np.ndarray) -> np.ndarray:
     if channels == 4:
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
     raise SourceError(f"frame with {channels} channels received; expected 1 (grey), 3 (BGR) or 4 (BGRA).")
+
+
+def hwc_uint8_to_nchw(images: np.ndarray) -> np.ndarray:
+    """uint8 images [N, H, W, C] (or one [H, W, C]) -> float32 [N, C, H, W] (or [C, H, W]) in [0, 1].
+
+    The one conversion from decoded pixels to model input; channel order is kept (RGB stays RGB)."""
+    images = np.asarray(images)
+    axes = (0, 3, 1, 2) if images.ndim == 4 else (2, 0, 1)
+    return np.ascontiguousarray(images.transpose(axes), dtype=np.float32) / np.float32(255.0)

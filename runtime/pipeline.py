@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backends import Backend
+from .backends.base import infer_batched
 from .compose import VIEWS, EnhancedFace, draw_fps, gallery, overlay, side_by_side
 from .constants import MAX_FACES, MIN_FACE_PX
 from .detect import FaceDetector, box_size
@@ -62,10 +63,7 @@ class RunStats:
 
 def run_batched(backend: Backend, batch: np.ndarray) -> np.ndarray:
     """Run an [N, ...] batch in chunks of at most `backend.max_batch`; returns the image output."""
-    in_name, out_name = backend.artifact.image_input.name, backend.artifact.image_output.name
-    chunks = [backend.infer({in_name: batch[i:i + backend.max_batch]})[out_name]
-              for i in range(0, len(batch), backend.max_batch)]
-    return np.concatenate(chunks)
+    return infer_batched(backend, batch)[backend.artifact.image_output.name]
 
 
 class Enhancer:

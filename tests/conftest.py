@@ -2,11 +2,11 @@
 
 Runtime fixtures (tests/test_runtime*.py): the ../shared data folder and detector, and tiny SR model
 artifacts built with onnx.helper (a Resize 16 -> 128 plus Clip 0..1, dynamic batch N, opset 17) with a
-manifest in the exporter's format, so the runtime is tested without waiting for a real export.
+manifest made through the one contract (`runtime.contract.OnnxManifest`), so the runtime is tested without
+waiting for a real export. Tests of the exporter itself use the real producer (`export.build`).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -59,17 +59,19 @@ def write_sr_model(path: Path, mode: str = "cubic", in_size: int = 16, out_size:
     return path
 
 
-def manifest_for(onnx_name: str, in_size: int = 16, out_size: int = 128, batch_max: int = 32,
-                 input_name: str = "lr", output_name: str = "sr", **extra) -> dict:
-    """A manifest in the exporter's format (fsr-edge-manifest/1)."""
-    return {
-        "format": "fsr-edge-manifest/1", "model": "tiny-resize", "steps": 1, "precision": "fp32",
-        "scale": out_size // in_size, "onnx": onnx_name,
-        "inputs": [{"name": input_name, "dtype": "float32", "shape": ["N", 3, in_size, in_size], "range": [0, 1]}],
-        "outputs": [{"name": output_name, "dtype": "float32", "shape": ["N", 3, out_size, out_size], "range": [0, 1]}],
-        "batch": {"min": 1, "opt": min(8, batch_max), "max": batch_max},
-        **extra,
-    }
+def manifest_for(onnx_path: Path, in_size: int = 16, out_size: int = 128, batch_max: int = 32,
+                 input_name: str = "lr", output_name: str = "sr", **fields):
+    """An OnnxManifest for a hand-made ONNX file, through the contract (checksum of the real file)."""
+    from runtime.contract import BatchProfile, OnnxManifest, TensorSpec, WeightsInfo
+    from runtime.files import sha256_of
+
+    values = dict(
+        model="tiny-resize", precision="fp32", onnx=onnx_path.name, onnx_sha256=sha256_of(onnx_path), opset=17,
+        inputs=(TensorSpec(input_name, "float32", ("N", 3, in_size, in_size), (0.0, 1.0)),),
+        outputs=(TensorSpec(output_name, "float32", ("N", 3, out_size, out_size), (0.0, 1.0)),),
+        batch=BatchProfile(1, min(8, batch_max), batch_max), weights=WeightsInfo(), scale=out_size // in_size)
+    values.update(fields)
+    return OnnxManifest(**values)
 
 
 def make_sr_artifact(folder: Path, name: str = "tiny", mode: str = "cubic", batch_max: int = 32,
@@ -79,10 +81,9 @@ def make_sr_artifact(folder: Path, name: str = "tiny", mode: str = "cubic", batc
     onnx_path = write_sr_model(folder / f"{name}.onnx", mode, in_size, out_size)
     if not with_manifest:
         return onnx_path
-    manifest = manifest_for(onnx_path.name, in_size, out_size, batch_max, **extra)
-    manifest_path = folder / f"{name}.json"
-    manifest_path.write_text(json.dumps(manifest, indent=2))
-    return manifest_path
+    from runtime.contract import write_manifest
+
+    return write_manifest(folder / f"{name}.json", manifest_for(onnx_path, in_size, out_size, batch_max, **extra))
 
 
 @pytest.fixture(scope="session")
@@ -101,9 +102,11 @@ def fast_sr_artifact(tmp_path_factory) -> Path:
 @pytest.fixture
 def corrupt_onnx(tmp_path) -> Path:
     """Random bytes named .onnx, with a valid manifest beside it."""
+    from runtime.contract import write_manifest
+
     path = tmp_path / "corrupt.onnx"
     path.write_bytes(os.urandom(4096))
-    (tmp_path / "corrupt.json").write_text(json.dumps(manifest_for(path.name)))
+    write_manifest(tmp_path / "corrupt.json", manifest_for(path))
     return path
 
 
@@ -122,9 +125,30 @@ def tiny_weights(tmp_path_factory):
     import torch
 
     from models import create_model
-    from models.weights import save_weights
+    from training.checkpoints import save_weights
 
     torch.manual_seed(0)
     model = create_model("dic", config="tiny")
     return save_weights(model, tmp_path_factory.mktemp("w") / "tiny.safetensors",
                         metadata={"config": model.config.to_dict()})
+
+
+def write_engine_artifact(manifest_path: Path, version: str = "10.3.0.26", gpu: str | None = "Orin",
+                          compute_capability: str | None = "8.7", engine_bytes: bytes = b"engine bytes",
+                          name: str | None = None) -> Path:
+    """A stand-in engine file with a real EngineManifest (through the contract) for the ONNX artifact at
+    `manifest_path`; returns the engine path. The bytes are not an engine: only for tests that never
+    deserialize it (artifact discovery, backend choice, compatibility checks)."""
+    from runtime.contract import EngineManifest, EngineSource, TensorRTBuild, engine_manifest_path, read_manifest
+    from runtime.contract import write_manifest
+    from runtime.files import sha256_of
+
+    source = read_manifest(manifest_path)
+    engine_path = manifest_path.with_name(name or manifest_path.stem + ".engine")
+    engine_path.write_bytes(engine_bytes)
+    build = TensorRTBuild(version=version, network="strongly_typed", gpu=gpu, compute_capability=compute_capability)
+    write_manifest(engine_manifest_path(engine_path), EngineManifest(
+        model=source.model, precision=source.precision, engine=engine_path.name, engine_sha256=sha256_of(engine_path),
+        source=EngineSource(manifest_path.name, source.onnx, source.onnx_sha256), inputs=source.inputs,
+        outputs=source.outputs, batch=source.batch, tensorrt=build))
+    return engine_path

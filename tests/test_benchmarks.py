@@ -42,7 +42,7 @@ def test_speed_quick_writes_reports(tmp_path, capsys):
 
 def test_quality_quick_reports_bicubic_and_onnx(tmp_path, capsys):
     from export.build import build
-    from export.inputs import utk_dir
+    from runtime.shared_data import utk_dir
     from benchmarks.quality import main as quality_main
 
     if utk_dir() is None:
@@ -60,7 +60,7 @@ def test_quality_quick_reports_bicubic_and_onnx(tmp_path, capsys):
 
 
 def test_pipeline_quick_reports_stages(tmp_path, capsys):
-    from export.inputs import shared_dir
+    from runtime.shared_data import shared_dir
     from benchmarks.pipeline import main as pipeline_main
 
     root = shared_dir()

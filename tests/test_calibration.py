@@ -7,7 +7,9 @@ import pytest
 from calibration import CalibrationError, StaleCacheError, check_array, content_hash, load_set, save_set
 from calibration.cache import format_cache, parse_cache, read_cache, scale_from_amax, sidecar, write_cache
 from calibration.collect import collect, main
-from export.inputs import lr_from_crop, utk_dir
+from runtime.frames import hwc_uint8_to_nchw
+from runtime.shared_data import split_names, utk_dir
+from training.data import decode_pair
 
 needs_utk = pytest.mark.skipif(utk_dir() is None, reason="../shared/data/faces-utk not found")
 
@@ -30,7 +32,7 @@ def test_save_load_roundtrip_with_hash(tmp_path):
 
 
 @pytest.mark.parametrize("array, message", [
-    (np.zeros((40, 16, 16, 3), np.float32), r"shape \(40, 16, 16, 3\), expected \[N, 3, 16, 16\]"),
+    (np.zeros((40, 16, 16, 3), np.float32), r"shape \(40, 16, 16, 3\), expected \[N, 3, S, S\]"),
     (np.zeros((40, 3, 16, 16), np.float64), "dtype float64"),
     (np.zeros((5, 3, 16, 16), np.float32), "received 5 inputs, expected at least 32"),
     (np.full((40, 3, 16, 16), 255, np.float32), r"within \[0, 1\]"),
@@ -61,9 +63,10 @@ def test_corrupted_set_files(tmp_path):
 def test_utk_source_uses_pair_convention():
     lr, source = collect("faces-utk:val", 3)
     assert lr.shape == (3, 3, 16, 16) and lr.dtype == np.float32 and "faces-utk/val[:3]" in source
-    import json
-    first = json.loads((utk_dir() / "splits.json").read_text())["val"][0]
-    assert np.array_equal(lr[0], lr_from_crop(utk_dir() / "images" / first))
+    first = split_names(utk_dir(), "val", 1)[0]
+    assert np.array_equal(lr[0], hwc_uint8_to_nchw(decode_pair(utk_dir() / "images" / first)[1]))
+    lr32, _ = collect("faces-utk:val", 2, input_size=32)  # a model with a 32 px input gets 32 px faces
+    assert lr32.shape == (2, 3, 32, 32)
     with pytest.raises(CalibrationError, match="unknown split 'dev'"):
         collect("faces-utk:dev", 3)
 
@@ -136,3 +139,14 @@ def test_cache_from_another_model_is_stale(tmp_path):
         read_cache(path, "m1", "s1")
     with pytest.raises(CalibrationError):
         write_cache(path, "garbage", "m1", "s1")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--count", "0"], "--count 0: expected a positive number"),
+    (["--count", "-5"], "--count -5: expected a positive number"),
+    (["--input-size", "0"], "--input-size 0: expected a positive integer"),
+    (["--frame-step", "-1"], "--frame-step -1: expected a positive integer"),
+])
+def test_numeric_arguments_are_validated(tmp_path, caplog, args, message):
+    assert main(["--out", str(tmp_path / "c.npz"), *args]) == 2
+    assert message in caplog.text and not (tmp_path / "c.npz").exists()

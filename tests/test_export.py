@@ -1,6 +1,9 @@
 """export.build: unrolled ONNX parity for every step count, landmarks, manifest, bad input."""
+import hashlib
 import json
 from pathlib import Path
+
+import jsonschema
 
 import numpy as np
 import onnx
@@ -9,9 +12,10 @@ import pytest
 import torch
 
 from export import ExportError
-from export.build import BatchProfile, build, main
-from export.inputs import utk_dir
+from export.build import build, main
 from models import create_model
+from runtime.contract import SCHEMA_FILE, BatchProfile, read_manifest
+from runtime.shared_data import utk_dir
 
 TINY_STEPS = 3
 
@@ -33,8 +37,9 @@ def _op_types(path):
 @pytest.mark.parametrize("steps", range(1, TINY_STEPS + 1))
 def test_unrolled_parity_every_step_count(exported, tiny_weights, steps):
     result = exported[steps]
-    parity = result.manifest["parity"]
+    parity = result.manifest.checks["parity"]
     assert parity["passed"] and parity["sr_max_abs_error"] <= 1e-4
+    assert parity["runtime"].startswith("runtime onnxruntime backend")
     # Independent re-check with a fresh batch of 3 noise inputs.
     model = create_model("dic", weights=tiny_weights)
     lr = np.random.default_rng(steps).random((3, 3, 16, 16), dtype=np.float32)
@@ -78,26 +83,31 @@ def test_landmarks_output(exported, tiny_weights):
     flat = heatmaps.reshape(2, 68, -1).argmax(-1)
     np.testing.assert_array_equal(landmarks[..., 0], (flat % 32) * 4.0)
     np.testing.assert_array_equal(landmarks[..., 1], (flat // 32) * 4.0)
-    assert result.manifest["parity"]["landmarks_identical_share"] >= 0.99
+    assert result.manifest.checks["parity"]["landmarks_identical_share"] >= 0.99
+    assert [o.name for o in result.manifest.outputs] == ["sr", "landmarks"]
+    assert result.manifest.outputs[1].shape == ("N", 68, 2) and result.manifest.outputs[1].value_range == (0, 128)
 
 
 def test_manifest_content(exported, tiny_weights):
     result = exported[2]
     manifest = json.loads(result.manifest_path.read_text())
-    assert manifest == result.manifest
-    assert manifest["format"] == "fsr-edge-manifest/1"
+    assert read_manifest(result.manifest_path) == result.manifest  # what was written is what the runtime reads
+    jsonschema.validate(manifest, json.loads(SCHEMA_FILE.read_text()))
+    assert manifest["format"] == "fsr-edge-manifest/2" and manifest["kind"] == "onnx"
     assert manifest["model"] == "dic" and manifest["steps"] == 2 and manifest["precision"] == "fp32"
     assert manifest["config"]["num_features"] == 16 and manifest["max_steps"] == TINY_STEPS
     assert manifest["onnx"] == result.onnx_path.name == "dic_s2_fp32.onnx"
+    assert manifest["onnx_sha256"] == hashlib.sha256(result.onnx_path.read_bytes()).hexdigest()
     assert manifest["inputs"] == [{"name": "lr", "dtype": "float32", "shape": ["N", 3, 16, 16], "range": [0, 1]}]
     assert manifest["outputs"] == [{"name": "sr", "dtype": "float32", "shape": ["N", 3, 128, 128], "range": [0, 1]}]
     assert manifest["batch"] == {"min": 1, "opt": 8, "max": 32}
-    assert manifest["opset"] == 18
-    import hashlib
+    assert manifest["opset"] == 18 == onnx.load(str(result.onnx_path)).opset_import[0].version
     assert manifest["weights"]["sha256"] == hashlib.sha256(Path(tiny_weights).read_bytes()).hexdigest()
     assert {"torch", "onnx", "python"} <= set(manifest["versions"])
     expected_source = "faces-utk/val[:16]" if utk_dir() else "random"
-    assert manifest["parity"]["inputs"] == expected_source
+    assert manifest["checks"]["parity"]["inputs"] == expected_source
+    compat = manifest["checks"]["tensorrt_compat"]
+    assert compat["passed"] and set(compat["releases"]) == {"10.3", "10.x-jetpack7", "11"}
     graph = onnx.load(str(result.onnx_path)).graph
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
 
@@ -106,7 +116,7 @@ def test_batch_profile_parsing():
     assert BatchProfile.parse("1:4:16") == BatchProfile(1, 4, 16)
     assert BatchProfile.parse("8") == BatchProfile(1, 8, 8)
     for bad in ("0:1:2", "4:2:8", "a:b:c", "1:2"):
-        with pytest.raises(ExportError, match="MIN:OPT:MAX"):
+        with pytest.raises(ValueError, match="MIN:OPT:MAX"):
             BatchProfile.parse(bad)
 
 
@@ -114,8 +124,33 @@ def test_batch_profile_parsing():
 
 
 def test_unknown_model(tmp_path):
-    with pytest.raises(ExportError, match="unknown model 'dc'"):
+    with pytest.raises(ExportError, match="unknown model 'dc'; available: dic, dicgan, pfsr"):
         build("dc", random_init=True, outdir=tmp_path)
+
+
+def test_model_names_are_case_insensitive_and_normalized(tmp_path):
+    result = build("DIC", random_init=True, config="tiny", steps=1, outdir=tmp_path)
+    assert result.onnx_path.name == "dic_s1_fp32.onnx" and result.manifest.model == "dic"
+
+
+def test_nan_weights_fail_parity_and_publish_nothing(tmp_path):
+    import torch
+
+    from training.checkpoints import save_weights
+
+    model = create_model("dic", config="tiny")
+    with torch.no_grad():
+        model.conv_in[0].weight[0, 0, 0, 0] = float("nan")  # one NaN in one tensor
+    weights = save_weights(model, tmp_path / "nan.safetensors", metadata={"config": model.config.to_dict()})
+    with pytest.raises(ExportError, match=r"non-finite values \(NaN/Inf\) in 'sr'"):
+        build("dic", weights=str(weights), steps=1, outdir=tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_opset_recorded_is_the_files(tmp_path):
+    with pytest.raises(ExportError, match="--opset 99"):
+        build("dic", random_init=True, config="tiny", steps=1, opset=99, outdir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_steps_out_of_range(tmp_path, tiny_weights):
@@ -166,10 +201,10 @@ def test_unwritable_outdir(tmp_path):
 
 
 def test_failed_verification_overwrites_nothing(tmp_path, tiny_weights, monkeypatch):
-    import export.build as export_build
+    import export.verify
     existing = tmp_path / "dic_s1_fp32.onnx"
     existing.write_bytes(b"previous artifact")
-    monkeypatch.setattr(export_build, "verify_parity", lambda *a, **k: {"passed": False, "sr_max_abs_error": 1.0})
+    monkeypatch.setattr(export.verify, "verify_parity", lambda *a, **k: {"passed": False, "sr_max_abs_error": 1.0})
     with pytest.raises(ExportError, match="does not match PyTorch"):
         build("dic", weights=str(tiny_weights), steps=1, outdir=tmp_path)
     assert existing.read_bytes() == b"previous artifact"
@@ -179,3 +214,18 @@ def test_failed_verification_overwrites_nothing(tmp_path, tiny_weights, monkeypa
 def test_cli_reports_errors_with_exit_code(tmp_path, capsys, caplog):
     assert main(["--model", "dic", "--random-init", "--config", "tiny", "--steps", "7", "--outdir", str(tmp_path)]) == 2
     assert "out of range" in caplog.text
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--model", "dc"], "unknown model 'dc'; available: dic, dicgan, pfsr"),
+    (["--model", "dic", "--batch", "0:1:2"], "--batch: batch profile 0:1:2"),
+    (["--model", "pfsr", "--steps", "2"], "--steps 2 was given, but this model is not recurrent"),
+    (["--model", "pfsr", "--with-landmarks"], "export without --with-landmarks"),
+    (["--model", "dic", "--gate-images", "0", "--precision", "fp16"], "--gate-images 0"),
+    (["--model", "dic", "--trt-targets", "9.9"], "--trt-targets 9.9: unknown"),
+])
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, caplog, args, fragment):
+    code = main([*args, "--random-init", "--config", "tiny", "--outdir", str(tmp_path)])
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 2 and len(errors) == 1 and fragment in errors[0].getMessage()
+    assert "Traceback" not in caplog.text and not list(tmp_path.iterdir())

@@ -7,9 +7,9 @@ import torch
 
 from export import ExportError
 from export.build import build
-from export.inputs import utk_dir
 from models import create_model
-from models.weights import save_weights
+from runtime.shared_data import utk_dir
+from training.checkpoints import save_weights
 
 needs_utk = pytest.mark.skipif(utk_dir() is None, reason="../shared/data/faces-utk not found (accuracy gate)")
 
@@ -38,10 +38,13 @@ def test_export_folds_batchnorm_and_matches_torch(pfsr_fp32, pfsr_weights):
     assert "BatchNormalization" not in ops
     assert {"Conv", "ConvTranspose"} <= ops
     manifest = pfsr_fp32.manifest
-    assert manifest["model"] == "pfsr" and manifest["batchnorm_folded"] is True
-    assert manifest["parity"]["passed"] and manifest["parity"]["sr_max_abs_error"] <= 1e-4
-    assert manifest["inputs"][0]["shape"] == ["N", 3, 16, 16]
-    assert manifest["outputs"][0]["shape"] == ["N", 3, 128, 128]
+    assert manifest.model == "pfsr" and manifest.batchnorm_folded is True
+    assert manifest.steps is None and manifest.max_steps is None  # not recurrent: no steps, none in the name
+    assert pfsr_fp32.onnx_path.name == "pfsr_fp32.onnx"
+    parity = manifest.checks["parity"]
+    assert parity["passed"] and parity["sr_max_abs_error"] <= 1e-4
+    assert manifest.inputs[0].shape == ("N", 3, 16, 16)
+    assert manifest.outputs[0].shape == ("N", 3, 128, 128)
     # Independent check against the unfused PyTorch model on fresh inputs, two batch sizes.
     model = create_model("pfsr", weights=pfsr_weights)
     session = ort.InferenceSession(str(pfsr_fp32.onnx_path), providers=["CPUExecutionProvider"])
@@ -55,13 +58,13 @@ def test_export_folds_batchnorm_and_matches_torch(pfsr_fp32, pfsr_weights):
 
 
 def test_landmarks_are_refused_for_pfsr(pfsr_weights, tmp_path):
-    with pytest.raises(ExportError, match="no landmark output"):
+    with pytest.raises(ExportError, match="no 'landmarks' output"):
         build("pfsr", weights=str(pfsr_weights), with_landmarks=True, outdir=tmp_path)
     assert not list(tmp_path.glob("*.onnx"))
 
 
-def test_steps_out_of_range_for_pfsr(pfsr_weights, tmp_path):
-    with pytest.raises(ExportError, match="1..1"):
+def test_steps_are_refused_for_pfsr(pfsr_weights, tmp_path):
+    with pytest.raises(ExportError, match="--steps 2 was given, but this model is not recurrent"):
         build("pfsr", weights=str(pfsr_weights), steps=2, outdir=tmp_path)
 
 
@@ -71,8 +74,8 @@ def test_fp16_export(pfsr_weights, tmp_path):
     model = onnx.load(str(result.onnx_path))
     conv_weights = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
     assert conv_weights, "no fp16 initializers"
-    assert result.manifest["precision"] == "fp16"
-    accuracy = result.manifest["accuracy"]
+    assert result.manifest.precision == "fp16"
+    accuracy = result.manifest.checks["accuracy"]
     assert accuracy["passed"] and accuracy["fp16_vs_fp32_db"] > 40
 
 
@@ -113,7 +116,9 @@ def test_runtime_backends_agree_on_pfsr(pfsr_fp32, backend_name):
 @needs_utk
 def test_int8_quantizes_the_transposed_convolutions(pfsr_fp32, tmp_path):
     from export.inputs import face_inputs
-    from export.precision import accuracy_gate, quantize_int8
+    from export.precision import PRECISIONS, accuracy_gate, quantize_int8
+    from export.verify import onnx_artifact
+    from runtime.artifact import load_artifact
 
     calib, _ = face_inputs(32, split="train")
     out = tmp_path / "pfsr8.onnx"
@@ -124,5 +129,6 @@ def test_int8_quantizes_the_transposed_convolutions(pfsr_fp32, tmp_path):
         if node.op_type in ("Conv", "ConvTranspose"):
             weight_source = produced_by.get(node.input[1])
             assert weight_source is not None and weight_source.op_type == "DequantizeLinear", node.name
-    gate = accuracy_gate(pfsr_fp32.onnx_path, out, "int8", count=8)
+    fp32 = load_artifact(pfsr_fp32.manifest_path)
+    gate = accuracy_gate(fp32, onnx_artifact(out, fp32.inputs, fp32.outputs, fp32.batch), PRECISIONS["int8"], count=8)
     assert gate["int8_vs_fp32_db"] > 30

@@ -6,7 +6,8 @@ import torch
 
 from models import WeightsError, create_model, list_models, load_landmark_weights, load_weights
 from models.dic import DIC, DIC_CONFIGS, DICConfig, GROUPS_194, merge_heatmaps, heatmap_peaks, attention_groups
-from models.weights import read_state_dict, save_weights
+from models.weights import read_state_dict
+from training.checkpoints import save_weights
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from models import WeightsError, create_model, list_models
 from models.pfsr import PFSR, PFSR_CONFIGS, PFSRConfig
-from models.weights import save_weights
+from training.checkpoints import save_weights
 from training.data import DEFAULT_DATA_DIR
 from training.tasks import PFSRTask, ProgressiveSchedule, attention_map, get_task, sample_batch
 
@@ -86,8 +86,10 @@ def test_bad_widths_are_refused(width):
 def test_config_errors():
     with pytest.raises(ValueError, match="scale=8 only"):
         PFSRConfig(scale=4)
-    with pytest.raises(ValueError, match="not recurrent"):
-        PFSRConfig(num_steps=2)
+    # Weights saved before models declared their I/O carry "num_steps": 1; it is read and dropped.
+    assert PFSRConfig.from_dict({"width": 64, "scale": 8, "num_steps": 1}) == PFSRConfig(64)
+    with pytest.raises(ValueError, match="'num_steps' is retired"):
+        PFSRConfig.from_dict({"width": 64, "num_steps": 2})
     with pytest.raises(ValueError, match="unknown PFSR config keys"):
         PFSRConfig.from_dict({"width": 64, "num_features": 3})
 

@@ -1,6 +1,4 @@
 """--precision fp16/int8: converters, the accuracy gate, the Y-PSNR metric and the build wiring."""
-import json
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -8,17 +6,30 @@ import pytest
 
 from export import ExportError
 from export.build import PrecisionOptions, build, main, make_precision_onnx
-from export.inputs import utk_dir
-from export.precision import FP16_KEEP_FP32_OPS, accuracy_gate, convert_fp16, quantize_int8
+from export.precision import FP16_KEEP_FP32_OPS, PRECISIONS, accuracy_gate, convert_fp16, quantize_int8
 from export.quality import mean_y_psnr
+from export.verify import onnx_artifact
+from runtime.artifact import load_artifact
+from runtime.contract import read_manifest
+from runtime.shared_data import utk_dir
 
 GATE_IMAGES = 16
 needs_utk = pytest.mark.skipif(utk_dir() is None, reason="../shared/data/faces-utk not found")
 
 
 @pytest.fixture(scope="module")
-def fp32_onnx(tmp_path_factory, tiny_weights):
-    return build("dic", weights=str(tiny_weights), steps=1, outdir=tmp_path_factory.mktemp("fp32")).onnx_path
+def fp32_build(tmp_path_factory, tiny_weights):
+    return build("dic", weights=str(tiny_weights), steps=1, outdir=tmp_path_factory.mktemp("fp32"))
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(fp32_build):
+    return fp32_build.onnx_path
+
+
+@pytest.fixture(scope="module")
+def fp32_artifact(fp32_build):
+    return load_artifact(fp32_build.manifest_path)
 
 
 # --- metric ---------------------------------------------------------------------------------------
@@ -68,30 +79,32 @@ def test_fp16_build_passes_gate_and_writes_manifest(tiny_weights, tmp_path):
     result = build("dic", weights=str(tiny_weights), steps=1, precision="fp16", outdir=tmp_path,
                    options=PrecisionOptions(gate_images=GATE_IMAGES))
     m = result.manifest
-    assert result.onnx_path.name == "dic_s1_fp16.onnx" and json.loads(result.manifest_path.read_text()) == m
-    gate = m["accuracy"]
+    assert result.onnx_path.name == "dic_s1_fp16.onnx" and read_manifest(result.manifest_path) == m
+    gate = m.checks["accuracy"]
     assert gate["passed"] and gate["images"] == f"faces-utk/val[:{GATE_IMAGES}]"
+    assert gate["runtime"].startswith("runtime onnxruntime backend")
     assert abs(gate["delta_vs_gt_db"]) <= 0.05 and gate["fp16_vs_fp32_db"] > 50
-    assert m["precision_conversion"]["fp32_nodes"]
-    assert "--stronglyTyped" in m["trtexec"] and "dic_s1_fp16.onnx" in m["trtexec"]
+    assert m.precision_conversion["fp32_nodes"] and m.checks["tensorrt_compat"]["passed"]
+    assert "--stronglyTyped" in m.trtexec and "dic_s1_fp16.onnx" in m.trtexec
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dic_s1_fp16.json", "dic_s1_fp16.onnx"]
 
 
 @needs_utk
-def test_gate_failure_writes_nothing_and_warn_publishes(tiny_weights, fp32_onnx, tmp_path, monkeypatch):
-    from export import precision
+def test_gate_failure_writes_nothing_and_warn_publishes(tiny_weights, fp32_artifact, tmp_path, monkeypatch):
+    import dataclasses
 
     # A gate with a negative tolerance must fail: the error carries the numbers, and no file is left.
-    monkeypatch.setitem(precision.GATE_TOLERANCE_DB, "fp16", -1.0)
+    strict = dataclasses.replace(PRECISIONS["fp16"], gate_tolerance_db=-1.0)
+    monkeypatch.setitem(PRECISIONS, "fp16", strict)
     with pytest.raises(ExportError, match=r"accuracy gate failed: fp16 Y-PSNR vs GT .* dB.*--accuracy-gate warn"):
         build("dic", weights=str(tiny_weights), steps=1, precision="fp16", outdir=tmp_path,
               options=PrecisionOptions(gate_images=4))
     assert list(tmp_path.iterdir()) == []
     # --accuracy-gate warn: the same conversion is kept, and the manifest records the failed gate.
-    keys = make_precision_onnx(fp32_onnx, tmp_path / "m16.onnx", "fp16",
-                               PrecisionOptions(gate_images=4, accuracy_gate="warn"))
-    assert (tmp_path / "m16.onnx").is_file() and keys["accuracy"]["passed"] is False
-    assert keys["accuracy"]["tolerance_db"] == -1.0 and "fp16_vs_gt_db" in keys["accuracy"]
+    _, gate = make_precision_onnx(fp32_artifact, tmp_path / "m16.onnx", strict,
+                                  PrecisionOptions(gate_images=4, accuracy_gate="warn"))
+    assert (tmp_path / "m16.onnx").is_file() and gate["passed"] is False
+    assert gate["tolerance_db"] == -1.0 and "fp16_vs_gt_db" in gate
 
 
 def test_bad_gate_option_is_rejected(tiny_weights, tmp_path):
@@ -104,7 +117,7 @@ def test_bad_gate_option_is_rejected(tiny_weights, tmp_path):
 
 
 @needs_utk
-def test_int8_qdq_symmetric_per_channel(fp32_onnx, tmp_path):
+def test_int8_qdq_symmetric_per_channel(fp32_onnx, fp32_artifact, tmp_path):
     from export.inputs import face_inputs
 
     calib, _ = face_inputs(32, split="train")
@@ -121,7 +134,8 @@ def test_int8_qdq_symmetric_per_channel(fp32_onnx, tmp_path):
                    and n.input[0] in inits and inits[n.input[1]].ndim == 1]
     assert per_channel, "weights should have per-channel scales"
     assert info["calibration_inputs"] == 32 and info["excluded_nodes"]
-    gate = accuracy_gate(fp32_onnx, out, "int8", count=8)
+    converted = onnx_artifact(out, fp32_artifact.inputs, fp32_artifact.outputs, fp32_artifact.batch)
+    gate = accuracy_gate(fp32_artifact, converted, PRECISIONS["int8"], count=8)
     assert np.isfinite(gate["int8_vs_gt_db"]) and gate["int8_vs_fp32_db"] > 30
 
 
@@ -131,8 +145,6 @@ def test_int8_bad_calibration_method(fp32_onnx, tmp_path):
 
 
 def test_int8_cli_with_too_small_calibration_set(tiny_weights, tmp_path, caplog):
-    from calibration import save_set
-
     bad = tmp_path / "small.npz"
     np.savez(bad, lr=np.zeros((4, 3, 16, 16), np.float32), sha256=np.array("x"), source=np.array("test"))
     rc = main(["--model", "dic", "--weights", str(tiny_weights), "--precision", "int8",
@@ -140,4 +152,3 @@ def test_int8_cli_with_too_small_calibration_set(tiny_weights, tmp_path, caplog)
     assert rc == 2
     assert "received 4 inputs, expected at least 32" in caplog.text
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
-    assert save_set  # imported API exists

@@ -11,9 +11,13 @@ from runtime.artifact import load_artifact
 from runtime.backends import BACKENDS, create_backend, resolve_backend_name
 from runtime.backends.cuda_probe import cuda_device_count
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, choose_providers
-from runtime.backends.tensorrt_backend import TensorRTBackend, _version_key, check_engine_compat
+from runtime.backends.tensorrt_backend import TensorRTBackend, _version_key, check_engine_compat, choose_engine
+from runtime.contract import TensorRTBuild, WeightsInfo, write_manifest
 from runtime.errors import BackendError, ModelArtifactError
+from runtime.files import sha256_of
 from runtime.pipeline import run_batched
+
+from conftest import manifest_for, write_engine_artifact
 
 CPU = ["CPUExecutionProvider"]
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -40,8 +44,8 @@ def test_manifest_onnx_and_bare_onnx_give_the_same_contract(make_artifact):
         assert artifact.input_hw == (16, 16) and artifact.output_hw == (128, 128)
         assert artifact.image_input.name == "lr" and artifact.image_output.name == "sr"
     assert from_manifest.batch.max == from_onnx.batch.max == 4
-    assert from_onnx.manifest["model"] == "tiny-resize"
-    assert bare.manifest == {} and bare.manifest_path is None and bare.batch.max == 32
+    assert from_onnx.manifest.model == "tiny-resize" and from_onnx.model_name == "tiny-resize"
+    assert bare.manifest is None and bare.manifest_path is None and bare.batch.max == 32
 
 
 def test_other_sizes_come_from_the_artifact(make_artifact):
@@ -53,11 +57,15 @@ def test_other_sizes_come_from_the_artifact(make_artifact):
 
 
 @pytest.mark.parametrize("edit, fragment", [
-    (lambda m: m.update(format="something-else/2"), "manifest format 'something-else/2'"),
-    (lambda m: m.pop("inputs"), "'inputs' is None"),
-    (lambda m: m.update(batch={"min": 4, "opt": 2, "max": 8}), "min <= opt <= max"),
-    (lambda m: m.update(onnx="elsewhere.onnx"), "none of it exists"),
+    (lambda m: m.update(format="something-else/2"), 'manifest format is "something-else/2"'),
+    (lambda m: m.pop("inputs"), "'inputs' is null, expected a non-empty list"),
+    (lambda m: m.update(batch={"min": 4, "opt": 2, "max": 8}), "1 <= MIN <= OPT <= MAX"),
+    (lambda m: m.update(onnx="elsewhere.onnx"), "elsewhere.onnx, which does not exist"),
     (lambda m: m["inputs"][0].update(shape=["N", 16, 16]), r"expected \[N, 3, H, W\]"),
+    (lambda m: m["inputs"][0].update(shape=["N", 3, 0, 16]), "positive integers or named dynamic axes"),
+    (lambda m: m["inputs"][0].update(dtype="float31"), "expected one of float32"),
+    (lambda m: m.update(onnx_sha256="0" * 64), "does not match the checksum"),
+    (lambda m: m.update(kind="plan"), "'onnx' or 'engine'"),
 ])
 def test_bad_manifests_are_clear_errors(make_artifact, edit, fragment):
     path = make_artifact("m")
@@ -78,7 +86,7 @@ def test_unusable_artifact_paths(tmp_path, make_artifact):
     with pytest.raises(ModelArtifactError, match="not readable JSON"):
         load_artifact(tmp_path / "broken.json")
     (tmp_path / "lonely.engine").write_bytes(b"x")
-    with pytest.raises(ModelArtifactError, match="no manifest lonely.json"):
+    with pytest.raises(ModelArtifactError, match="no manifest lonely.engine.json"):
         load_artifact(tmp_path / "lonely.engine")
 
 
@@ -87,7 +95,7 @@ def test_onnx_beside_another_models_manifest_is_refused(make_artifact):
     renamed = manifest_path.with_name("b.onnx")
     manifest_path.with_suffix(".onnx").rename(renamed)
     manifest_path.rename(renamed.with_suffix(".json"))  # b.json still says "onnx": "a.onnx"
-    with pytest.raises(ModelArtifactError, match="describes onnx file 'a.onnx', but 'b.onnx' was given"):
+    with pytest.raises(ModelArtifactError, match="does not describe b.onnx"):
         load_artifact(renamed)
 
 
@@ -100,12 +108,20 @@ def test_corrupt_onnx_is_a_clear_error(corrupt_onnx):
         load_artifact(corrupt_onnx)
 
 
-def test_manifest_promising_other_tensors_is_refused(make_artifact):
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda m: m["inputs"][0].update(name="image"), r"inputs \['lr'\] vs \['image'\]"),
+    (lambda m: m["inputs"][0].update(shape=["N", 3, 32, 32]), r"'lr': shape \['N', 3, 16, 16\] in the graph"),
+    (lambda m: m["outputs"][0].update(dtype="float16"), "'sr': dtype float32 in the graph, float16 in the manifest"),
+    (lambda m: m["outputs"].append({"name": "landmarks", "dtype": "float32", "shape": ["N", 68, 2]}),
+     r"outputs \['landmarks'\] missing"),
+])
+def test_manifest_promising_other_tensors_is_refused_at_load(make_artifact, edit, fragment):
+    """Names, dtypes and shapes of the manifest are checked against the graph before the first frame."""
     path = make_artifact("m")
     manifest = json.loads(path.read_text())
-    manifest["inputs"][0]["name"] = "image"
+    edit(manifest)
     path.write_text(json.dumps(manifest))
-    with pytest.raises(ModelArtifactError, match=r"inputs \['lr'\].*promises inputs \['image'\]"):
+    with pytest.raises(ModelArtifactError, match=fragment):
         OnnxRuntimeBackend(load_artifact(path), providers=CPU).activate()
 
 
@@ -167,18 +183,15 @@ def _check_input_validation(backend):
 def _torch_backend(tmp_path):
     import torch
     from models import create_model
-    from models.weights import save_weights
+    from training.checkpoints import save_weights
 
     torch.manual_seed(0)
     model = create_model("dic", config="tiny")
     weights = save_weights(model, tmp_path / "tiny.safetensors", metadata={"config": model.config.to_dict()})
-    manifest = {"format": "fsr-edge-manifest/1", "model": "dic", "config": model.config.to_dict(), "steps": 1,
-                "onnx": "unused.onnx", "weights": {"path": weights.name},
-                "inputs": [{"name": "lr", "dtype": "float32", "shape": ["N", 3, 16, 16]}],
-                "outputs": [{"name": "sr", "dtype": "float32", "shape": ["N", 3, 128, 128]}],
-                "batch": {"min": 1, "opt": 2, "max": 4}}
     (tmp_path / "unused.onnx").write_bytes(b"")
-    (tmp_path / "tiny_dic.json").write_text(json.dumps(manifest))
+    manifest = manifest_for(tmp_path / "unused.onnx", batch_max=4, model="dic", config=model.config.to_dict(), steps=1,
+                            weights=WeightsInfo(weights.name, sha256_of(weights)))
+    write_manifest(tmp_path / "tiny_dic.json", manifest)
 
     def reference(lr):
         with torch.no_grad():
@@ -187,29 +200,12 @@ def _torch_backend(tmp_path):
 
 
 def _tensorrt_backend(make_artifact, tmp_path):
-    """Build an engine from the tiny ONNX on this machine, with a manifest describing it."""
-    import tensorrt as trt
-    from runtime.backends.cuda_api import load_cuda_api
+    """Build an engine from the tiny ONNX on this machine through the project's own engine builder."""
+    from export.tensorrt_build import EngineOptions, build_engine_from_manifest
 
-    manifest_path = make_artifact("e", batch_max=4)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse(manifest_path.with_suffix(".onnx").read_bytes())
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    profile.set_shape("lr", (1, 3, 16, 16), (2, 3, 16, 16), (4, 3, 16, 16))
-    config.add_optimization_profile(profile)
-    engine_path = manifest_path.with_suffix(".engine")
-    engine_path.write_bytes(bytes(builder.build_serialized_network(network, config)))
-    cuda = load_cuda_api()
-    manifest = json.loads(manifest_path.read_text())
-    manifest.update(engine=engine_path.name, tensorrt={"version": trt.__version__, "gpu": cuda.device_name(),
-                                                       "compute_capability": cuda.compute_capability()})
-    cuda.free()
-    manifest_path.write_text(json.dumps(manifest))
-    return create_backend("tensorrt", load_artifact(engine_path)), _bicubic_reference, 0.08
+    manifest_path = make_artifact("e", mode="linear", batch_max=4)
+    engine = build_engine_from_manifest(manifest_path, EngineOptions(timing_cache=None))
+    return create_backend("tensorrt", load_artifact(engine)), _bicubic_reference, 0.08
 
 
 def test_activate_twice_is_an_error(make_artifact):
@@ -242,11 +238,9 @@ def test_auto_prefers_tensorrt_only_with_an_engine_and_tensorrt(make_artifact, m
     path = make_artifact("m")
     artifact = load_artifact(path)
     assert resolve_backend_name("auto", artifact) == "onnxruntime"
-    manifest = json.loads(path.read_text())
-    manifest["engine"] = "m.engine"
-    path.write_text(json.dumps(manifest))
-    path.with_suffix(".engine").write_bytes(b"engine bytes")
-    with_engine = load_artifact(path)
+    write_engine_artifact(path)
+    with_engine = load_artifact(path)  # the ONNX manifest finds the engine built from it
+    assert [e.path.name for e in with_engine.engines] == ["m.engine"]
     monkeypatch.setattr("runtime.backends.tensorrt_installed", lambda: False)
     assert resolve_backend_name("auto", with_engine) == "onnxruntime"
     monkeypatch.setattr("runtime.backends.tensorrt_installed", lambda: True)
@@ -256,17 +250,29 @@ def test_auto_prefers_tensorrt_only_with_an_engine_and_tensorrt(make_artifact, m
         resolve_backend_name("openvino", artifact)
 
 
+def test_engine_of_another_onnx_is_not_picked_up(make_artifact):
+    path = make_artifact("m")
+    write_engine_artifact(path)
+    path.with_suffix(".onnx").write_bytes(path.with_suffix(".onnx").read_bytes())  # same file: still found
+    assert len(load_artifact(path).engines) == 1
+    other = make_artifact("other", mode="linear")
+    engine = write_engine_artifact(other, name="other.engine")
+    engine.with_name("other.engine.json").rename(path.with_name("stray.engine.json"))
+    assert len(load_artifact(path).engines) == 1  # stray.engine.json names other.json's ONNX, not m.json's
+
+
 def test_engine_only_artifact_without_tensorrt_says_what_to_do(make_artifact, monkeypatch):
     path = make_artifact("m")
-    manifest = json.loads(path.read_text())
-    manifest.update(engine="m.engine", onnx=None)
-    path.write_text(json.dumps(manifest))
-    path.with_suffix(".engine").write_bytes(b"engine bytes")
+    engine = write_engine_artifact(path)
+    path.with_suffix(".onnx").unlink()
+    path.unlink()
+    artifact = load_artifact(engine)
+    assert artifact.onnx_path is None and artifact.engine_path == engine
     monkeypatch.setattr("runtime.backends.tensorrt_installed", lambda: False)
     with pytest.raises(BackendError, match="Install TensorRT, or pass the .onnx"):
-        create_backend("auto", load_artifact(path))
+        create_backend("auto", artifact)
     with pytest.raises(ModelArtifactError, match="names no ONNX file"):
-        create_backend("onnxruntime", load_artifact(path))
+        create_backend("onnxruntime", artifact)
 
 
 def test_choose_providers_offers_gpu_providers_only_with_a_gpu():
@@ -288,7 +294,7 @@ def test_onnxruntime_on_gpu_uses_io_binding(make_artifact):
 
 
 # --- TensorRT pure logic ---------------------------------------------------------------------------------------
-ORIN = {"version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"}
+ORIN = TensorRTBuild(version="10.3.0", network="strongly_typed", gpu="Orin", compute_capability="8.7")
 
 
 def test_tensorrt_version_key():
@@ -303,17 +309,28 @@ def test_engine_compat_accepts_the_machine_that_built_it(caplog):
     assert "built on Orin, running on Orin (nvgpu)" in caplog.text
 
 
-@pytest.mark.parametrize("block, version, cc, fragment", [
-    (None, "10.3.0", "8.7", "no 'tensorrt' block"),
-    ({}, "10.3.0", "8.7", "no 'tensorrt' block"),
+@pytest.mark.parametrize("build, version, cc, fragment", [
     (ORIN, "10.4.0", "8.7", "built with TensorRT 10.3.0, but TensorRT 10.4.0 is installed"),
-    ({"gpu": "Orin"}, "10.3.0", "8.7", "built with TensorRT None"),
     (ORIN, "10.3.0", "9.0", r"compute capability 8.7 \(Orin\), but this GPU \(H100\) has 9.0"),
 ])
-def test_engine_compat_mismatches(block, version, cc, fragment):
+def test_engine_compat_mismatches(build, version, cc, fragment):
     with pytest.raises(ModelArtifactError, match=fragment) as info:
-        check_engine_compat(block, version, "H100", cc, "m.engine")
+        check_engine_compat(build, version, "H100", cc, "m.engine")
     assert "Rebuild" in str(info.value)
+
+
+def test_choose_engine_takes_the_first_that_fits_and_checks_the_file(make_artifact):
+    path = make_artifact("m")
+    write_engine_artifact(path, version="10.3.0", gpu="Orin", compute_capability="8.7", name="m.orin.engine")
+    write_engine_artifact(path, version="10.16.2", gpu="Thor", compute_capability="11.0", name="m.thor.engine")
+    engines = load_artifact(path).engines
+    assert choose_engine(engines, "10.16.2.10", "Thor", "11.0").path.name == "m.thor.engine"
+    assert choose_engine(engines, "10.3.0.26", "Orin", "8.7").path.name == "m.orin.engine"
+    with pytest.raises(ModelArtifactError, match="10.3.0, but TensorRT 10.13.3 .*10.16.2, but TensorRT 10.13.3"):
+        choose_engine(engines, "10.13.3", "Thor", "11.0")
+    path.with_name("m.orin.engine").write_bytes(b"truncat")  # damaged after the build
+    with pytest.raises(ModelArtifactError, match="does not match the sha256 in its manifest"):
+        choose_engine(engines, "10.3.0.26", "Orin", "8.7")
 
 
 def test_tensorrt_backend_needs_an_engine(make_artifact):
@@ -323,9 +340,8 @@ def test_tensorrt_backend_needs_an_engine(make_artifact):
 
 @pytest.mark.skipif(HAVE_TENSORRT, reason="checks the message shown when TensorRT is missing")
 def test_tensorrt_backend_without_tensorrt_is_a_clear_error(make_artifact):
-    path = make_artifact("m", engine="m.engine", tensorrt=ORIN)
-    path.with_suffix(".engine").write_bytes(b"x")
-    backend = create_backend("tensorrt", load_artifact(path.with_suffix(".engine")))
+    engine = write_engine_artifact(make_artifact("m"))
+    backend = create_backend("tensorrt", load_artifact(engine))
     with pytest.raises(BackendError, match="needs (TensorRT|cuda-python)"):
         backend.activate()
     assert not backend.is_active
@@ -333,11 +349,22 @@ def test_tensorrt_backend_without_tensorrt_is_a_clear_error(make_artifact):
 
 def test_torch_backend_needs_a_manifest_naming_model_and_weights(make_artifact):
     bare = load_artifact(make_artifact("bare", with_manifest=False))
-    with pytest.raises(ModelArtifactError, match="needs a manifest naming the 'model'"):
+    with pytest.raises(ModelArtifactError, match="needs the ONNX manifest naming the model"):
         create_backend("torch", bare)
     backend = create_backend("torch", load_artifact(make_artifact("m")))  # manifest without weights
-    with pytest.raises((ModelArtifactError, BackendError), match="'weights' entry|needs PyTorch"):
+    with pytest.raises((ModelArtifactError, BackendError), match="exported with --random-init|needs PyTorch"):
         backend.activate()
+
+
+@pytest.mark.skipif(not HAVE_TORCH_SIDE, reason="torch backend needs torch and the models package")
+def test_torch_backend_with_corrupt_weights_is_one_clear_error(tmp_path):
+    weights = tmp_path / "bad.safetensors"
+    weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    (tmp_path / "unused.onnx").write_bytes(b"")
+    write_manifest(tmp_path / "m.json", manifest_for(tmp_path / "unused.onnx", model="dic", config={},
+                                                      weights=WeightsInfo(weights.name, sha256_of(weights))))
+    with pytest.raises(ModelArtifactError, match="torch backend: cannot load dic weights"):
+        create_backend("torch", load_artifact(tmp_path / "m.json")).activate()
 
 
 def test_every_backend_is_registered():

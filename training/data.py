@@ -6,14 +6,15 @@ scale by 128/200. Splits are decoded once into uint8 arrays and may be cached as
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from runtime.files import atomic_path
+from runtime.shared_data import default_utk_dir, read_splits
 
 __all__ = [
     "DEFAULT_DATA_DIR", "DataError", "FaceSplit", "resolve_data_dir", "decode_pair", "load_split",
@@ -25,8 +26,7 @@ log = logging.getLogger(__name__)
 HR_SIZE, LR_SIZE, HEATMAP_SIZE = 128, 16, 32
 SOURCE_SIZE = 200
 # The project's data: $FSR_SHARED_DIR, else the shared folder next to the repository root.
-DEFAULT_DATA_DIR = (Path(os.environ["FSR_SHARED_DIR"]) if os.environ.get("FSR_SHARED_DIR")
-                    else Path(__file__).resolve().parents[1].parent / "shared") / "data" / "faces-utk"
+DEFAULT_DATA_DIR = default_utk_dir()
 
 
 class DataError(RuntimeError):
@@ -86,14 +86,15 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     return path
 
 
-def decode_pair(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """One face crop -> (HR uint8 [128,128,3], LR uint8 [16,16,3]) by the project's pair convention."""
+def decode_pair(path: str | Path, lr_size: int = LR_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """One face crop -> (HR uint8 [128,128,3], LR uint8 [lr_size,lr_size,3]) by the project's pair convention
+    (16 for the x8 models; other sizes follow the same rule: HR resized with PIL BICUBIC)."""
     from PIL import Image
 
     with Image.open(path) as img:
         img = img.convert("RGB")
         hr = img.resize((HR_SIZE, HR_SIZE), Image.BICUBIC)
-    lr = hr.resize((LR_SIZE, LR_SIZE), Image.BICUBIC)
+    lr = hr.resize((lr_size, lr_size), Image.BICUBIC)
     return np.asarray(hr, dtype=np.uint8), np.asarray(lr, dtype=np.uint8)
 
 
@@ -124,7 +125,7 @@ def load_split(split: str, data_dir: str | Path | None = None, cache_dir: str | 
     no landmark entry is an error (the labels file does not match the images).
     """
     root = resolve_data_dir(data_dir)
-    names = json.loads((root / "splits.json").read_text())
+    names = read_splits(root)
     if split not in names:
         raise DataError(f"unknown split {split!r}; splits.json has {sorted(names)}")
     names = list(names[split])
@@ -174,8 +175,7 @@ def load_split(split: str, data_dir: str | Path | None = None, cache_dir: str | 
     out = FaceSplit(kept, np.stack(hrs), np.stack(lrs), np.stack(lms).astype(np.float32), skipped)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.stem + ".tmp.npz")
-        np.savez(tmp, names=np.array(out.names), hr=out.hr, lr=out.lr, landmarks=out.landmarks,
-                 skipped=np.array(out.skipped))
-        tmp.replace(cache)
+        with atomic_path(cache) as tmp:
+            np.savez(tmp, names=np.array(out.names), hr=out.hr, lr=out.lr, landmarks=out.landmarks,
+                     skipped=np.array(out.skipped))
     return out

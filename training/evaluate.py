@@ -41,15 +41,17 @@ def evaluate_model(model, split: FaceSplit, steps: int | None = None, batch_size
     None for models without a landmark branch)."""
     from models.dic import heatmap_peaks
 
+    from runtime.frames import hwc_uint8_to_nchw
+
     model.eval()
-    steps = steps or model.config.num_steps
-    psnrs = [[] for _ in range(steps)]
-    ssims = [[] for _ in range(steps)]
-    nmes = [[] for _ in range(steps)]
+    psnrs, ssims, nmes = [], [], []
     for start in range(0, len(split), batch_size):
         stop = min(start + batch_size, len(split))
-        lr = torch.from_numpy(np.ascontiguousarray(split.lr[start:stop])).permute(0, 3, 1, 2).float() / 255
+        lr = torch.from_numpy(hwc_uint8_to_nchw(split.lr[start:stop]))
         sr_steps, hm_steps = model.unroll(lr, steps=steps, last_heatmap=model.supports_landmarks)
+        steps = len(sr_steps)  # None (all of a recurrent model's steps, or a model without steps) resolved
+        for per_step in (psnrs, ssims, nmes):
+            per_step.extend([] for _ in range(steps - len(per_step)))
         for t in range(steps):
             sr = to_uint8(sr_steps[t])
             for i in range(stop - start):
@@ -77,7 +79,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default="dic")
     p.add_argument("--weights", required=True)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--steps", type=int, default=None, help="unroll steps (default: the config's num_steps)")
+    p.add_argument("--steps", type=int, default=None, help="recurrent models: unroll steps (default: all)")
     p.add_argument("--limit", type=int, default=None, help="first K images of the split")
     p.add_argument("--data", default=None)
     p.add_argument("--cache", default="runs/cache")

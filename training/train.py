@@ -20,23 +20,17 @@ import math
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from models.weights import save_weights
-
+from .checkpoints import ResumeError, load_checkpoint, save_checkpoint, save_weights
 from .data import DataError, load_split
 from .tasks import get_task, sample_batch
 
 log = logging.getLogger("training")
-
-CHECKPOINT_FORMAT = 1
-
-
-class ResumeError(RuntimeError):
-    """A training checkpoint that cannot continue this run."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -83,58 +77,6 @@ def make_milestones(spec: str, iters: int) -> list[int]:
     return sorted(set(out))
 
 
-# --- checkpoint -----------------------------------------------------------------------------------
-
-
-def _scheduler_state(scheduler) -> dict:
-    state = dict(scheduler.state_dict())
-    if isinstance(state.get("milestones"), Counter):
-        state["milestones"] = dict(state["milestones"])  # Counter is not weights_only-loadable
-    return state
-
-
-def save_checkpoint(path: Path, *, model, optimizer, scheduler, generator, iteration: int, config: dict,
-                    model_name: str, best_psnr: float, history: list, scaler=None) -> None:
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "model_name": model_name,
-        "config": json.dumps(config, sort_keys=True),
-        "iteration": int(iteration),
-        "best_psnr": float(best_psnr),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": _scheduler_state(scheduler),
-        "sampler_rng": generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "history": json.dumps(history),
-    }
-    if scaler is not None:
-        state["scaler"] = scaler.state_dict()
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def load_checkpoint(path: str | Path, *, model_name: str, config: dict) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ResumeError(f"resume checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ResumeError(f"{path} is not a training checkpoint of this project (format {CHECKPOINT_FORMAT})")
-    if state["model_name"] != model_name:
-        raise ResumeError(f"{path} was trained for model {state['model_name']!r}, not {model_name!r}")
-    stored = json.loads(state["config"])
-    if stored != config:
-        diff = {k: (stored.get(k), config.get(k)) for k in sorted(set(stored) | set(config))
-                if stored.get(k) != config.get(k)}
-        raise ResumeError(
-            f"{path} was trained with another config; differences (checkpoint, requested): {diff}. "
-            "Resume with the same --config, or start a new run."
-        )
-    return state
-
-
 # --- validation -----------------------------------------------------------------------------------
 
 
@@ -161,147 +103,191 @@ def validate(task, model, split, device, batch_size: int = 25) -> float:
 # --- main loop ------------------------------------------------------------------------------------
 
 
-def train(args: argparse.Namespace) -> dict:
-    start_wall = time.time()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Run:
+    """Everything a training run updates; saved whole in the checkpoint."""
+
+    task: object
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    generator: torch.Generator
+    config: dict
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    scaler: object = None
+    iteration: int = 0
+    best_psnr: float = -math.inf
+    history: list = field(default_factory=list)
+
+
+def _device(args) -> torch.device:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but CUDA is not available")
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    return device
 
+
+def _mixed_precision(args, device: torch.device):
+    """(autocast dtype or None, GradScaler or None) for --amp."""
+    if not args.amp:
+        return None, None
+    if device.type != "cuda":
+        log.warning("--amp is for --device cuda; ignored on CPU")
+        return None, None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return dtype, torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+
+def _new_run(args) -> Run:
+    device = _device(args)
+    torch.manual_seed(args.seed)
     task = get_task(args.model, args)
     config = task.resolve_config(args.config)
-    config_dict = config.to_dict()
     model = task.build_model(config).to(device)
-    channels_last = device.type == "cuda"
-    if channels_last:
+    if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if args.landmark_weights:
         from models import load_landmark_weights
 
         load_landmark_weights(model, args.landmark_weights)
         log.info("loaded landmark weights %s", args.landmark_weights)
-
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=make_milestones(args.milestones, args.iters),
+                                                     gamma=args.gamma)
+    amp_dtype, scaler = _mixed_precision(args, device)
+    return Run(task, model, optimizer, scheduler, torch.Generator().manual_seed(args.seed), config.to_dict(), device,
+               amp_dtype, scaler)
+
+
+def _resume(run: Run, args) -> None:
+    state = load_checkpoint(args.resume, model_name=args.model, config=run.config)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    sched_state = dict(state["scheduler"])
+    sched_state["milestones"] = Counter(sched_state["milestones"])
+    run.scheduler.load_state_dict(sched_state)
+    run.generator.set_state(state["sampler_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if run.scaler is not None and "scaler" in state:
+        run.scaler.load_state_dict(state["scaler"])
+    run.iteration, run.best_psnr = state["iteration"], state["best_psnr"]
+    if args.reschedule:
+        _reschedule(run, args)
+    run.history = json.loads(state["history"])
+    log.info("resumed from %s at iteration %d (best val %.3f dB)", args.resume, run.iteration, run.best_psnr)
+
+
+def _reschedule(run: Run, args) -> None:
     milestones = make_milestones(args.milestones, args.iters)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=args.gamma)
-    amp_dtype = None
-    scaler = None
-    if args.amp:
-        if device.type != "cuda":
-            log.warning("--amp is for --device cuda; ignored on CPU")
-        else:
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            if amp_dtype == torch.float16:
-                scaler = torch.amp.GradScaler("cuda")
-    generator = torch.Generator().manual_seed(args.seed)
-    iteration, best_psnr, history = 0, -math.inf, []
+    run.scheduler.milestones = Counter(milestones)
+    run.scheduler.gamma = args.gamma
+    decays = sum(1 for m in milestones if m <= run.iteration)
+    for group, base in zip(run.optimizer.param_groups, run.scheduler.base_lrs):
+        group["lr"] = base * args.gamma**decays
+    run.scheduler._last_lr = [g["lr"] for g in run.optimizer.param_groups]
+    log.info("rescheduled: milestones %s gamma %g, lr now %.2e", milestones, args.gamma,
+             run.optimizer.param_groups[0]["lr"])
 
+
+def _save_all(run: Run, args, out: Path, is_best: bool, val_psnr: float | None) -> None:
+    meta = {"config": run.config, "model": args.model, "config_name": args.config, "iteration": run.iteration,
+            "val_psnr": val_psnr}
+    save_weights(run.model, out / "last.safetensors", metadata=meta)
+    if is_best:
+        save_weights(run.model, out / "best.safetensors", metadata=meta)
+    save_checkpoint(out / "checkpoint.pt", model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
+                    generator=run.generator, iteration=run.iteration, config=run.config, model_name=args.model,
+                    best_psnr=run.best_psnr, history=run.history, scaler=run.scaler)
+
+
+def _validate_and_save(run: Run, args, out: Path, val_split, start_wall: float) -> None:
+    t = time.time()
+    val = validate(run.task, run.model, val_split, run.device)
+    # A progressive model is only a candidate once its final step is fully blended in.
+    ready = run.task.final_model_ready
+    is_best = ready and val > run.best_psnr
+    run.best_psnr = max(run.best_psnr, val) if ready else run.best_psnr
+    run.history.append({"iteration": run.iteration, "val_psnr": val, "elapsed_s": time.time() - start_wall})
+    log.info("iter %d  val Y-PSNR %.3f dB (best %.3f)  [%.1fs]", run.iteration, val, run.best_psnr, time.time() - t)
+    _save_all(run, args, out, is_best, val)
+    (out / "history.json").write_text(json.dumps(run.history, indent=1))
+
+
+def _train_step(run: Run, args, train_split) -> tuple[float, dict, int]:
+    """One optimiser step on a random (flipped) batch; returns (loss, loss parts, faces)."""
+    run.task.set_iteration(run.iteration, args.iters)
+    idx = torch.randint(len(train_split), (args.batch,), generator=run.generator).numpy()
+    flips = None if args.no_flip else (torch.rand(args.batch, generator=run.generator) < 0.5).numpy()
+    on_gpu = run.device.type == "cuda"
+    batch = sample_batch(train_split, idx, flips, device=run.device, pin_memory=on_gpu, channels_last=on_gpu)
+    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+        loss, parts = run.task.loss(run.model, batch)
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        run.optimizer.step()
+    run.scheduler.step()
+    run.iteration += 1
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"loss is {loss.item()} at iteration {run.iteration}")
+    return loss.item(), parts, len(batch)
+
+
+def _log_window(run: Run, args, window: list[dict], faces: int, seconds: float, start_wall: float) -> None:
+    means = ", ".join(f"{k} {np.mean([w[k] for w in window]):.5f}" for k in window[0])
+    log.info("iter %d/%d  %s  %s  lr %.2e  %.2f faces/s  %.2f s/it  elapsed %.1f min",
+             run.iteration, args.iters, means, run.task.status(), run.scheduler.get_last_lr()[0],
+             faces / seconds, seconds / len(window), (time.time() - start_wall) / 60)
+
+
+def train(args: argparse.Namespace) -> dict:
+    start_wall = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = _new_run(args)
     if args.resume:
-        state = load_checkpoint(args.resume, model_name=args.model, config=config_dict)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        sched_state = dict(state["scheduler"])
-        sched_state["milestones"] = Counter(sched_state["milestones"])
-        scheduler.load_state_dict(sched_state)
-        generator.set_state(state["sampler_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        iteration, best_psnr = state["iteration"], state["best_psnr"]
-        if args.reschedule:
-            scheduler.milestones = Counter(milestones)
-            scheduler.gamma = args.gamma
-            decays = sum(1 for m in milestones if m <= iteration)
-            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
-                group["lr"] = base * args.gamma**decays
-            scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
-            log.info("rescheduled: milestones %s gamma %g, lr now %.2e", milestones, args.gamma,
-                     optimizer.param_groups[0]["lr"])
-        history = json.loads(state["history"])
-        log.info("resumed from %s at iteration %d (best val %.3f dB)", args.resume, iteration, best_psnr)
-
+        _resume(run, args)
     cache = args.cache or None
     train_split = load_split("train", args.data, cache_dir=cache)
     val_split = load_split("val", args.data, cache_dir=cache).subset(args.val_limit)
     log.info("model %s config %s (%s), %d params; train %d faces (%d undecodable skipped), val %d",
-             args.model, args.config, config_dict, sum(p.numel() for p in model.parameters()),
+             args.model, args.config, run.config, sum(p.numel() for p in run.model.parameters()),
              len(train_split), train_split.skipped, len(val_split))
     log.info("Adam lr %g, MultiStepLR milestones %s gamma %g, batch %d, iters %d, device %s, threads %d, amp %s",
-             args.lr, milestones, args.gamma, args.batch, args.iters, device, torch.get_num_threads(), amp_dtype)
-
-    meta_base = {"config": config_dict, "model": args.model, "config_name": args.config}
-
-    def save_all(tag_best: bool, val_psnr: float | None):
-        meta = {**meta_base, "iteration": iteration, "val_psnr": val_psnr}
-        save_weights(model, out / "last.safetensors", metadata=meta)
-        if tag_best:
-            save_weights(model, out / "best.safetensors", metadata=meta)
-        save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer, scheduler=scheduler,
-                        generator=generator, iteration=iteration, config=config_dict, model_name=args.model,
-                        best_psnr=best_psnr, history=history, scaler=scaler)
-
-    def run_validation():
-        nonlocal best_psnr
-        t = time.time()
-        val = validate(task, model, val_split, device)
-        # A progressive model is only a candidate once its final step is fully blended in.
-        is_best = task.final_model_ready and val > best_psnr
-        best_psnr = max(best_psnr, val) if task.final_model_ready else best_psnr
-        history.append({"iteration": iteration, "val_psnr": val, "elapsed_s": time.time() - start_wall})
-        log.info("iter %d  val Y-PSNR %.3f dB (best %.3f)  [%.1fs]", iteration, val, best_psnr, time.time() - t)
-        save_all(is_best, val)
-        (out / "history.json").write_text(json.dumps(history, indent=1))
+             args.lr, sorted(run.scheduler.milestones), args.gamma, args.batch, args.iters, run.device,
+             torch.get_num_threads(), run.amp_dtype)
 
     deadline = start_wall + 60 * args.max_minutes if args.max_minutes else None
-    model.train()
-    window_t, window_n, window_loss = time.time(), 0, []
+    run.model.train()
+    window_t, window_faces, window = time.time(), 0, []
     stopped_by_time = False
-    while iteration < args.iters:
+    while run.iteration < args.iters:
         if deadline is not None and time.time() >= deadline:
             stopped_by_time = True
-            log.info("wall-clock budget of %.1f min reached at iteration %d", args.max_minutes, iteration)
+            log.info("wall-clock budget of %.1f min reached at iteration %d", args.max_minutes, run.iteration)
             break
-        task.set_iteration(iteration, args.iters)
-        idx = torch.randint(len(train_split), (args.batch,), generator=generator).numpy()
-        flips = None if args.no_flip else (torch.rand(args.batch, generator=generator) < 0.5).numpy()
-        batch = sample_batch(train_split, idx, flips, device=device, pin_memory=device.type == "cuda",
-                             channels_last=channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss, parts = task.loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-        iteration += 1
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at iteration {iteration}")
-        window_n += len(batch)
-        window_loss.append({"loss": loss.item(), **parts})
-        if iteration % args.log_every == 0:
-            dt = time.time() - window_t
-            means = ", ".join(f"{k} {np.mean([w[k] for w in window_loss]):.5f}" for k in window_loss[0])
-            log.info("iter %d/%d  %s  %s  lr %.2e  %.2f faces/s  %.2f s/it  elapsed %.1f min",
-                     iteration, args.iters, means, task.status(), scheduler.get_last_lr()[0],
-                     window_n / dt, dt / len(window_loss), (time.time() - start_wall) / 60)
-            window_t, window_n, window_loss = time.time(), 0, []
-        if iteration % args.val_every == 0:
-            run_validation()
+        loss, parts, faces = _train_step(run, args, train_split)
+        window_faces += faces
+        window.append({"loss": loss, **parts})
+        if run.iteration % args.log_every == 0:
+            _log_window(run, args, window, window_faces, time.time() - window_t, start_wall)
+            window_t, window_faces, window = time.time(), 0, []
+        if run.iteration % args.val_every == 0:
+            _validate_and_save(run, args, out, val_split, start_wall)
             window_t = time.time()
-        elif iteration % args.save_every == 0:
-            save_all(False, None)
-    if not history or history[-1]["iteration"] != iteration:
-        run_validation()
-    summary = {"iterations": iteration, "best_val_psnr": best_psnr, "wall_minutes": (time.time() - start_wall) / 60,
-               "stopped_by_time": stopped_by_time, "out": str(out)}
+        elif run.iteration % args.save_every == 0:
+            _save_all(run, args, out, False, None)
+    if not run.history or run.history[-1]["iteration"] != run.iteration:
+        _validate_and_save(run, args, out, val_split, start_wall)
+    summary = {"iterations": run.iteration, "best_val_psnr": run.best_psnr,
+               "wall_minutes": (time.time() - start_wall) / 60, "stopped_by_time": stopped_by_time, "out": str(out)}
     log.info("done: %s", summary)
     return summary
 

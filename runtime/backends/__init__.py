@@ -9,12 +9,12 @@ import logging
 
 from ..artifact import ModelArtifact
 from ..errors import BackendError
-from .base import Backend
+from .base import Backend, infer_batched
 from .onnxruntime_backend import OnnxRuntimeBackend
 from .tensorrt_backend import TensorRTBackend
 from .torch_backend import TorchBackend
 
-__all__ = ["Backend", "BACKENDS", "create_backend", "resolve_backend_name"]
+__all__ = ["Backend", "BACKENDS", "create_backend", "infer_batched", "resolve_backend_name"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def resolve_backend_name(requested: str, artifact: ModelArtifact) -> str:
         if requested not in BACKENDS:
             raise BackendError(f"--backend {requested!r} is unknown; expected auto or one of {', '.join(BACKENDS)}.")
         return requested
-    has_engine = artifact.engine_path is not None and artifact.engine_path.is_file()
+    has_engine = bool(artifact.engines)
     if has_engine and tensorrt_installed():
         return "tensorrt"
     if artifact.onnx_path is not None and artifact.onnx_path.is_file():

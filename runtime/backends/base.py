@@ -104,6 +104,15 @@ class Backend:
         raise NotImplementedError
 
 
+def infer_batched(backend: Backend, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Run an [N, ...] array through the image input in chunks of at most `backend.max_batch`; every output
+    concatenated back to N. The one chunking rule the runtime, export checks and benchmarks share."""
+    name = backend.artifact.image_input.name
+    step = backend.max_batch
+    chunks = [backend.infer({name: images[i:i + step]}) for i in range(0, len(images), step)]
+    return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+
+
 def describe_mismatch(spec: TensorSpec, array: np.ndarray, min_batch: int, max_batch: int) -> str | None:
     """What is wrong with `array` for `spec` (received vs expected and the fix), or None if it fits."""
     if not isinstance(array, np.ndarray):
@@ -121,13 +130,39 @@ def describe_mismatch(spec: TensorSpec, array: np.ndarray, min_batch: int, max_b
     return None
 
 
-def check_graph_matches(artifact: ModelArtifact, input_names: list[str], output_names: list[str]) -> None:
-    """The model file must have the tensors its manifest promises (extra outputs are fine)."""
-    want_in = [s.name for s in artifact.inputs]
-    want_out = [s.name for s in artifact.outputs]
-    if sorted(want_in) != sorted(input_names) or not set(want_out) <= set(output_names):
+def check_graph_matches(artifact: ModelArtifact, graph_inputs: tuple[TensorSpec, ...],
+                        graph_outputs: tuple[TensorSpec, ...]) -> None:
+    """The model file must have the tensors its manifest promises, with the same dtypes and shapes (extra
+    outputs are fine). Checked at load, so a wrong model is refused before the first frame."""
+    graph_in = {s.name: s for s in graph_inputs}
+    graph_out = {s.name: s for s in graph_outputs}
+    problems = []
+    if sorted(graph_in) != sorted(s.name for s in artifact.inputs):
+        problems.append(f"inputs {sorted(graph_in)} vs {sorted(s.name for s in artifact.inputs)}")
+    missing = [s.name for s in artifact.outputs if s.name not in graph_out]
+    if missing:
+        problems.append(f"outputs {missing} missing (the graph has {sorted(graph_out)})")
+    for promised, graph in ((artifact.inputs, graph_in), (artifact.outputs, graph_out)):
+        for spec in promised:
+            if spec.name in graph:
+                problem = _spec_mismatch(spec, graph[spec.name], artifact.batch)
+                if problem:
+                    problems.append(f"{spec.name!r}: {problem}")
+    if problems:
         raise ModelArtifactError(
-            f"{artifact.path}: the model has inputs {input_names} and outputs {output_names}, but its manifest "
-            f"{artifact.manifest_path} promises inputs {want_in} and outputs {want_out}. The manifest belongs to "
-            "another model: re-export, or keep each model beside its own manifest."
+            f"{artifact.path}: the model file does not match its manifest {artifact.manifest_path}: "
+            f"{'; '.join(problems)}. The manifest belongs to another model: re-export, or keep each model beside "
+            "its own manifest."
         )
+
+
+def _spec_mismatch(promised: TensorSpec, actual: TensorSpec, batch) -> str | None:
+    if promised.dtype != actual.dtype:
+        return f"dtype {actual.dtype} in the graph, {promised.dtype} in the manifest"
+    if len(promised.shape) != len(actual.shape):
+        return f"shape {list(actual.shape)} in the graph, {list(promised.shape)} in the manifest"
+    for axis, (want, have) in enumerate(zip(promised.shape, actual.shape)):
+        fixed_batch = axis == 0 and batch.min == batch.max == have
+        if isinstance(have, int) and want != have and not fixed_batch:
+            return f"shape {list(actual.shape)} in the graph, {list(promised.shape)} in the manifest (axis {axis})"
+    return None

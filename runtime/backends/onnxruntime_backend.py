@@ -6,12 +6,11 @@ outputs allocated on the device and copied back once).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 import numpy as np
 
 from ..artifact import ModelArtifact
-from ..errors import BackendError, ModelArtifactError
+from ..errors import ModelArtifactError
+from ..onnx_io import import_onnxruntime, open_session, session_io
 from .base import Backend, check_graph_matches
 from .cuda_probe import cuda_device_count
 
@@ -21,38 +20,9 @@ PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CP
 GPU_PROVIDERS = frozenset(PROVIDER_PREFERENCE[:2])
 
 
-def _import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as err:
-        raise BackendError("the onnxruntime backend needs ONNX Runtime: pip install onnxruntime-gpu "
-                           "(it includes the CPU provider).") from err
-    return onnxruntime
-
-
 def choose_providers(available: list[str], gpu_count: int) -> list[str]:
     """Preferred providers that are installed and usable: GPU ones only when a GPU exists."""
     return [p for p in PROVIDER_PREFERENCE if p in available and (p not in GPU_PROVIDERS or gpu_count > 0)]
-
-
-def _open_session(path: Path, providers: list[str]):
-    ort = _import_onnxruntime()
-    if not Path(path).is_file():
-        raise ModelArtifactError(f"ONNX model {path} does not exist; keep it beside its manifest or re-export it.")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only; provider fallbacks are logged by us
-    # Idle worker threads would otherwise spin after each run and steal the CPU from detection/compose.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as err:  # ONNX Runtime raises its own exception types for bad files
-        raise ModelArtifactError(f"ONNX Runtime cannot load {path}: {str(err).strip()[:800]}. Expected a valid "
-                                 "ONNX model written by `python -m export.build`; re-export it.") from err
-
-
-def open_cpu_session(path: Path):
-    """A CPU-only session (used to read a graph's I/O when there is no manifest)."""
-    return _open_session(path, ["CPUExecutionProvider"])
 
 
 class OnnxRuntimeBackend(Backend):
@@ -61,12 +31,15 @@ class OnnxRuntimeBackend(Backend):
     Args:
         artifact: the loaded artifact; needs `onnx_path`.
         providers: execution providers to try, best first (default: `choose_providers`).
+        intra_op_threads: ONNX Runtime's intra-op thread count (default: its own choice).
     """
 
     name = "onnxruntime"
 
-    def __init__(self, artifact: ModelArtifact, providers: list[str] | None = None):
+    def __init__(self, artifact: ModelArtifact, providers: list[str] | None = None,
+                 intra_op_threads: int | None = None):
         super().__init__(artifact)
+        self.intra_op_threads = intra_op_threads
         if artifact.onnx_path is None:
             raise ModelArtifactError(f"{artifact.path} names no ONNX file; the onnxruntime backend needs one "
                                      "(pass the .onnx or a manifest with an 'onnx' entry).")
@@ -76,16 +49,17 @@ class OnnxRuntimeBackend(Backend):
         self._output_names: list[str] = []
 
     def _activate(self) -> None:
-        ort = _import_onnxruntime()
+        ort = import_onnxruntime()
         providers = self.requested_providers or choose_providers(ort.get_available_providers(), cuda_device_count())
-        self.session = _open_session(self.artifact.onnx_path, providers)
+        self.session = open_session(self.artifact.onnx_path, providers, self.intra_op_threads)
         active = self.session.get_providers()
         if active[0] != providers[0]:
             log.warning("onnxruntime: %s is not usable here; running on %s", providers[0], active[0])
         log.info("onnxruntime %s: providers %s", ort.__version__, active)
         self.on_gpu = active[0] in GPU_PROVIDERS
-        self._output_names = [o.name for o in self.session.get_outputs()]
-        check_graph_matches(self.artifact, [i.name for i in self.session.get_inputs()], self._output_names)
+        graph_inputs, graph_outputs = session_io(self.session)
+        check_graph_matches(self.artifact, graph_inputs, graph_outputs)
+        self._output_names = [spec.name for spec in graph_outputs]
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = self._output_names
@@ -94,7 +68,7 @@ class OnnxRuntimeBackend(Backend):
         return dict(zip(names, self.session.run(names, feeds)))
 
     def _run_bound(self, feeds: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
-        ort = _import_onnxruntime()
+        ort = import_onnxruntime()
         binding = self.session.io_binding()
         for name, array in feeds.items():
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0))

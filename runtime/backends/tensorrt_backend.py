@@ -1,8 +1,9 @@
 """TensorRT backend (TensorRT 10 Python API): runs the artifact's `.engine`.
 
-Before deserializing, the manifest's "tensorrt" block is compared with the installed TensorRT and the GPU
-(`check_engine_compat`), because an engine only runs with the TensorRT version and GPU architecture it was
-built for. Activation allocates pinned host and device buffers once, at the optimisation profile's maximum
+Before deserializing, each engine's manifest is checked: the file's sha256 against the one recorded at build
+time, and the TensorRT release and GPU against the installed ones (`check_engine_compat`), because an engine
+only runs with the TensorRT version and GPU architecture it was built for. When an artifact has several
+engines (built on different machines), the first one that fits this machine is used. Activation allocates pinned host and device buffers once, at the optimisation profile's maximum
 batch, and binds their addresses once; `infer` sets the batch with `set_input_shape` (only when it
 changes), copies in, runs `execute_async_v3` and copies out on one stream, and synchronises before
 returning (so `last_latency_ms` covers the whole round trip).
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..artifact import ModelArtifact
+from ..artifact import EngineFile, ModelArtifact
+from ..files import sha256_of
+from ..contract import TensorRTBuild, TensorSpec
 from ..errors import BackendError, ModelArtifactError
 from .base import Backend, check_graph_matches
 
@@ -41,29 +44,49 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def check_engine_compat(block: dict | None, trt_version: str, gpu_name: str, compute_capability: str,
+def check_engine_compat(build: TensorRTBuild, trt_version: str, gpu_name: str, compute_capability: str,
                         engine: str) -> None:
-    """Raise ModelArtifactError unless an engine built as `block` describes can run here.
+    """Raise ModelArtifactError unless an engine built as `build` describes can run here.
 
     Rules: the TensorRT release (major.minor.patch) must match, and so must the GPU's compute capability
     when the manifest records it. A different GPU name with the same compute capability is only logged.
     """
-    if not block:
-        raise ModelArtifactError(f"{engine}: the manifest has no 'tensorrt' block, so it is unknown which TensorRT "
-                                 "and GPU built this engine. Rebuild the engine with `python -m export.build`.")
-    built = block.get("version")
-    if built is None or _version_key(built) != _version_key(trt_version):
-        raise ModelArtifactError(f"{engine} was built with TensorRT {built}, but TensorRT {trt_version} is "
+    if _version_key(build.version) != _version_key(trt_version):
+        raise ModelArtifactError(f"{engine} was built with TensorRT {build.version}, but TensorRT {trt_version} is "
                                  "installed; engines only run on the release that built them. Rebuild the engine "
-                                 "on this machine, or install the matching TensorRT.")
-    built_cc = block.get("compute_capability")
-    if built_cc is not None and str(built_cc) != str(compute_capability):
-        raise ModelArtifactError(f"{engine} was built for a GPU of compute capability {built_cc} "
-                                 f"({block.get('gpu', 'unknown GPU')}), but this GPU ({gpu_name}) has "
+                                 "on this machine (`python -m export.tensorrt_build NAME.json`), or install the "
+                                 "matching TensorRT.")
+    if build.compute_capability is not None and str(build.compute_capability) != str(compute_capability):
+        raise ModelArtifactError(f"{engine} was built for a GPU of compute capability {build.compute_capability} "
+                                 f"({build.gpu or 'unknown GPU'}), but this GPU ({gpu_name}) has "
                                  f"{compute_capability}. Rebuild the engine on this machine.")
-    if block.get("gpu") and block["gpu"] != gpu_name:
+    if build.gpu and build.gpu != gpu_name:
         log.warning("%s was built on %s, running on %s (same compute capability %s)",
-                    engine, block["gpu"], gpu_name, compute_capability)
+                    engine, build.gpu, gpu_name, compute_capability)
+
+
+def check_engine_file(engine: EngineFile) -> None:
+    """The engine file must be the one its manifest describes (not truncated, replaced or corrupted)."""
+    if sha256_of(engine.path) != engine.manifest.engine_sha256:
+        raise ModelArtifactError(f"{engine.path} does not match the sha256 in its manifest: the file is corrupt or "
+                                 "was replaced after the build. Rebuild the engine.")
+
+
+def choose_engine(engines: tuple[EngineFile, ...], trt_version: str, gpu_name: str,
+                  compute_capability: str) -> EngineFile:
+    """The first engine that passes the file and compatibility checks; else one error listing every reason."""
+    reasons = []
+    for engine in engines:
+        try:
+            check_engine_compat(engine.manifest.tensorrt, trt_version, gpu_name, compute_capability, str(engine.path))
+            check_engine_file(engine)
+            return engine
+        except ModelArtifactError as err:
+            reasons.append(str(err))
+    if not reasons:
+        raise ModelArtifactError("no TensorRT engine was found for this artifact; build one with "
+                                 "`python -m export.tensorrt_build NAME.json`.")
+    raise ModelArtifactError(" | ".join(reasons))
 
 
 def _trt_ok(ok: bool, what: str) -> None:
@@ -89,7 +112,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, artifact: ModelArtifact, device: int = 0):
         super().__init__(artifact)
-        if artifact.engine_path is None:
+        if not artifact.engines:
             raise ModelArtifactError(f"{artifact.path} names no TensorRT engine; the tensorrt backend needs one "
                                      "(pass the .engine, or a manifest with an 'engine' entry).")
         self.device = device
@@ -107,22 +130,29 @@ class TensorRTBackend(Backend):
 
         trt = _import_tensorrt()
         self._cuda = load_cuda_api(self.device)
-        check_engine_compat(self.artifact.manifest.get("tensorrt"), trt.__version__, self._cuda.device_name(),
-                            self._cuda.compute_capability(), str(self.artifact.engine_path))
+        self.engine_file = choose_engine(self.artifact.engines, trt.__version__, self._cuda.device_name(),
+                                         self._cuda.compute_capability())
         self._engine = self._deserialize(trt)
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        check_graph_matches(self.artifact, inputs, [n for n in names if n not in inputs])
+        specs = {n: self._tensor_spec(trt, n) for n in names}
+        check_graph_matches(self.artifact, tuple(specs[n] for n in inputs),
+                            tuple(specs[n] for n in names if n not in inputs))
         self._context = self._engine.create_execution_context()
         self._stream = self._cuda.new_stream()
         self._max_batch = self._allocate(trt, names, inputs)
 
+    def _tensor_spec(self, trt, name: str) -> TensorSpec:
+        dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))).name
+        shape = tuple(d if d >= 0 else "N" for d in self._engine.get_tensor_shape(name))
+        return TensorSpec(name, dtype, shape)
+
     def _deserialize(self, trt):
         self._trt_logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._trt_logger)
-        engine = self._runtime.deserialize_cuda_engine(self.artifact.engine_path.read_bytes())
+        engine = self._runtime.deserialize_cuda_engine(self.engine_file.path.read_bytes())
         if engine is None:
-            raise ModelArtifactError(f"TensorRT could not deserialize {self.artifact.engine_path} (see the TensorRT "
+            raise ModelArtifactError(f"TensorRT could not deserialize {self.engine_file.path} (see the TensorRT "
                                      "log above); the file is corrupt or from another build. Rebuild the engine.")
         return engine
 

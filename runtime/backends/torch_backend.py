@@ -33,17 +33,17 @@ def _import_torch_side():
 
 def weights_path(artifact: ModelArtifact) -> Path:
     """The weights file named by the manifest: absolute, or relative to the manifest or the working dir."""
-    entry = artifact.manifest.get("weights") or {}
-    if "path" not in entry:
-        raise ModelArtifactError(f"{artifact.path}: the torch backend needs a manifest whose 'weights' entry has "
-                                 f"a 'path' (received {entry or 'none'}); pass the manifest written by "
+    weights = artifact.manifest.weights
+    if weights.random_init:
+        raise ModelArtifactError(f"{artifact.path}: the torch backend needs a manifest whose weights have a path, "
+                                 "but this artifact was exported with --random-init; pass the manifest written by "
                                  "`python -m export.build --weights PATH`.")
-    path = Path(entry["path"])
+    path = Path(weights.path)
     candidates = [path] if path.is_absolute() else [artifact.manifest_path.parent / path, path]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise ModelArtifactError(f"weights file {entry['path']} named by {artifact.manifest_path} was not found "
+    raise ModelArtifactError(f"weights file {weights.path} named by {artifact.manifest_path} was not found "
                              f"(looked at {', '.join(map(str, candidates))}); copy it there or re-export.")
 
 
@@ -54,19 +54,23 @@ class TorchBackend(Backend):
 
     def __init__(self, artifact: ModelArtifact):
         super().__init__(artifact)
-        if not artifact.manifest.get("model"):
-            raise ModelArtifactError(f"{artifact.path}: the torch backend needs a manifest naming the 'model'; "
-                                     "pass the manifest .json written by `python -m export.build`.")
+        if artifact.manifest is None:
+            raise ModelArtifactError(f"{artifact.path}: the torch backend needs the ONNX manifest naming the model and "
+                                     "its weights; pass the manifest .json written by `python -m export.build`.")
         self.model = self.torch = None
 
     def _activate(self) -> None:
         self.torch, create_model = _import_torch_side()
         manifest = self.artifact.manifest
         self.device = "cuda" if self.torch.cuda.is_available() else "cpu"
-        self.model = create_model(manifest["model"], config=manifest.get("config"),
-                                  weights=str(weights_path(self.artifact))).to(self.device).eval()
-        self.steps = manifest.get("steps")
-        log.info("torch backend: %s (%s steps) on %s", manifest["model"], self.steps, self.device)
+        weights = weights_path(self.artifact)
+        try:
+            self.model = create_model(manifest.model, config=manifest.config or None, weights=str(weights))
+        except (ValueError, OSError) as err:  # WeightsError is a ValueError: corrupt, mismatched or unsafe file
+            raise ModelArtifactError(f"torch backend: cannot load {manifest.model} weights {weights}: {err}") from err
+        self.model = self.model.to(self.device).eval()
+        self.steps = manifest.steps
+        log.info("torch backend: %s (%s steps) on %s", manifest.model, self.steps or "not recurrent", self.device)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch

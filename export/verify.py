@@ -1,0 +1,73 @@
+"""Checks of an exported graph, run through the runtime's own backend (the code path that ships).
+
+Parity compares ONNX Runtime with PyTorch on real faces; every check refuses non-finite outputs, naming
+them (`max(0.0, nan)` is 0.0, so an all-NaN model would otherwise pass a max-error test).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from runtime.artifact import ModelArtifact
+from runtime.backends import infer_batched
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from runtime.contract import BatchProfile, TensorSpec
+
+from . import ExportError
+
+FP32_TOLERANCE = 1e-4
+LANDMARK_AGREEMENT = 0.99  # share of landmark points whose arg-max must be identical
+PARITY_FACES = 16
+
+
+def onnx_artifact(onnx_path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
+                  batch: BatchProfile) -> ModelArtifact:
+    """A not-yet-published ONNX file as the runtime would load it."""
+    return ModelArtifact(path=Path(onnx_path), inputs=inputs, outputs=outputs, batch=batch, onnx_path=Path(onnx_path))
+
+
+def run_onnx(artifact: ModelArtifact, images: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+    """All outputs for `images` through the runtime's ONNX Runtime backend; returns (outputs, provider)."""
+    with OnnxRuntimeBackend(artifact) as backend:
+        outputs = infer_batched(backend, images)
+        provider = backend.session.get_providers()[0]
+    return outputs, provider
+
+
+def check_finite(outputs: dict[str, np.ndarray], where: str) -> None:
+    """ExportError naming every output that holds NaN or Inf, with counts."""
+    bad = {name: int((~np.isfinite(array)).sum()) for name, array in outputs.items()}
+    bad = {name: count for name, count in bad.items() if count}
+    if bad:
+        listed = ", ".join(f"{name!r}: {count} of {outputs[name].size} values" for name, count in bad.items())
+        raise ExportError(f"{where} produced non-finite values (NaN/Inf) in {listed}. The weights are corrupt or "
+                          "diverged (check them with `python -m training.evaluate`); nothing was written.")
+
+
+def verify_parity(reference, artifact: ModelArtifact, faces: np.ndarray, source: str) -> dict:
+    """Compare the ONNX graph (runtime backend) with the PyTorch `reference` at batch 1 and len(faces)."""
+    import torch
+
+    names = [spec.name for spec in artifact.outputs]
+    image_name = artifact.image_output.name
+    worst, agreement, landmark_error, provider = 0.0, [], 0.0, ""
+    for batch in (faces[:1], faces):
+        onnx_out, provider = run_onnx(artifact, batch)
+        with torch.no_grad():
+            torch_out = reference(torch.from_numpy(batch))
+        torch_out = dict(zip(names, (t.numpy() for t in (torch_out if isinstance(torch_out, tuple) else (torch_out,)))))
+        check_finite(torch_out, "the PyTorch model")
+        check_finite(onnx_out, "the exported ONNX graph")
+        worst = max(worst, float(np.abs(onnx_out[image_name] - torch_out[image_name]).max()))
+        if "landmarks" in onnx_out:
+            agreement.append(float(np.all(onnx_out["landmarks"] == torch_out["landmarks"], axis=-1).mean()))
+            landmark_error = max(landmark_error, float(np.abs(onnx_out["landmarks"] - torch_out["landmarks"]).max()))
+    result = {"inputs": source, "faces": int(len(faces)), "batch_sizes": [1, int(len(faces))],
+              "runtime": f"runtime onnxruntime backend, {provider}", "sr_max_abs_error": worst,
+              "tolerance": FP32_TOLERANCE}
+    if agreement:
+        result["landmarks_identical_share"] = min(agreement)
+        result["landmarks_max_abs_error_px"] = landmark_error
+    result["passed"] = worst <= FP32_TOLERANCE and min(agreement, default=1.0) >= LANDMARK_AGREEMENT
+    return result
