@@ -1,8 +1,10 @@
 """Views of a processed frame. Pure functions: inputs are never modified, every call returns a new image.
 
-- `overlay`: the frame (optionally upscaled) with every enhanced face pasted back through a feathered mask.
-- `gallery`: the frame with boxes and track ids, above a strip of enhanced faces.
-- `side_by_side`: per face, the network input upscaled bicubically next to the enhanced output.
+- `overlay`: the frame (optionally upscaled) with every enhanced face pasted back through a feathered mask;
+  faces that routing kept (`sr` None) show the frame's own pixels.
+- `gallery`: the frame with boxes and track ids, above a strip of faces (enhanced, or the native crop
+  interpolated, labelled as such) whose tiles shrink and wrap to fit the number of faces.
+- `side_by_side`: per face, the native crop interpolated to the tile size next to the enhanced output.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .constants import FEATHER_FRACTION, GALLERY_THUMB_FRACTION
+from .constants import FEATHER_FRACTION, GALLERY_MAX_ROWS, GALLERY_MIN_THUMB, GALLERY_THUMB_FRACTION
 from .detect import Box
 from .faces import Square
 
@@ -25,13 +27,21 @@ SIDE_BY_SIDE_COLUMNS = 4
 
 @dataclass(frozen=True)
 class EnhancedFace:
-    """One face after the network: where it was, what the network saw and what it made."""
+    """One face of a frame: where it was, what the camera recorded, and (if routed to a model) what the
+    network saw and made. `sr` is None when routing kept the source pixels (`route` says why)."""
 
     track_id: int
     box: Box
     square: Square
-    lr: np.ndarray  # BGR uint8 at the model's input size
-    sr: np.ndarray  # BGR uint8 at the model's output size
+    lr: np.ndarray | None  # BGR uint8 at the model's input size
+    sr: np.ndarray | None  # BGR uint8 at the model's output size
+    native: np.ndarray | None = None  # BGR uint8, the square crop at the recorded resolution
+    route: str = "enhanced"
+    model: int | None = 0
+
+    def shown(self, side: int) -> np.ndarray:
+        """The face at `side` px: the enhanced output, else the recorded crop interpolated."""
+        return resize_square(self.sr if self.sr is not None else self.native, side)
 
 
 def feather_mask(side: int, fraction: float = FEATHER_FRACTION) -> np.ndarray:
@@ -55,7 +65,8 @@ def _blend_into(canvas: np.ndarray, patch: np.ndarray, x: int, y: int, mask: np.
     canvas[y0:y1, x0:x1] = (src * weight + region * (1.0 - weight) + 0.5).astype(np.uint8)
 
 
-def _resize_to(image: np.ndarray, side: int) -> np.ndarray:
+def resize_square(image: np.ndarray, side: int) -> np.ndarray:
+    """INTER_AREA down, INTER_CUBIC up."""
     interpolation = cv2.INTER_AREA if side < image.shape[0] else cv2.INTER_CUBIC
     return cv2.resize(image, (side, side), interpolation=interpolation)
 
@@ -69,15 +80,20 @@ def overlay(frame: np.ndarray, faces: list[EnhancedFace], upscale: float = 1.0,
     else:
         canvas = cv2.resize(frame, (round(width * upscale), round(height * upscale)), interpolation=cv2.INTER_LINEAR)
     for face in sorted(faces, key=lambda f: f.square.side):  # larger faces end up on top
+        if face.sr is None:
+            continue  # routing kept the recorded pixels
         side = max(1, round(face.square.side * upscale))
-        _blend_into(canvas, _resize_to(face.sr, side), round(face.square.x * upscale),
+        _blend_into(canvas, resize_square(face.sr, side), round(face.square.x * upscale),
                     round(face.square.y * upscale), feather_mask(side, feather))
     return canvas
 
 
 def _label(image: np.ndarray, text: str, x: int, y: int, scale: float = 0.5) -> None:
-    """Text with a dark outline, drawn into a working copy."""
-    cv2.putText(image, text, (x, y), FONT, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    """White text on a dark translucent box (readable on bright and dark backgrounds), into a working copy."""
+    (w, h), baseline = cv2.getTextSize(text, FONT, scale, 1)
+    x0, y0, x1, y1 = max(0, x - 2), max(0, y - h - 3), min(image.shape[1], x + w + 2), min(image.shape[0], y + baseline + 1)
+    if x1 > x0 and y1 > y0:
+        image[y0:y1, x0:x1] = (image[y0:y1, x0:x1] * 0.35).astype(np.uint8)
     cv2.putText(image, text, (x, y), FONT, scale, TEXT_COLOR, 1, cv2.LINE_AA)
 
 
@@ -90,37 +106,63 @@ def draw_boxes(frame: np.ndarray, faces: list[EnhancedFace]) -> np.ndarray:
     return canvas
 
 
+@dataclass(frozen=True)
+class GalleryLayout:
+    thumb: int  # tile side in px
+    columns: int
+    rows: int
+
+    @property
+    def capacity(self) -> int:
+        return self.columns * self.rows
+
+
+def gallery_layout(width: int, height: int, face_count: int) -> GalleryLayout:
+    """Tiles as tall as the strip (GALLERY_THUMB_FRACTION of the frame height); when the faces do not fit in
+    one row, the strip is split into more rows of smaller tiles (not below GALLERY_MIN_THUMB, at most
+    GALLERY_MAX_ROWS). The strip's height never changes, so a video's frame size stays constant."""
+    strip = gallery_strip_height(height)
+    most_rows = max(1, min(GALLERY_MAX_ROWS, strip // GALLERY_MIN_THUMB))
+    for rows in range(1, most_rows + 1):
+        side = strip // rows
+        if (width // side) * rows >= face_count or rows == most_rows:
+            return GalleryLayout(side, max(1, width // side), rows)
+    raise AssertionError("unreachable")
+
+
 def gallery_strip_height(frame_height: int) -> int:
-    return max(48, round(frame_height * GALLERY_THUMB_FRACTION))
+    return max(GALLERY_MIN_THUMB, round(frame_height * GALLERY_THUMB_FRACTION))
 
 
 def gallery(frame: np.ndarray, faces: list[EnhancedFace]) -> np.ndarray:
-    """Frame with boxes, above a strip of enhanced faces labelled by track id. Size depends only on the
-    frame size: faces that do not fit in the strip are counted in its corner."""
+    """Frame with boxes, above a strip of faces labelled by track id ("SR": enhanced, "native": the recorded
+    pixels interpolated). The strip's height depends only on the frame size; faces that do not fit even at
+    the smallest tiles are counted in its corner."""
     height, width = frame.shape[:2]
-    thumb = gallery_strip_height(height)
-    strip = np.zeros((thumb, width, 3), np.uint8)
-    fits = width // thumb
-    for slot, face in enumerate(faces[:fits]):
-        strip[:, slot * thumb:(slot + 1) * thumb] = _resize_to(face.sr, thumb)
-        _label(strip, f"#{face.track_id}", slot * thumb + 4, 16)
-    if len(faces) > fits:
-        _label(strip, f"+{len(faces) - fits}", max(0, width - 48), thumb - 8)
+    strip = np.zeros((gallery_strip_height(height), width, 3), np.uint8)
+    layout = gallery_layout(width, height, len(faces))
+    for slot, face in enumerate(faces[:layout.capacity]):
+        top, left = (slot // layout.columns) * layout.thumb, (slot % layout.columns) * layout.thumb
+        strip[top:top + layout.thumb, left:left + layout.thumb] = face.shown(layout.thumb)
+        tag = "SR" if face.sr is not None else "native"
+        _label(strip, f"#{face.track_id} {tag}", left + 3, top + 12, 0.35 if layout.thumb < 96 else 0.5)
+    if len(faces) > layout.capacity:
+        _label(strip, f"+{len(faces) - layout.capacity}", max(0, width - 48), strip.shape[0] - 8)
     return np.vstack([draw_boxes(frame, faces), strip])
 
 
 def side_by_side(faces: list[EnhancedFace], slots: int, tile: int) -> np.ndarray:
-    """A grid of `slots` cells, each the bicubic-upscaled network input next to the enhanced face
-    (`tile` x `tile` each). The size depends only on `slots` and `tile`."""
+    """A grid of `slots` cells, each the recorded crop interpolated next to the enhanced face (or the same
+    crop, labelled "not enhanced"), `tile` x `tile` each. The size depends only on `slots` and `tile`."""
     columns = min(max(1, slots), SIDE_BY_SIDE_COLUMNS)
     rows = math.ceil(max(1, slots) / columns)
     canvas = np.zeros((rows * tile, columns * 2 * tile, 3), np.uint8)
     for slot, face in enumerate(faces[:slots]):
         top, left = (slot // columns) * tile, (slot % columns) * 2 * tile
-        canvas[top:top + tile, left:left + tile] = cv2.resize(face.lr, (tile, tile), interpolation=cv2.INTER_CUBIC)
-        canvas[top:top + tile, left + tile:left + 2 * tile] = _resize_to(face.sr, tile)
-        _label(canvas, f"#{face.track_id} bicubic", left + 4, top + 16, 0.4)
-        _label(canvas, "enhanced", left + tile + 4, top + 16, 0.4)
+        canvas[top:top + tile, left:left + tile] = resize_square(face.native, tile)
+        canvas[top:top + tile, left + tile:left + 2 * tile] = face.shown(tile)
+        _label(canvas, f"#{face.track_id} recorded", left + 4, top + 16, 0.4)
+        _label(canvas, "enhanced" if face.sr is not None else "not enhanced", left + tile + 4, top + 16, 0.4)
     if not faces:
         _label(canvas, "no faces", 8, min(tile, canvas.shape[0]) // 2)
     return canvas
@@ -130,5 +172,18 @@ def draw_fps(image: np.ndarray, fps: float | None, text: str = "") -> np.ndarray
     """Copy of `image` with the frame rate (and optional text) in the top-left corner."""
     canvas = image.copy()
     line = f"{fps:.1f} FPS" if fps else "-- FPS"
-    _label(canvas, f"{line} {text}".strip(), 8, 22, 0.6)
+    scale = max(0.6, canvas.shape[1] / 1600)  # about 1 % of the frame width per character
+    _label(canvas, f"{line} {text}".strip(), 8, round(22 * scale / 0.6), scale)
     return canvas
+
+
+def comparison(face: EnhancedFace, side: int) -> np.ndarray:
+    """The recorded crop (interpolated to `side`) beside the enhanced face, labelled; only the recorded crop
+    when the face was not enhanced. What a saved crop shows."""
+    recorded = resize_square(face.native, side)
+    _label(recorded, "recorded", 4, 16, 0.45)
+    if face.sr is None:
+        return recorded
+    enhanced = resize_square(face.sr, side)
+    _label(enhanced, "enhanced", 4, 16, 0.45)
+    return np.hstack([recorded, enhanced])

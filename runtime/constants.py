@@ -7,6 +7,12 @@ model input/output sizes come from the artifact's manifest or graph."""
 # resolution, 2-core CPU): 1920 px: 145 ms/frame; 1280 px: 65 ms, misses 3 faces of 24-34 px (and finds
 # others); 960 px: 22 ms, misses 6 of 23-42 px. In frame 0 all 9 faces (21-120 px) are found at 1280 px.
 DETECT_MAX_SIDE = 1280
+# YuNet's reliable face size: recall >= 90 % from 10 px at detection scale 1 (`python -m benchmarks.detection`:
+# the shared scene photos and street frame 0 downscaled 1-12x; 10-12 px 0.90, 8-10 px 0.47; detecting on a
+# x2 upscaled frame finds 100 % from 8 px, x4 from 4 px). The detection scale makes the smallest wanted face
+# this large.
+DETECT_MIN_FACE_PX = 10
+DETECT_MAX_UPSCALE = 4.0  # small frames are upscaled at most this much before detection
 # Score threshold: at 0.6 all 9 faces of street-video frame 0 are kept (the 120 px one scores 0.61);
 # 0.5 and below add false positives. OpenCV Zoo's demo uses 0.9, which is too strict for small faces.
 DETECT_SCORE_THRESHOLD = 0.6
@@ -35,7 +41,18 @@ TRACK_MAX_JUMP = 1.5
 TRACK_SIZE_RATIO = 1.5  # ... and only between boxes whose sizes differ by at most this factor
 
 # --- Faces and composition ---------------------------------------------------------------------------
-MIN_FACE_PX = 16  # default --min-face: faces whose box side is smaller are skipped (and counted)
+# Default --min-face, as a fraction of the smallest model input: the models still add detail down to about
+# 0.6 x their input (`python -m benchmarks.crossover`, PFSR x8: +0.14 dB at 10 px native, +0.03 dB at 8 px).
+MIN_FACE_INPUT_FRACTION = 0.6
+MIN_FACE_PX = 10  # default --min-face for the 16 px models (0.6 x 16, rounded); faces smaller are skipped
 MAX_FACES = 16  # default --max-faces per frame (largest first)
 FEATHER_FRACTION = 0.12  # paste-back mask: linear ramp over this fraction of the face side
 GALLERY_THUMB_FRACTION = 0.2  # gallery strip height as a fraction of the frame height
+GALLERY_MIN_THUMB = 48  # smallest gallery tile (px): below this a face is not recognisable in the strip
+GALLERY_MAX_ROWS = 3  # the strip wraps onto at most this many rows of smaller tiles
+
+# --- Scale routing (runtime.routing) ----------------------------------------------------------------
+# A face is enhanced only when its native size (framing square side) is at most CROSSOVER_RATIO x the
+# model's input side: above that, interpolating the recorded pixels scores higher than shrinking them to the
+# model's input and super-resolving. Measured by `python -m benchmarks.crossover` (see its results file).
+CROSSOVER_RATIO = 1.5

@@ -8,12 +8,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .constants import DETECT_MAX_SIDE, DETECT_NMS_THRESHOLD, DETECT_SCORE_THRESHOLD, DETECT_TOP_K
+from .constants import (
+    DETECT_MAX_SIDE, DETECT_MAX_UPSCALE, DETECT_MIN_FACE_PX, DETECT_NMS_THRESHOLD, DETECT_SCORE_THRESHOLD, DETECT_TOP_K,
+)
 from .errors import AssetError
 
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]  # x, y, w, h in frame pixels
+
+
+def scale_box(box: Box, factor: float) -> Box:
+    """A box in the pixels of the same frame resized by `factor`."""
+    return tuple(v * factor for v in box)
 
 
 def box_size(box: Box) -> float:
@@ -30,10 +37,15 @@ class Detection:
     landmarks: tuple[tuple[float, float], ...] = ()
 
 
-def detection_scale(width: int, height: int, max_side: int) -> float:
-    """Factor (<= 1) that brings the longest side down to `max_side`; 1 for small frames."""
-    longest = max(width, height)
-    return 1.0 if longest <= max_side else max_side / longest
+def detection_scale(width: int, height: int, max_side: int, min_face_px: float | None = None) -> float:
+    """The factor the frame is resized by before detection.
+
+    Brings the longest side down to `max_side` (the detection budget). With `min_face_px` below YuNet's
+    reliable size (DETECT_MIN_FACE_PX) a frame that fits the budget is upscaled so that such a face reaches
+    that size (at most DETECT_MAX_UPSCALE, never beyond the budget)."""
+    budget = max_side / max(width, height)
+    wanted = 1.0 if min_face_px is None else max(1.0, DETECT_MIN_FACE_PX / min_face_px)
+    return min(wanted, DETECT_MAX_UPSCALE, budget)
 
 
 def _to_detections(rows: np.ndarray | None, scale: float) -> list[Detection]:
@@ -52,16 +64,19 @@ class FaceDetector:
 
     Args:
         model_path: the YuNet ONNX file (see `runtime.assets`).
-        max_side: frames whose longest side exceeds this are downscaled (INTER_AREA) before detection;
-            boxes are mapped back to full-frame pixels.
+        max_side: the detection budget: the frame is never detected with a longest side above this.
+        min_face_px: the smallest face wanted; sets the detection scale (see `detection_scale`). None: only
+            downscale to `max_side`. Boxes are always mapped back to full-frame pixels.
         score_threshold, nms_threshold, top_k: YuNet's own settings.
     """
 
     def __init__(self, model_path: str | Path, max_side: int = DETECT_MAX_SIDE,
                  score_threshold: float = DETECT_SCORE_THRESHOLD, nms_threshold: float = DETECT_NMS_THRESHOLD,
-                 top_k: int = DETECT_TOP_K):
+                 top_k: int = DETECT_TOP_K, min_face_px: float | None = None):
         self.model_path = Path(model_path)
         self.max_side = max_side
+        self.min_face_px = min_face_px
+        self._warned_scale = False
         self._input_size: tuple[int, int] | None = None
         try:
             self._net = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320), score_threshold,
@@ -76,16 +91,24 @@ class FaceDetector:
     def detect(self, frame: np.ndarray) -> list[Detection]:
         """Faces in a BGR uint8 frame, boxes in the frame's own pixels, best score first."""
         height, width = frame.shape[:2]
-        scale = detection_scale(width, height, self.max_side)
+        scale = detection_scale(width, height, self.max_side, self.min_face_px)
+        self._warn_if_budget_limits(scale)
         image = frame
-        if scale < 1.0:
+        if scale != 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            image = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            image = cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
             scale = image.shape[1] / width  # the rounded size's exact factor
         self._set_input_size(image.shape[1], image.shape[0])
         _, rows = self._net.detect(image)
         detections = _to_detections(rows, scale)
         return sorted(detections, key=lambda d: d.score, reverse=True)
+
+    def _warn_if_budget_limits(self, scale: float) -> None:
+        smallest = DETECT_MIN_FACE_PX / scale
+        if self.min_face_px and smallest > self.min_face_px * 1.05 and not self._warned_scale:
+            self._warned_scale = True
+            log.warning("faces below ~%.0f px are not detected reliably at this frame size (detection budget "
+                        "--detect-max-side %d; asked for %.0f px faces)", smallest, self.max_side, self.min_face_px)
 
     def _set_input_size(self, width: int, height: int) -> None:
         if self._input_size != (width, height):

@@ -1,7 +1,11 @@
 """`python -m runtime.enhance`: enhance every face of a camera, stream, video or image folder, live.
 
 Example:
-    python -m runtime.enhance --source street.mp4 --model artifacts/dic_s4_fp32.json --output out.mp4
+    python -m runtime.enhance --source street.mp4 --model artifacts/pfsr_fp32.json --upscale 4 --output out.mp4
+    python -m runtime.enhance --source small.png --model x8.json --model x4.json --upscale 8 --output big.png
+
+Each face goes to the model whose input fits its native size best, and only when that adds detail at the
+size it is shown (docs/runtime.md, "Scale routing"); --enhance-all sends every face through anyway.
 """
 from __future__ import annotations
 
@@ -19,11 +23,12 @@ from .artifact import load_artifact
 from .assets import detector_model_path
 from .backends import BACKENDS, create_backend
 from .compose import VIEWS
-from .constants import MAX_FACES, MIN_FACE_PX
+from .constants import DETECT_MAX_SIDE, MAX_FACES, MIN_FACE_INPUT_FRACTION
 from .detect import FaceDetector
 from .errors import RuntimeToolkitError
 from .pipeline import EnhanceConfig, Enhancer, run_stream, summarize
-from .records import BestCropStore, EventLog, write_json_atomic
+from .files import write_json_atomic
+from .records import BestCropStore, EventLog
 from .sinks import open_sink
 from .sources import open_source
 from .timing import StageTimer
@@ -56,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="Sources and views: docs/runtime.md")
     p.add_argument("--source", required=True, help="0, /dev/video0, csi://0, video file, image, image folder, "
                                                    "rtsp://... or http://... URL, or a GStreamer pipeline (with '!')")
-    p.add_argument("--model", required=True, help="model artifact: manifest .json, .onnx or .engine")
+    p.add_argument("--model", required=True, action="append",
+                   help="model artifact: manifest .json, .onnx or .engine; repeat for models of other input sizes "
+                        "(e.g. a x8 16 -> 128 and a x4 32 -> 128 model)")
     p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
                    help="auto: tensorrt for an .engine when TensorRT is installed, else onnxruntime")
     p.add_argument("--output", help="video file (.mp4/.avi/.mkv), image folder, or 'display' "
@@ -68,8 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                                          "(tracking in between; default 1)")
     p.add_argument("--max-faces", type=_positive_int, default=MAX_FACES, help=f"faces per frame, largest first "
                                                                               f"(default {MAX_FACES})")
-    p.add_argument("--min-face", type=_positive_float, default=MIN_FACE_PX,
-                   help=f"skip faces smaller than this many pixels (default {MIN_FACE_PX})")
+    p.add_argument("--min-face", type=_positive_float,
+                   help=f"skip faces smaller than this many pixels; also sets the detection scale (default "
+                        f"{MIN_FACE_INPUT_FRACTION} x the smallest model input, 10 px for the 16 px models)")
+    p.add_argument("--detect-max-side", type=_positive_int, default=DETECT_MAX_SIDE,
+                   help=f"detection budget: longest side of the frame as detected (default {DETECT_MAX_SIDE})")
+    p.add_argument("--enhance-all", action="store_true",
+                   help="enhance every face, even where routing keeps the recorded pixels (shown at or below its "
+                        "recorded size, or larger than the model's crossover)")
     p.add_argument("--save-crops", metavar="DIR", help="keep the best enhanced crop per track in DIR")
     p.add_argument("--events", metavar="FILE.jsonl", help="write one JSON line per track update")
     p.add_argument("--summary", metavar="FILE.json", help="also write the end-of-run summary here")
@@ -84,24 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     """Everything after argument parsing; returns the summary. Raises RuntimeToolkitError."""
-    artifact = load_artifact(args.model)
-    detector = FaceDetector(detector_model_path(args.detector_model))
+    artifacts = [load_artifact(path) for path in args.model]
+    min_face = args.min_face or MIN_FACE_INPUT_FRACTION * min(a.input_hw[0] for a in artifacts)
+    detector = FaceDetector(detector_model_path(args.detector_model), max_side=args.detect_max_side,
+                            min_face_px=min_face)
     config = EnhanceConfig(view=args.view, detect_every=args.detect_every, max_faces=args.max_faces,
-                           min_face=args.min_face, upscale=args.upscale, show_fps=not args.no_fps)
+                           min_face=min_face, upscale=args.upscale, show_fps=not args.no_fps,
+                           enhance_all=args.enhance_all)
     timer = StageTimer()
     with ExitStack() as stack:
-        backend = stack.enter_context(create_backend(args.backend, artifact))
+        backends = [stack.enter_context(create_backend(args.backend, artifact)) for artifact in artifacts]
         source = stack.enter_context(open_source(args.source))
         sink = stack.enter_context(open_sink(args.output, args.headless, source.fps))
         crops = BestCropStore(args.save_crops) if args.save_crops else None
         events = stack.enter_context(EventLog(args.events)) if args.events else None
-        enhancer = Enhancer(backend, detector, config, crops, events, timer)
+        enhancer = Enhancer(backends, detector, config, crops, events, timer)
         start = time.perf_counter()
         stats = run_stream(source, sink, enhancer, args.max_frames)
         wall = time.perf_counter() - start
-        extra = {"source": args.source, "model": str(artifact.path), "backend": backend.name, "view": args.view,
-                 "detect_every": args.detect_every, "frames_dropped": source.frames_dropped,
-                 "reconnects": getattr(source, "reconnects", 0)}
+        extra = {"source": args.source, "models": [str(a.path) for a in artifacts],
+                 "backends": [b.name for b in backends], "view": args.view, "upscale": args.upscale,
+                 "min_face_px": round(min_face, 1), "detect_every": args.detect_every,
+                 "frames_dropped": source.frames_dropped, "reconnects": getattr(source, "reconnects", 0)}
     return summarize(stats, timer, wall, extra)
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+from PIL import Image
 
 from .constants import FRAMING_OFFSET, FRAMING_SCALE
 from .detect import Box, box_size
@@ -74,8 +74,14 @@ def face_jobs(frame: np.ndarray, tracks: list[Track]) -> list[FaceJob]:
 
 
 def resize_crop(crop: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """BGR crop -> the model's input size with INTER_AREA (as the training LR images were made)."""
-    return cv2.resize(crop, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
+    """Crop -> the model's input size with PIL's antialiased bicubic, the filter the training LR images were
+    made with. Measured (`benchmarks.crossover`, PFSR x8, UTK test 100, Y-PSNR at 128 px): for faces recorded
+    at 17 / 20 / 24 px, PIL bicubic gives 25.17 / 25.82 / 26.11 dB against 24.52 / 25.13 / 25.69 dB with
+    cv2 INTER_AREA (at exactly 16 px both give 25.89)."""
+    if crop.shape[:2] == tuple(size_hw):
+        return crop.copy()
+    image = Image.fromarray(np.ascontiguousarray(crop))
+    return np.asarray(image.resize((size_hw[1], size_hw[0]), Image.BICUBIC))
 
 
 def to_model_input(small_crops: list[np.ndarray]) -> np.ndarray:

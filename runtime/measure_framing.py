@@ -21,6 +21,7 @@ import numpy as np
 from .assets import detector_model_path
 from .detect import Detection, FaceDetector, box_size
 from .errors import RuntimeToolkitError
+from .shared_data import default_utk_dir, split_names
 
 log = logging.getLogger("runtime.measure_framing")
 
@@ -69,13 +70,12 @@ def measure(image_paths: list[Path], detector: FaceDetector, pad: int) -> dict:
 
 
 def _image_paths(data_dir: Path, split: str, limit: int | None) -> list[Path]:
-    names = json.loads((data_dir / "splits.json").read_text())[split]
-    return [data_dir / "images" / name for name in names[:limit]]
+    return [data_dir / "images" / name for name in split_names(data_dir, split, limit)]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m runtime.measure_framing", description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="../shared/data/faces-utk", help="UTKFace folder (images/, splits.json)")
+    p.add_argument("--data", default=str(default_utk_dir()), help="UTKFace folder (images/, splits.json)")
     p.add_argument("--split", default="test", help="split of splits.json to use (default: test, 500 sharp faces)")
     p.add_argument("--limit", type=int, help="use only the first N images of the split")
     p.add_argument("--pad", type=int, default=100, help="replicated border added around each crop (px)")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         detector = FaceDetector(detector_model_path(args.detector_model))
         result = measure(_image_paths(Path(args.data), args.split, args.limit), detector, args.pad)
-    except (RuntimeToolkitError, OSError, KeyError) as err:
+    except (RuntimeToolkitError, OSError, ValueError) as err:
         log.error("%s", err)
         return 2
     print(json.dumps(result, indent=2))

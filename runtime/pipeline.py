@@ -13,13 +13,14 @@ import numpy as np
 
 from .backends import Backend
 from .backends.base import infer_batched
-from .compose import VIEWS, EnhancedFace, draw_fps, gallery, overlay, side_by_side
+from .compose import VIEWS, EnhancedFace, comparison, draw_fps, gallery, gallery_layout, overlay, side_by_side
 from .constants import MAX_FACES, MIN_FACE_PX
 from .detect import FaceDetector, box_size
 from .errors import RuntimeToolkitError, SourceError
-from .faces import face_jobs, from_model_output, resize_crop, select_faces, to_model_input
+from .faces import FaceJob, face_jobs, from_model_output, resize_crop, select_faces, to_model_input
 from .frames import to_bgr
 from .records import BestCropStore, EventLog
+from .routing import ModelFit, Route, route
 from .sinks import Sink
 from .sources import ReadStatus, Source
 from .timing import FpsMeter, StageTimer
@@ -30,12 +31,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EnhanceConfig:
+    """`enhance_all`: send every face to its best-fitting model, even where routing would keep the source
+    pixels (a face shown no larger than recorded, or above the model's crossover size)."""
+
     view: str = "overlay"
     detect_every: int = 1
     max_faces: int = MAX_FACES
     min_face: float = MIN_FACE_PX
     upscale: float = 1.0
     show_fps: bool = True
+    enhance_all: bool = False
 
 
 @dataclass
@@ -53,6 +58,7 @@ class RunStats:
     frames_read: int = 0
     frames: int = 0
     faces: int = 0
+    enhanced: int = 0
     skipped_tiny: int = 0
     over_limit: int = 0
     bad_frames: int = 0
@@ -67,21 +73,31 @@ def run_batched(backend: Backend, batch: np.ndarray) -> np.ndarray:
 
 
 class Enhancer:
-    """Processes frames one at a time. Detection runs on frames 0, N, 2N, ... (N = detect_every)."""
+    """Processes frames one at a time. Detection runs on frames 0, N, 2N, ... (N = detect_every).
 
-    def __init__(self, backend: Backend, detector: FaceDetector, config: EnhanceConfig = EnhanceConfig(),
-                 crops: BestCropStore | None = None, events: EventLog | None = None, timer: StageTimer | None = None):
+    `backends` is one backend or a list of them (models of different input sizes, e.g. a x8 16 -> 128 and a
+    x4 32 -> 128 model): each face goes to the model that fits its native size (see `runtime.routing`), and
+    faces are batched per model.
+    """
+
+    def __init__(self, backends: Backend | list[Backend], detector: FaceDetector,
+                 config: EnhanceConfig = EnhanceConfig(), crops: BestCropStore | None = None,
+                 events: EventLog | None = None, timer: StageTimer | None = None):
         if config.view not in VIEWS:
             raise RuntimeToolkitError(f"view {config.view!r} received; expected one of {', '.join(VIEWS)}.")
-        self.backend = backend
+        self.backends = list(backends) if isinstance(backends, (list, tuple)) else [backends]
         self.detector = detector
         self.config = config
         self.crops = crops
         self.events = events
         self.timer = timer or StageTimer()
         self.tracker = IoUTracker()
-        self.input_hw = backend.artifact.input_hw
-        self.output_hw = backend.artifact.output_hw
+        self.fits = [ModelFit.for_sides(b.artifact.input_hw[0], b.artifact.output_hw[0]) for b in self.backends]
+        self.output_hw = max(b.artifact.output_hw for b in self.backends)
+
+    @property
+    def backend(self) -> Backend:
+        return self.backends[0]
 
     def process(self, frame: np.ndarray, index: int, fps: float | None = None) -> FrameResult:
         """One frame (grey, BGR or BGRA, any size) -> its view and what was found."""
@@ -91,15 +107,37 @@ class Enhancer:
         selected, tiny, over = select_faces(tracks, self.config.min_face, self.config.max_faces)
         with self.timer.stage("prepare"):
             jobs = face_jobs(frame, selected)
-            small = [resize_crop(job.crop, self.input_hw) for job in jobs]
+            routes = [route(job.square.side, self._display_px(frame, job, len(jobs)), self.fits,
+                            self.config.enhance_all) for job in jobs]
         with self.timer.stage("sr"):
-            sr = from_model_output(run_batched(self.backend, to_model_input(small))) if jobs else []
-        faces = [EnhancedFace(j.track_id, j.box, j.square, lr, out) for j, lr, out in zip(jobs, small, sr)]
+            faces = self._enhance(jobs, routes)
         with self.timer.stage("compose"):
             view = self._render(frame, faces, fps)
         with self.timer.stage("encode"):
-            self._record(index, jobs, faces)
+            self._record(index, faces)
         return FrameResult(index, view, tracks, faces, tiny, over)
+
+    def _display_px(self, frame: np.ndarray, job: FaceJob, face_count: int) -> float:
+        """How large the face is shown in the chosen view."""
+        if self.config.view == "overlay":
+            return job.square.side * self.config.upscale
+        if self.config.view == "gallery":
+            return gallery_layout(frame.shape[1], frame.shape[0], face_count).thumb
+        return self.output_hw[0]
+
+    def _enhance(self, jobs: list[FaceJob], routes: list[Route]) -> list[EnhancedFace]:
+        """Each routed face through its model, one batch per model; the others keep their source pixels."""
+        results = {}
+        for number, backend in enumerate(self.backends):
+            members = [i for i, r in enumerate(routes) if r.model == number]
+            if not members:
+                continue
+            small = [resize_crop(jobs[i].crop, backend.artifact.input_hw) for i in members]
+            outputs = from_model_output(run_batched(backend, to_model_input(small)))
+            results.update({i: (lr, sr) for i, lr, sr in zip(members, small, outputs)})
+        return [EnhancedFace(job.track_id, job.box, job.square, *results.get(i, (None, None)), native=job.crop,
+                             route=routes[i].reason, model=routes[i].model)
+                for i, job in enumerate(jobs)]
 
     def _tracks(self, frame: np.ndarray, index: int) -> list[Track]:
         if index % self.config.detect_every == 0:
@@ -113,18 +151,21 @@ class Enhancer:
             view = gallery(frame, faces)
         else:
             view = side_by_side(faces, self.config.max_faces, self.output_hw[0])
-        return draw_fps(view, fps, f"{len(faces)} faces") if self.config.show_fps else view
+        enhanced = sum(face.sr is not None for face in faces)
+        return draw_fps(view, fps, f"{enhanced}/{len(faces)} faces enhanced") if self.config.show_fps else view
 
-    def _record(self, index: int, jobs, faces: list[EnhancedFace]) -> None:
-        for job, face in zip(jobs, faces):
+    def _record(self, index: int, faces: list[EnhancedFace]) -> None:
+        for face in faces:
             crop_path = None
             if self.crops is not None:
-                self.crops.offer(face.track_id, face.sr, box_size(face.box), job.crop)
+                self.crops.offer(face.track_id, comparison(face, self.output_hw[0]), box_size(face.box),
+                                 face.native)
                 crop_path = self.crops.saved(face.track_id)
             if self.events is not None:
                 self.events.write({"frame": index, "track": face.track_id,
-                                   "box": [round(v, 1) for v in face.box],
-                                   "crop": str(crop_path) if crop_path else None})
+                                   "box": [round(v, 1) for v in face.box], "enhanced": face.sr is not None,
+                                   "model": None if face.model is None else self.backends[face.model].artifact.model_name,
+                                   "route": face.route, "crop": str(crop_path) if crop_path else None})
 
 
 def run_stream(source: Source, sink: Sink, enhancer: Enhancer, max_frames: int | None = None,
@@ -178,6 +219,7 @@ def _step(source: Source, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_m
 def _count(stats: RunStats, result: FrameResult) -> None:
     stats.frames += 1
     stats.faces += len(result.faces)
+    stats.enhanced += sum(face.sr is not None for face in result.faces)
     stats.skipped_tiny += result.skipped_tiny
     stats.over_limit += result.over_limit
     stats.track_ids.update(face.track_id for face in result.faces)
@@ -189,6 +231,7 @@ def summarize(stats: RunStats, timer: StageTimer, wall_s: float, extra: dict | N
         **(extra or {}),
         "frames": stats.frames,
         "faces": stats.faces,
+        "faces_enhanced": stats.enhanced,
         "tracks": len(stats.track_ids),
         "skipped_tiny_faces": stats.skipped_tiny,
         "over_max_faces": stats.over_limit,

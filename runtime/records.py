@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .errors import SinkError
+from .files import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -24,28 +24,11 @@ def sharpness(image: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
-def _write_atomic(path: Path, data: bytes) -> Path:
-    """Write to a temporary file beside `path` and rename it into place: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_image_atomic(path: Path, image: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(path.suffix, image)
     if not ok:
         raise SinkError(f"cannot encode an image as {path.suffix!r}; use .png or .jpg.")
-    return _write_atomic(path, encoded.tobytes())
-
-
-def write_json_atomic(path: Path, data: dict) -> Path:
-    return _write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+    return write_bytes_atomic(path, encoded.tobytes())
 
 
 def ensure_folder(folder: Path, flag: str) -> Path:

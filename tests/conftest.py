@@ -12,20 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from runtime import shared_data
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _shared_root() -> Path:
-    env = os.environ.get("FSR_SHARED_DIR")
-    return Path(env) if env else REPO_ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The read-only data folder (../shared or $FSR_SHARED_DIR); tests using it skip when it is absent."""
-    root = _shared_root()
-    if not (root / "data" / "scenes").is_dir():
-        pytest.skip(f"shared data folder not found at {root}")
+    root = shared_data.shared_dir()
+    if root is None or not (root / "data" / "scenes").is_dir():
+        pytest.skip(f"shared data folder not found ({shared_data.MISSING_HINT})")
     return root
 
 

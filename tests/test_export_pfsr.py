@@ -92,9 +92,13 @@ def test_runtime_runs_pfsr_from_its_manifest(pfsr_fp32, shared_dir, detector_pat
     frame = cv2.imread(str(shared_dir / "data" / "scenes" / "group-6faces.jpg"))
     artifact = load_artifact(pfsr_fp32.manifest_path)
     with create_backend("onnxruntime", artifact, providers=["CPUExecutionProvider"]) as backend:
-        result = Enhancer(backend, FaceDetector(detector_path), EnhanceConfig(view="gallery")).process(frame, 0)
+        forced = EnhanceConfig(view="gallery", enhance_all=True)
+        result = Enhancer(backend, FaceDetector(detector_path), forced).process(frame, 0)
+        routed = Enhancer(backend, FaceDetector(detector_path), EnhanceConfig(view="gallery")).process(frame, 0)
     assert len(result.faces) == 6
     assert all(face.sr.shape == (128, 128, 3) for face in result.faces)
+    # 73-86 px faces are far above a x8 model's crossover: routing keeps their recorded pixels.
+    assert len(routed.faces) == 6 and all(face.sr is None for face in routed.faces)
 
 
 @pytest.mark.parametrize("backend_name", ["onnxruntime", "torch"])
@@ -132,3 +136,29 @@ def test_int8_quantizes_the_transposed_convolutions(pfsr_fp32, tmp_path):
     fp32 = load_artifact(pfsr_fp32.manifest_path)
     gate = accuracy_gate(fp32, onnx_artifact(out, fp32.inputs, fp32.outputs, fp32.batch), PRECISIONS["int8"], count=8)
     assert gate["int8_vs_fp32_db"] > 30
+
+
+@pytest.mark.parametrize("damage", ["nan", "random_bytes"])
+def test_cli_refuses_weights_with_non_finite_values(pfsr_weights, tmp_path, caplog, damage):
+    """A NaN in one tensor (or random bytes in its data) must not be published as a passed export."""
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    from export.build import main
+
+    with safe_open(str(pfsr_weights), "np") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(pfsr_weights))
+    name = "step1.0.weight" if "step1.0.weight" in tensors else sorted(tensors)[0]
+    values = tensors[name]
+    if damage == "nan":
+        values.flat[0] = np.nan
+    else:  # bytes that decode to huge/NaN floats, as a corrupted download would
+        raw = values.reshape(-1).view(np.uint32)
+        raw[:] = np.random.default_rng(0).integers(0, 2**32, raw.size, dtype=np.uint32)
+        raw[:4] = 0x7FC00000  # make sure at least some are NaN
+    damaged = tmp_path / "damaged.safetensors"
+    save_file(tensors, str(damaged), metadata=metadata)
+    assert main(["--model", "pfsr", "--weights", str(damaged), "--outdir", str(tmp_path / "out")]) == 2
+    assert "non-finite values (NaN/Inf)" in caplog.text
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

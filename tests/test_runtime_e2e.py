@@ -177,10 +177,12 @@ def test_fetch_verifies_the_checksum(tmp_path, detector_path, caplog):
 
 
 def test_measured_framing_constant_matches_a_fresh_sample(shared_dir, detector_path):
-    utk = shared_dir / "data" / "faces-utk"
-    if not (utk / "splits.json").is_file():
+    from runtime.shared_data import split_names, utk_dir
+
+    utk = utk_dir()
+    if utk is None:
         pytest.skip("UTKFace crops not available")
-    names = json.loads((utk / "splits.json").read_text())["val"][:30]
+    names = split_names(utk, "val", 30)
     result = measure([utk / "images" / n for n in names], FaceDetector(detector_path), pad=100)
     assert result["detected"] >= 28
     assert result["scale_median"] == pytest.approx(FRAMING_SCALE, rel=0.05)

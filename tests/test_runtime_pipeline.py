@@ -9,7 +9,10 @@ import pytest
 
 from runtime.artifact import load_artifact
 from runtime.backends import create_backend
-from runtime.compose import EnhancedFace, draw_fps, feather_mask, gallery, overlay, side_by_side
+from runtime.routing import ModelFit, Route, route
+from runtime.compose import (
+    EnhancedFace, GalleryLayout, draw_fps, feather_mask, gallery, gallery_layout, overlay, side_by_side,
+)
 from runtime.constants import FRAMING_OFFSET, FRAMING_SCALE
 from runtime.detect import Detection, box_size, detection_scale
 from runtime.errors import BackendError, RuntimeToolkitError, SinkError
@@ -121,10 +124,14 @@ def test_tracker_smooths_jitter():
 
 
 # --- composition ------------------------------------------------------------------------------------------
-def _face(track_id=1, x=20, y=30, side=40):
+def _face(track_id=1, x=20, y=30, side=40, enhanced=True):
     lr = np.full((16, 16, 3), 60, np.uint8)
     sr = np.full((128, 128, 3), 250, np.uint8)
-    return EnhancedFace(track_id, (x + 2.0, y + 2.0, side - 4.0, side - 4.0), Square(x, y, side), lr, sr)
+    native = np.full((side, side, 3), 60, np.uint8)
+    box = (x + 2.0, y + 2.0, side - 4.0, side - 4.0)
+    if not enhanced:
+        return EnhancedFace(track_id, box, Square(x, y, side), None, None, native, "kept", None)
+    return EnhancedFace(track_id, box, Square(x, y, side), lr, sr, native)
 
 
 def test_feather_mask_is_one_inside_and_fades_at_the_edges():
@@ -143,6 +150,8 @@ def test_overlay_pastes_faces_without_touching_the_input():
     assert big.shape == (240, 320, 3) and big[100, 80].min() == 250
     edge = overlay(frame, [_face(x=140, y=100, side=40)])  # square leaves the frame: clipped
     assert edge.shape == frame.shape and edge[115, 155].min() > 0
+    kept = overlay(frame, [_face(enhanced=False)], upscale=2.0)  # routing kept the recorded pixels
+    assert not kept.any()
 
 
 def test_gallery_and_side_by_side_have_fixed_sizes():
@@ -152,8 +161,27 @@ def test_gallery_and_side_by_side_have_fixed_sizes():
         grid = side_by_side(faces, slots=6, tile=128)
         assert grid.shape == (2 * 128, 4 * 2 * 128, 3)
     grid = side_by_side([_face(7)], slots=1, tile=128)
-    assert grid[64, 64].max() == 60 and grid[64, 192].min() == 250  # bicubic LR | enhanced
+    assert grid[64, 64].max() == 60 and grid[64, 192].min() == 250  # recorded | enhanced
+    grid = side_by_side([_face(7, enhanced=False)], slots=1, tile=128)
+    assert grid[64, 192].max() == 60  # not enhanced: the recorded crop on both sides
     assert not frame.any()
+
+
+def test_gallery_tiles_shrink_and_wrap_to_fit_the_faces():
+    assert gallery_layout(400, 300, 1) == GalleryLayout(60, 6, 1)
+    assert gallery_layout(400, 300, 12) == GalleryLayout(60, 6, 1)  # too small to wrap: 6 shown, "+6"
+    assert gallery_layout(1920, 1080, 8) == GalleryLayout(216, 8, 1)
+    assert gallery_layout(1920, 1080, 9) == GalleryLayout(108, 17, 2)
+    frame = np.zeros((600, 800, 3), np.uint8)
+    strip = gallery(frame, [_face(i) for i in range(12)])[600:]
+    assert strip.shape[0] == 120  # the strip's height does not depend on the number of faces
+    assert (strip[:, :, 0] == 250).sum() > 12 * 0.8 * 60 * 60  # all 12 tiles drawn (2 rows of 60 px)
+
+
+def test_fps_label_is_readable_on_a_white_frame():
+    white = np.full((720, 1280, 3), 255, np.uint8)
+    out = draw_fps(white, 25.0, "3/4 faces enhanced")
+    assert out[10:30, 8:200].min() < 100  # a dark box behind white text
 
 
 def test_draw_fps_returns_a_new_image():
@@ -257,7 +285,7 @@ def test_no_faces(backend):
 def test_more_faces_than_the_max_batch(backend):
     detections = [_det(10 + 50 * i, 10 + 60 * (i % 3), 40) for i in range(10)]  # max batch is 4
     frame = np.random.default_rng(0).integers(0, 255, (240, 560, 3), dtype=np.uint8)
-    result = _enhancer(backend, detections).process(frame, 0)
+    result = _enhancer(backend, detections, enhance_all=True).process(frame, 0)
     assert len(result.faces) == 10 and len({f.track_id for f in result.faces}) == 10
     assert all(f.sr.shape == (128, 128, 3) and f.lr.shape == (16, 16, 3) for f in result.faces)
 
@@ -354,3 +382,35 @@ def test_run_stream_stops_at_max_frames(backend):
     items = [(ReadStatus.OK, np.zeros((50, 50, 3), np.uint8))] * 5
     stats = run_stream(ListSource(items), ListSink(), _enhancer(backend, []), max_frames=2)
     assert stats.frames == 2
+
+
+# --- scale routing --------------------------------------------------------------------------------------------
+X8, X4 = ModelFit(16, 128, 24.0), ModelFit(32, 128, 48.0)
+
+
+@pytest.mark.parametrize("native, display, expected", [
+    (12, 96, 0),  # tiny face shown 8x larger: the x8 model
+    (20, 160, 0),  # closer to 16 than to 32 (log scale)
+    (26, 104, 1),  # closer to 32: the x4 model
+    (40, 160, 1),
+    (60, 240, None),  # above the x4 model's crossover: interpolate
+    (20, 20, None),  # shown at its recorded size: never enhanced
+    (20, 15, None),
+])
+def test_route_picks_the_best_fitting_model_or_none(native, display, expected):
+    assert route(native, display, [X8, X4]).model == expected
+
+
+def test_route_force_and_a_single_model():
+    assert route(20, 20, [X8, X4], force=True) == Route(0, "forced")
+    assert route(30, 240, [X8]).model is None  # 30 px > the x8 model's crossover of 24 px
+    assert "crossover" in route(30, 240, [X8]).reason
+
+
+def test_enhancer_keeps_faces_shown_at_their_recorded_size(backend):
+    frame = np.random.default_rng(2).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    at_one = _enhancer(backend, [_det(100, 100, 20)]).process(frame, 0)
+    assert at_one.faces[0].sr is None and "recorded size" in at_one.faces[0].route
+    np.testing.assert_array_equal(at_one.view[60:200, 60:200], frame[60:200, 60:200])  # untouched
+    at_four = _enhancer(backend, [_det(100, 100, 20)], upscale=4.0).process(frame, 0)
+    assert at_four.faces[0].sr is not None and at_four.view.shape == (960, 1280, 3)

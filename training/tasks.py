@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import create_model, model_spec
+from runtime.frames import hwc_uint8_to_nchw
 from models.dic import DICConfig
 from models.pfsr import NUM_STAGES
 
@@ -44,7 +45,7 @@ class Batch:
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(hwc_uint8_to_nchw(images))
 
 
 def sample_batch(split, indices: np.ndarray, flips: np.ndarray | None = None, device="cpu",
