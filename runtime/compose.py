@@ -73,12 +73,13 @@ def resize_square(image: np.ndarray, side: int) -> np.ndarray:
 
 def overlay(frame: np.ndarray, faces: list[EnhancedFace], upscale: float = 1.0,
             feather: float = FEATHER_FRACTION) -> np.ndarray:
-    """Frame upscaled by `upscale` (INTER_LINEAR) with each enhanced face pasted over its square."""
+    """Frame upscaled by `upscale` (INTER_CUBIC, the interpolation faces are compared with) with each enhanced
+    face pasted over its square."""
     height, width = frame.shape[:2]
     if upscale == 1.0:
         canvas = frame.copy()
     else:
-        canvas = cv2.resize(frame, (round(width * upscale), round(height * upscale)), interpolation=cv2.INTER_LINEAR)
+        canvas = cv2.resize(frame, (round(width * upscale), round(height * upscale)), interpolation=cv2.INTER_CUBIC)
     for face in sorted(faces, key=lambda f: f.square.side):  # larger faces end up on top
         if face.sr is None:
             continue  # routing kept the recorded pixels

@@ -54,5 +54,10 @@ GALLERY_MAX_ROWS = 3  # the strip wraps onto at most this many rows of smaller t
 # --- Scale routing (runtime.routing) ----------------------------------------------------------------
 # A face is enhanced only when its native size (framing square side) is at most CROSSOVER_RATIO x the
 # model's input side: above that, interpolating the recorded pixels scores higher than shrinking them to the
-# model's input and super-resolving. Measured by `python -m benchmarks.crossover` (see its results file).
-CROSSOVER_RATIO = 1.5
+# model's input and super-resolving. Measured two ways (Y-PSNR against the original, gain over bicubic):
+# - aligned UTK test crops (`python -m benchmarks.crossover`, 200 faces): PFSR x8 wins up to 20 px native
+#   (+0.34 dB at 20, -0.12 at 22: ratio 1.25), the DIC CPU demo up to 17 px (+0.06; -0.31 at 18: 1.06);
+# - whole frames (`python -m benchmarks.frames`, detected and framed by the runtime): PFSR loses 0.81 dB on
+#   16-24 px faces (K = 4, 12 faces) and gains 0.36 dB on 12-16 px faces (K = 8).
+# Real framing is less kind than aligned crops, so the rule takes the smaller: faces no larger than the input.
+CROSSOVER_RATIO = 1.0

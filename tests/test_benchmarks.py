@@ -88,3 +88,32 @@ def test_report_collects_every_models_speed_file(tmp_path):
     assert text.index("#### Speed dic") < text.index("#### Speed pfsr") < text.index("#### Quality")
     assert "![speed_pfsr on cpu-x](results/cpu-x/speed_pfsr.png)" in text
     assert "speed_dic.png" not in text
+
+
+@pytest.mark.shared
+def test_frames_quick_leaves_large_faces_and_the_background_alone(tmp_path, shared_dir, fast_sr_artifact):
+    """K = 1: every face region equals the original (nothing enhanced at its recorded size); K >= 2: outside
+    the faces the runtime's frame is exactly plain bicubic interpolation."""
+    from benchmarks.frames import main as frames_main
+
+    assert frames_main(["--models", str(fast_sr_artifact), "--quick", "--outdir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "frames.json").read_text())["summary"]
+    at_one = [r for r in summary if r["K"] == 1]
+    assert at_one and all(r["runtime_db"] == 100.0 for r in at_one)  # identical to the original
+    outside = [r for r in summary if r["region"] == "outside the faces" and r["K"] > 1]
+    assert len(outside) == 3 and all(abs(r["gain_db"]) < 0.01 for r in outside)
+    assert (tmp_path / "frames.md").is_file()
+
+
+@pytest.mark.shared
+def test_crossover_quick_finds_where_a_model_stops_paying(tmp_path, shared_dir, fast_sr_artifact):
+    """The linear-resize 'model' is plain interpolation: it never beats bicubic by much, and never above 16 px."""
+    from benchmarks.crossover import main as crossover_main
+
+    if not (shared_dir / "data/faces-utk/splits.json").is_file():
+        pytest.skip("UTK faces not found")
+    assert crossover_main(["--models", str(fast_sr_artifact), "--limit", "20", "--sizes", "8,16,32",
+                           "--outdir", str(tmp_path)]) == 0
+    (model,) = json.loads((tmp_path / "crossover.json").read_text())["models"]
+    assert [r["native_px"] for r in model["rows"]] == [8, 16, 32]
+    assert model["rows"][-1]["gain_db"] < 0  # shrinking 32 px faces to 16 loses detail
