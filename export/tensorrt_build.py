@@ -140,8 +140,11 @@ def _builder_config(trt, builder, image_input: TensorSpec, batch: BatchProfile, 
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
     config.builder_optimization_level = options.opt_level
     if options.hardware_compat != "none":
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
-                                                      HARDWARE_COMPAT[options.hardware_compat])
+        level = getattr(trt.HardwareCompatibilityLevel, HARDWARE_COMPAT[options.hardware_compat], None)
+        if level is None:
+            raise ExportError(f"--hardware-compat {options.hardware_compat}: TensorRT {trt.__version__} does not "
+                              "have it (SAME_COMPUTE_CAPABILITY needs 10.9 or newer)")
+        config.hardware_compatibility_level = level
     cache_file = Path(options.timing_cache) if options.timing_cache else None
     timing = config.create_timing_cache(cache_file.read_bytes() if cache_file and cache_file.is_file() else b"")
     config.set_timing_cache(timing, False)
@@ -286,19 +289,27 @@ def parse_l4t(text: str) -> str | None:
     return f"{match.group(1)}.{match.group(2)}" if match else None
 
 
-def jetson_release() -> tuple[str | None, str | None]:
-    """(L4T release, JetPack version) on a Jetson, else (None, None)."""
+def _package_version(name: str) -> str | None:
     import subprocess
 
-    if not JETSON_RELEASE_FILE.is_file():
-        return None, None
-    l4t = parse_l4t(JETSON_RELEASE_FILE.read_text(errors="replace").splitlines()[0])
     try:
-        jetpack = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True,
-                                 text=True, timeout=10).stdout.strip() or None
+        return subprocess.run(["dpkg-query", "-W", "-f=${Version}", name], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
-        jetpack = None
-    return l4t, jetpack
+        return None
+
+
+def jetson_release() -> tuple[str | None, str | None]:
+    """(L4T release, JetPack version) on a Jetson, else (None, None). L4T from /etc/nv_tegra_release, or
+    the nvidia-l4t-core package inside containers; JetPack from the nvidia-jetpack package (often absent)."""
+    l4t = None
+    if JETSON_RELEASE_FILE.is_file():
+        lines = JETSON_RELEASE_FILE.read_text(errors="replace").splitlines()
+        l4t = parse_l4t(lines[0]) if lines else None
+    if l4t is None:
+        core = _package_version("nvidia-l4t-core")  # e.g. 36.4.7-20250918154033
+        l4t = core.split("-")[0] if core else None
+    return l4t, _package_version("nvidia-jetpack") if l4t else None
 
 
 # --- from an artifact to an engine artifact -----------------------------------------------------------------

@@ -18,7 +18,6 @@ from . import ExportError
 
 FP32_TOLERANCE = 1e-4
 LANDMARK_AGREEMENT = 0.99  # share of landmark points whose arg-max must be identical
-PARITY_FACES = 16
 
 
 def onnx_artifact(onnx_path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],

@@ -52,7 +52,7 @@ def _dic_io(config: DICConfig) -> ModelIO:
 
 
 def _pfsr_io(config: PFSRConfig) -> ModelIO:
-    return ModelIO(input_size=16, scale=config.scale, folds_batchnorm=True)
+    return ModelIO(input_size=config.input_size, scale=config.scale, folds_batchnorm=True)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -72,7 +72,8 @@ _register(ModelSpec("dicgan", _build_dic, DIC_CONFIGS, DICConfig.from_dict, _dic
                     "DICGAN (CVPR 2020): DIC generator, GAN-fine-tuned weights"))
 
 
-_register(ModelSpec("pfsr", PFSR, PFSR_CONFIGS, PFSRConfig.from_dict, _pfsr_io, ("pfsr_utk.safetensors",),
+_register(ModelSpec("pfsr", PFSR, PFSR_CONFIGS, PFSRConfig.from_dict, _pfsr_io,
+                    ("pfsr_utk.safetensors",),
                     "PFSR (BMVC 2019), 16->128 in three progressive x2 steps, light (10.5 GFLOP at width 512)"))
 
 

@@ -32,12 +32,15 @@ from .config import ConfigDict
 
 __all__ = ["PFSRConfig", "PFSR", "PFSR_CONFIGS", "EqualConv2d", "ResBlock", "FusedPFSR", "fuse_pfsr", "NUM_STAGES"]
 
-NUM_STAGES = 3  # x2 steps: 16 -> 32 -> 64 -> 128
+NUM_STAGES = 3  # x2 steps of the paper's x8 model: 16 -> 32 -> 64 -> 128
+OUTPUT_SIZE = 128
 
 
 @dataclass(frozen=True)
 class PFSRConfig(ConfigDict):
-    """`width`: channels of step 1 (halved after each upsampling); 512 is the paper's generator."""
+    """`width`: channels of step 1 (halved after each upsampling); 512 is the paper's generator.
+    `scale`: 8 (the paper's 16 -> 128, three x2 steps) or 4 (32 -> 128, two: this project's x4 variant for
+    faces of about 24-48 px; same blocks, `step1`/`step2` and two `to_rgb`)."""
 
     model_label = "PFSR"
 
@@ -47,15 +50,23 @@ class PFSRConfig(ConfigDict):
     retired_keys = {"num_steps": 1}
 
     def __post_init__(self):
-        if self.scale != 8:
-            raise ValueError(f"PFSR supports scale=8 only (16->128), got scale={self.scale}")
+        if self.scale not in (4, 8):
+            raise ValueError(f"PFSR supports scale=8 (16->128) or scale=4 (32->128), got scale={self.scale}")
         if self.width < 8 or self.width % 8:
             raise ValueError(f"width must be a positive multiple of 8 (it is halved 3 times), got {self.width}")
 
     @property
-    def stage_channels(self) -> tuple[int, int, int]:
-        """Channels out of step 1, 2 and 3 (inputs of to_rgb[0..2])."""
-        return self.width // 2, self.width // 4, self.width // 8
+    def num_stages(self) -> int:
+        return self.scale.bit_length() - 1  # log2: x2 steps
+
+    @property
+    def input_size(self) -> int:
+        return OUTPUT_SIZE // self.scale
+
+    @property
+    def stage_channels(self) -> tuple[int, ...]:
+        """Channels out of each step (inputs of to_rgb[0..])."""
+        return tuple(self.width // 2 ** (k + 1) for k in range(self.num_stages))
 
 
 PFSR_CONFIGS = {
@@ -63,6 +74,9 @@ PFSR_CONFIGS = {
     "half": PFSRConfig(256),  # 1/4 of the compute
     "quarter": PFSRConfig(128),  # 1/16 of the compute
     "tiny": PFSRConfig(16),  # tests
+    "x4_half": PFSRConfig(256, scale=4),  # x4 variant, 32 -> 128
+    "x4_quarter": PFSRConfig(128, scale=4),
+    "x4_tiny": PFSRConfig(16, scale=4),  # tests
 }
 
 
@@ -112,7 +126,8 @@ def _upsample_block(in_channels: int, out_channels: int) -> list[nn.Module]:
 
 
 class PFSR(nn.Module):
-    """PFSR generator. `forward(lr, stage=3, alpha=1.0)` -> RGB in [0, 1] at 16 * 2**stage pixels."""
+    """PFSR generator. `forward(lr, stage=None, alpha=1.0)` -> RGB in [0, 1] at input * 2**stage pixels
+    (stage None: all of them)."""
 
     supports_landmarks = False
 
@@ -120,19 +135,21 @@ class PFSR(nn.Module):
         super().__init__()
         self.config = config
         c = config.width
-        c1, c2, c3 = config.stage_channels
+        channels = config.stage_channels
         self.step1 = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
-                                   ResBlock(c), *_upsample_block(c, c1))
-        self.step2 = nn.Sequential(ResBlock(c1), *_upsample_block(c1, c2))
-        self.step3 = nn.Sequential(ResBlock(c2), *_upsample_block(c2, c3))
-        self.to_rgb = nn.ModuleList([nn.Conv2d(ch, 3, 1) for ch in (c1, c2, c3)])
+                                   ResBlock(c), *_upsample_block(c, channels[0]))
+        for k in range(1, config.num_stages):  # step2, step3: upstream names
+            self.add_module(f"step{k + 1}", nn.Sequential(ResBlock(channels[k - 1]),
+                                                           *_upsample_block(channels[k - 1], channels[k])))
+        self.to_rgb = nn.ModuleList([nn.Conv2d(ch, 3, 1) for ch in channels])
 
     def stages(self) -> list[nn.Module]:
-        return [self.step1, self.step2, self.step3]
+        return [getattr(self, f"step{k + 1}") for k in range(self.config.num_stages)]
 
-    def forward(self, lr: torch.Tensor, stage: int = NUM_STAGES, alpha: float = 1.0) -> torch.Tensor:
-        if not 1 <= stage <= NUM_STAGES:
-            raise ValueError(f"stage must be 1..{NUM_STAGES}, got {stage}")
+    def forward(self, lr: torch.Tensor, stage: int | None = None, alpha: float = 1.0) -> torch.Tensor:
+        stage = self.config.num_stages if stage is None else stage
+        if not 1 <= stage <= self.config.num_stages:
+            raise ValueError(f"stage must be 1..{self.config.num_stages}, got {stage}")
         features = lr * 2.0 - 1.0  # upstream range [-1, 1]
         previous = None
         for step in self.stages()[:stage]:
@@ -209,12 +226,12 @@ class FusedPFSR(nn.Sequential):
 
 def fuse_pfsr(model: PFSR) -> FusedPFSR:
     """Conv/ConvTranspose/ReLU layers and residual adds only, equal to `model(lr)` in eval mode."""
-    s1, s2, s3 = model.step1, model.step2, model.step3
+    s1, *later = model.stages()
     first = _folded_conv(*_fold(s1[0].weight, s1[0].bias, s1[1]), padding=1)
     layers = [_InputToSymmetric(), first, nn.ReLU(), _FusedResBlock(s1[3]), *_fused_upsample(s1[4], s1[5])]
-    for step in (s2, s3):
+    for step in later:
         layers += [_FusedResBlock(step[0]), *_fused_upsample(step[1], step[2])]
-    to_rgb = copy.deepcopy(model.to_rgb[NUM_STAGES - 1])
+    to_rgb = copy.deepcopy(model.to_rgb[-1])
     with torch.no_grad():  # y * 0.5 + 0.5 folded into the 1x1 conv
         to_rgb.weight.mul_(0.5)
         to_rgb.bias.mul_(0.5).add_(0.5)

@@ -43,7 +43,9 @@ def _read_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        # torch words it "Unsupported global: GLOBAL x.y" or, for blocked modules, "unsupported GLOBAL x.y whose
+        # module x is blocked"; either way the file is intact and asks for code to run.
+        unsafe = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(err))
         if unsafe is None:  # not an unsafe class: the bytes themselves are broken
             raise WeightsError(f"{path}: cannot read PyTorch checkpoint. Is it truncated or corrupt?") from err
         raise WeightsError(

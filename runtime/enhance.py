@@ -23,7 +23,9 @@ from .artifact import load_artifact
 from .assets import detector_model_path
 from .backends import BACKENDS, create_backend
 from .compose import VIEWS
-from .constants import DETECT_MAX_SIDE, MAX_FACES, MIN_FACE_INPUT_FRACTION
+from .constants import (
+    DETECT_MAX_SIDE, MAX_FACES, MIN_FACE_INPUT_FRACTION, TRACK_CONFIRM_HITS, TRACK_CONFIRM_SCORE,
+)
 from .detect import FaceDetector
 from .errors import RuntimeToolkitError
 from .pipeline import EnhanceConfig, Enhancer, run_stream, summarize
@@ -101,13 +103,15 @@ def run(args: argparse.Namespace) -> dict:
     min_face = args.min_face or MIN_FACE_INPUT_FRACTION * min(a.input_hw[0] for a in artifacts)
     detector = FaceDetector(detector_model_path(args.detector_model), max_side=args.detect_max_side,
                             min_face_px=min_face)
-    config = EnhanceConfig(view=args.view, detect_every=args.detect_every, max_faces=args.max_faces,
-                           min_face=min_face, upscale=args.upscale, show_fps=not args.no_fps,
-                           enhance_all=args.enhance_all)
     timer = StageTimer()
     with ExitStack() as stack:
         backends = [stack.enter_context(create_backend(args.backend, artifact)) for artifact in artifacts]
         source = stack.enter_context(open_source(args.source))
+        stills = source.uri.scheme in ("image", "folder")  # no second frame to confirm a face with
+        config = EnhanceConfig(view=args.view, detect_every=args.detect_every, max_faces=args.max_faces,
+                               min_face=min_face, upscale=args.upscale, show_fps=not args.no_fps,
+                               enhance_all=args.enhance_all, confirm_hits=1 if stills else TRACK_CONFIRM_HITS,
+                               confirm_score=0.0 if stills else TRACK_CONFIRM_SCORE, independent_frames=stills)
         sink = stack.enter_context(open_sink(args.output, args.headless, source.fps))
         crops = BestCropStore(args.save_crops) if args.save_crops else None
         events = stack.enter_context(EventLog(args.events)) if args.events else None

@@ -58,9 +58,9 @@ def crop_square(frame: np.ndarray, square: Square) -> np.ndarray:
 def select_faces(tracks: list[Track], min_face: float, max_faces: int) -> tuple[list[Track], int, int]:
     """(tracks to enhance, largest first; number too small; number over the max_faces limit).
 
-    Only tracks confirmed by the latest detection round count: a track coasting without a detection
-    (misses > 0) is kept by the tracker for id continuity but shows no face."""
-    seen = [t for t in tracks if t.misses == 0]
+    Only confirmed tracks (see IoUTracker) seen by the latest detection round count: a track coasting
+    without a detection (misses > 0) is kept by the tracker for id continuity but shows no face."""
+    seen = [t for t in tracks if t.misses == 0 and t.confirmed]
     big_enough = sorted((t for t in seen if box_size(t.box) >= min_face), key=lambda t: box_size(t.box), reverse=True)
     tiny = len(seen) - len(big_enough)
     return big_enough[:max_faces], tiny, max(0, len(big_enough) - max_faces)

@@ -41,6 +41,9 @@ class EnhanceConfig:
     upscale: float = 1.0
     show_fps: bool = True
     enhance_all: bool = False
+    confirm_hits: int = 1  # detections before a track counts as a face (videos: TRACK_CONFIRM_HITS)
+    confirm_score: float = 0.0  # ... with at least this mean detector score (videos: TRACK_CONFIRM_SCORE)
+    independent_frames: bool = False  # stills (an image folder): no track carries over to the next frame
 
 
 @dataclass
@@ -91,7 +94,7 @@ class Enhancer:
         self.crops = crops
         self.events = events
         self.timer = timer or StageTimer()
-        self.tracker = IoUTracker()
+        self.tracker = IoUTracker(confirm_hits=config.confirm_hits, confirm_score=config.confirm_score)
         self.fits = [ModelFit.for_sides(b.artifact.input_hw[0], b.artifact.output_hw[0]) for b in self.backends]
         self.output_hw = max(b.artifact.output_hw for b in self.backends)
 
@@ -140,6 +143,9 @@ class Enhancer:
                 for i, job in enumerate(jobs)]
 
     def _tracks(self, frame: np.ndarray, index: int) -> list[Track]:
+        if self.config.independent_frames:  # unrelated photos: a new tracker, detection on every one
+            self.tracker = IoUTracker(next_id=self.tracker.next_id)
+            return self.tracker.update(self.detector.detect(frame), index)
         if index % self.config.detect_every == 0:
             return self.tracker.update(self.detector.detect(frame), index)
         return self.tracker.tracks_at(index)

@@ -19,7 +19,9 @@ class Track:
     """A face followed over time.
 
     box: smoothed (x, y, w, h) at frame `frame`; velocity: (dx, dy) pixels per frame;
-    misses: detection rounds in a row without a matching detection.
+    misses: detection rounds in a row without a matching detection; score_sum: detector scores of its hits.
+    track_id is 0 while the track is tentative; it gets an id when it is confirmed (see IoUTracker), so a
+    flickering non-face never consumes ids or reaches the views, crops and events.
     """
 
     track_id: int
@@ -29,6 +31,15 @@ class Track:
     velocity: tuple[float, float] = (0.0, 0.0)
     hits: int = 1
     misses: int = 0
+    score_sum: float = 0.0
+
+    @property
+    def confirmed(self) -> bool:
+        return self.track_id > 0
+
+    @property
+    def mean_score(self) -> float:
+        return self.score_sum / self.hits if self.hits else 0.0
 
     def box_at(self, frame: int) -> Box:
         """The box predicted for `frame` (moved by the velocity)."""
@@ -109,18 +120,23 @@ class IoUTracker:
         velocity_alpha: EMA weight of a newly measured velocity.
         max_misses: detection rounds a track survives unmatched before it is dropped.
         max_jump: second-pass matching by centre distance, in box sizes (see `match_by_jump`).
+        confirm_hits, confirm_score: a track is confirmed (gets its id) once it has been detected this many
+            times with at least this mean detector score. 1 and 0: every detection is a face at once (stills).
     """
 
     def __init__(self, iou_match: float = TRACK_IOU_MATCH, alpha: float = TRACK_EMA_ALPHA,
                  velocity_alpha: float = TRACK_VELOCITY_ALPHA, max_misses: int = TRACK_MAX_MISSES,
-                 max_jump: float = TRACK_MAX_JUMP):
+                 max_jump: float = TRACK_MAX_JUMP, confirm_hits: int = 1, confirm_score: float = 0.0,
+                 next_id: int = 1):
         self.iou_match = iou_match
         self.alpha = alpha
         self.velocity_alpha = velocity_alpha
         self.max_misses = max_misses
         self.max_jump = max_jump
+        self.confirm_hits = confirm_hits
+        self.confirm_score = confirm_score
         self.tracks: list[Track] = []
-        self.next_id = 1
+        self.next_id = next_id
 
     def update(self, detections: list[Detection], frame: int) -> list[Track]:
         """Feed the detections of `frame`; returns the live tracks, boxes at `frame`."""
@@ -136,18 +152,25 @@ class IoUTracker:
         used = set(matched.values())
         for index, detection in enumerate(detections):
             if index not in used:
-                kept.append(Track(self.next_id, detection.box, detection.score, frame))
-                self.next_id += 1
+                kept.append(self._confirm(Track(0, detection.box, detection.score, frame, score_sum=detection.score)))
         self.tracks = kept
         return self.tracks_at(frame)
+
+    def _confirm(self, track: Track) -> Track:
+        """Give a tentative track its id once it has enough hits with a high enough mean score."""
+        if track.confirmed or track.hits < self.confirm_hits or track.mean_score < self.confirm_score:
+            return track
+        self.next_id += 1
+        return replace(track, track_id=self.next_id - 1)
 
     def _continued(self, track: Track, predicted: Box, detection: Detection, frame: int) -> Track:
         steps = max(1, frame - track.frame)
         (cx, cy), (px, py) = _centre(detection.box), _centre(track.box)
         measured = ((cx - px) / steps, (cy - py) / steps)
         velocity = measured if track.hits == 1 else smooth(track.velocity, measured, self.velocity_alpha)
-        return replace(track, box=smooth(predicted, detection.box, self.alpha), score=detection.score, frame=frame,
-                       velocity=velocity, hits=track.hits + 1, misses=0)
+        return self._confirm(replace(track, box=smooth(predicted, detection.box, self.alpha), score=detection.score,
+                                     frame=frame, velocity=velocity, hits=track.hits + 1, misses=0,
+                                     score_sum=track.score_sum + detection.score))
 
     def tracks_at(self, frame: int) -> list[Track]:
         """The live tracks with their boxes predicted for `frame` (the tracker itself is unchanged)."""

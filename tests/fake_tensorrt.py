@@ -4,10 +4,12 @@ It is not TensorRT and proves nothing about TensorRT's own behaviour. What it do
 calls only names that exist in TensorRT's Python API (10.x; for 11.x without the removed weakly typed
 precision API). Every class defines exactly the methods of the real one that this project could use, and
 setting any attribute not in the real class's property list raises AttributeError, so a misspelt call or
-property fails the test. Names and signatures were checked against TensorRT's Python API docs and the
-pybind sources (NVIDIA/TensorRT python/src/infer/*.cpp, parsers/onnx) for 10.3 and the 10.x -> 11.x
-migration guide (removed: BuilderFlag.FP16/INT8/..., IBuilderConfig.int8_calibrator and the calibrator
-classes, set_calibration_profile).
+property fails the test. Names, enum members and signatures were checked against the pybind sources of
+NVIDIA/TensorRT (python/src/infer/pyCore.cpp, pyInt8.cpp, python/src/parsers/pyOnnx.cpp) at tags v10.3.0
+and v11.1 and the 10.x -> 11.x migration guide. Version differences kept here: SAME_COMPUTE_CAPABILITY
+exists from 10.9; TensorRT 11 removed BuilderFlag.FP16/INT8/BF16/FP8, EXPLICIT_BATCH,
+IBuilderConfig.int8_calibrator, set_calibration_profile, the IInt8 calibrators and
+Builder.platform_has_fast_fp16 (STRONGLY_TYPED stays, value 0, ignored).
 
 The "engine" it builds is a JSON description of the parsed ONNX graph's I/O, so that a deserialized fake
 engine reports the real graph's tensor names, dtypes and shapes.
@@ -34,7 +36,7 @@ class _Strict:
 
 def make_fake_tensorrt(version: str = "10.3.0.26", parse_errors: list | None = None) -> types.ModuleType:
     """A fresh fake `tensorrt` module; `trt.calls` records (name, args) of the builder-side calls."""
-    major = int(version.split(".")[0])
+    major, minor = (int(v) for v in version.split(".")[:2])
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.calls = []
@@ -46,11 +48,15 @@ def make_fake_tensorrt(version: str = "10.3.0.26", parse_errors: list | None = N
         def __init__(self, min_severity=WARNING):
             self.min_severity = min_severity
 
-    NetworkDefinitionCreationFlag = IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
+    # 10.x: EXPLICIT_BATCH 0 (deprecated, no effect), STRONGLY_TYPED 1; 11: only STRONGLY_TYPED = 0 (ignored).
+    NetworkDefinitionCreationFlag = IntEnum("NetworkDefinitionCreationFlag", {"STRONGLY_TYPED": 0} if major >= 11
+                                            else {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
     MemoryPoolType = IntEnum("MemoryPoolType", {"WORKSPACE": 0, "DLA_MANAGED_SRAM": 1, "DLA_LOCAL_DRAM": 2,
                                                 "DLA_GLOBAL_DRAM": 3, "TACTIC_DRAM": 4})
-    HardwareCompatibilityLevel = IntEnum("HardwareCompatibilityLevel", {"NONE": 0, "AMPERE_PLUS": 1,
-                                                                        "SAME_COMPUTE_CAPABILITY": 2})
+    levels = {"NONE": 0, "AMPERE_PLUS": 1}
+    if (major, minor) >= (10, 9):  # added in 10.9
+        levels["SAME_COMPUTE_CAPABILITY"] = 2
+    HardwareCompatibilityLevel = IntEnum("HardwareCompatibilityLevel", levels)
     flags = {"DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 5, "DISABLE_TIMING_CACHE": 6, "TF32": 7, "SPARSE_WEIGHTS": 8,
              "VERSION_COMPATIBLE": 12, "STRIP_PLAN": 19}
     if major < 11:  # the weakly typed precision flags are gone in TensorRT 11
@@ -198,9 +204,10 @@ def make_fake_tensorrt(version: str = "10.3.0.26", parse_errors: list | None = N
         def num_DLA_cores(self):
             return 2
 
-        @property
-        def platform_has_fast_fp16(self):
-            return True
+        if major < 11:  # removed in 11 (deprecated since 10.5)
+            @property
+            def platform_has_fast_fp16(self):
+                return True
 
     class IExecutionContext(_Strict):
         def __init__(self, engine):

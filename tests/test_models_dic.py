@@ -195,11 +195,24 @@ class _NotATensor:
     pass
 
 
+class _RunsACommand:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this must never run",))
+
+
 def test_pickled_objects_are_refused(tmp_path, tiny_model):
     path = tmp_path / "unsafe.pth"
     torch.save({"state_dict": tiny_model.state_dict(), "opt": _NotATensor()}, path)
     with pytest.raises(WeightsError, match="refused .* full unpickling"):
         read_state_dict(path)
+    # A checkpoint that would run a command (a blocked module: newer torch words that error differently)
+    # is refused as unsafe, not reported as a corrupt file.
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": _RunsACommand()}, evil)
+    with pytest.raises(WeightsError, match="refused .* full unpickling of (posix|os).system"):
+        read_state_dict(evil)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -414,3 +414,47 @@ def test_enhancer_keeps_faces_shown_at_their_recorded_size(backend):
     np.testing.assert_array_equal(at_one.view[60:200, 60:200], frame[60:200, 60:200])  # untouched
     at_four = _enhancer(backend, [_det(100, 100, 20)], upscale=4.0).process(frame, 0)
     assert at_four.faces[0].sr is not None and at_four.view.shape == (960, 1280, 3)
+
+
+# --- face gating ------------------------------------------------------------------------------------------------
+def test_tracks_get_an_id_only_when_confirmed():
+    tracker = IoUTracker(confirm_hits=3, confirm_score=0.72)
+    flicker = [_det(400, 50, 20)]  # a crest figure: found now and then, low scores
+    for frame in range(6):
+        face = [Detection(box=(100 + 2 * frame, 100, 60, 60), score=0.9)]
+        noise = [Detection(box=flicker[0].box, score=0.65)] if frame % 2 == 0 else []
+        tracks = tracker.update(face + noise, frame)
+        confirmed = [t for t in tracks if t.confirmed]
+        assert [t.track_id for t in confirmed] == ([] if frame < 2 else [1])
+    assert tracker.next_id == 2  # the flickering box never consumed an id
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_default_gating_on_the_hand_labelled_street_video(shared_dir, detector_path, backend):
+    """No labelled non-face becomes a face; >= 90 % of the labelled faces are (frames after confirmation)."""
+    import json as json_module
+
+    from benchmarks.gating import LABELS, run_setting
+    from runtime.constants import TRACK_CONFIRM_HITS, TRACK_CONFIRM_SCORE
+    from runtime.detect import FaceDetector
+
+    labels = json_module.loads(LABELS.read_text())
+    capture = cv2.VideoCapture(str(shared_dir / labels["video"]))
+    frames = []
+    while (item := capture.read())[0]:
+        frames.append(item[1])
+    result = run_setting(backend, FaceDetector(detector_path), frames, labels, TRACK_CONFIRM_HITS,
+                         TRACK_CONFIRM_SCORE, detect_every=1)
+    assert result["non_face_tracks"] == 0
+    assert result["recall_after_warmup"] >= 0.9
+
+
+def test_independent_frames_share_no_tracks(backend):
+    """Photos of a folder are unrelated: the same place in the next photo is a new face with a new id."""
+    enhancer = _enhancer(backend, [_det(100, 100, 40)], independent_frames=True)
+    frame = np.zeros((200, 300, 3), np.uint8)
+    ids = [[f.track_id for f in enhancer.process(frame, i).faces] for i in range(3)]
+    assert ids == [[1], [2], [3]]
+    video = _enhancer(backend, [_det(100, 100, 40)])
+    assert [[f.track_id for f in video.process(frame, i).faces] for i in range(3)] == [[1], [1], [1]]

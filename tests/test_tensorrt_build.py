@@ -210,3 +210,13 @@ def test_real_tensorrt_engine_through_the_exporter(tmp_path):
             create_backend("onnxruntime", artifact, providers=["CPUExecutionProvider"]) as ort_backend:
         assert trt_backend.engine_file.path == engine
         np.testing.assert_allclose(trt_backend.infer({"lr": lr})["sr"], ort_backend.infer({"lr": lr})["sr"], atol=2e-2)
+
+
+def test_hardware_compat_level_missing_from_the_release_is_a_clear_error(onnx_files):
+    trt = make_fake_tensorrt("10.3.0")  # SAME_COMPUTE_CAPABILITY arrived in 10.9
+    with pytest.raises(ExportError, match="SAME_COMPUTE_CAPABILITY needs 10.9"):
+        build_engine(trt, onnx_files / "m_fp16.onnx", onnx_files / "m.engine", "fp16", LR, BatchProfile(),
+                     EngineOptions(hardware_compat="same_compute_capability"))
+    info = build_engine(make_fake_tensorrt("10.9.0"), onnx_files / "m_fp16.onnx", onnx_files / "m.engine", "fp16",
+                        LR, BatchProfile(), EngineOptions(hardware_compat="same_compute_capability"))
+    assert info.options["hardware_compat"] == "same_compute_capability"

@@ -100,7 +100,8 @@ def decode_pair(path: str | Path, lr_size: int = LR_SIZE) -> tuple[np.ndarray, n
 
 @dataclass
 class FaceSplit:
-    """A decoded split: hr [N,128,128,3] uint8, lr [N,16,16,3] uint8, landmarks [N,68,2] float32 (HR pixels)."""
+    """A decoded split: hr [N,128,128,3] uint8, lr [N,S,S,3] uint8 (S = 16 or the model's input size),
+    landmarks [N,68,2] float32 (HR pixels)."""
 
     names: list[str]
     hr: np.ndarray
@@ -118,8 +119,9 @@ class FaceSplit:
 
 
 def load_split(split: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
-               limit: int | None = None, progress: bool = False) -> FaceSplit:
-    """Decode a split ("train", "val", "test"); with `cache_dir`, reuse/write `{split}.npz` there.
+               limit: int | None = None, progress: bool = False, lr_size: int = LR_SIZE) -> FaceSplit:
+    """Decode a split ("train", "val", "test") with LR images of `lr_size` px (16: the x8 models, 32: x4);
+    with `cache_dir`, reuse/write the decoded arrays as an .npz there.
 
     Images that fail to decode are skipped and counted (`FaceSplit.skipped`, logged); an image with
     no landmark entry is an error (the labels file does not match the images).
@@ -133,7 +135,7 @@ def load_split(split: str, data_dir: str | Path | None = None, cache_dir: str | 
         names = names[:limit]
     cache = None
     if cache_dir is not None:
-        suffix = "" if limit is None else f"_first{limit}"
+        suffix = ("" if limit is None else f"_first{limit}") + ("" if lr_size == LR_SIZE else f"_lr{lr_size}")
         cache = Path(cache_dir) / f"faces_utk_{split}{suffix}.npz"
         if cache.is_file():
             with np.load(cache) as z:
@@ -159,7 +161,7 @@ def load_split(split: str, data_dir: str | Path | None = None, cache_dir: str | 
     kept, hrs, lrs, lms, skipped = [], [], [], [], 0
     for name in iterator:
         try:
-            hr, lr = decode_pair(root / "images" / name)
+            hr, lr = decode_pair(root / "images" / name, lr_size)
         except (OSError, ValueError) as err:
             skipped += 1
             log.warning("skipping %s: cannot decode (%s)", name, err)

@@ -92,12 +92,13 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from models import WeightsError, create_model
+    from models import WeightsError, create_model, model_io
 
     try:
         model = create_model(args.model, weights=args.weights)
+        lr_size = model_io(args.model, model.config).input_size
         # the cache only holds whole splits; --limit slices after loading
-        split = load_split(args.split, args.data, cache_dir=args.cache or None).subset(args.limit)
+        split = load_split(args.split, args.data, cache_dir=args.cache or None, lr_size=lr_size).subset(args.limit)
     except (DataError, WeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

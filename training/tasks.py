@@ -77,6 +77,7 @@ class _Task:
     name = ""
     extra_configs: dict = {}
     final_model_ready = True
+    lr_size = 16  # LR side of the training pairs (set from the config by tasks whose models differ)
 
     def __init__(self):
         self.spec = model_spec(self.name)
@@ -143,18 +144,23 @@ class DICTask(_Task):
 class ProgressiveSchedule:
     """Which PFSR step trains at an iteration, and its blend factor alpha.
 
-    `fractions`: share of the iterations spent with 1, 2 and 3 steps; after each switch alpha grows
+    `fractions`: share of the iterations spent with 1, 2 (and 3) steps; after each switch alpha grows
     linearly from 0 to 1 over `fade` of that stage, blending in the new step's RGB.
     """
 
-    fractions: tuple[float, float, float] = (0.1, 0.2, 0.7)
+    fractions: tuple[float, ...] = (0.1, 0.2, 0.7)
     fade: float = 0.5
+
+    @classmethod
+    def for_stages(cls, stages: int) -> "ProgressiveSchedule":
+        """The x8 model's shares (10 / 20 / 70 %); the x4 model (2 steps) gives its first step 30 %."""
+        return cls() if stages == NUM_STAGES else cls((0.3, 0.7))
 
     def at(self, iteration: int, total: int) -> tuple[int, float]:
         start = 0
         for stage, share in enumerate(self.fractions, start=1):
             length = round(share * total)
-            if iteration < start + length or stage == NUM_STAGES:
+            if iteration < start + length or stage == len(self.fractions):
                 if stage == 1:
                     return 1, 1.0
                 return stage, min(1.0, (iteration - start) / max(1.0, length * self.fade))
@@ -183,12 +189,19 @@ class PFSRTask(_Task):
     name = "pfsr"
 
     def __init__(self, attention_weight: float = 1.0, attention_sigma_128: float = 3.0,
-                 schedule: ProgressiveSchedule = ProgressiveSchedule()):
+                 schedule: ProgressiveSchedule | None = None):
         super().__init__()
         self.attention_weight = attention_weight
         self.attention_sigma_128 = attention_sigma_128  # Gaussian sigma in 128-px pixels, scaled per step
-        self.schedule = schedule
+        self.schedule = schedule or ProgressiveSchedule()
         self.stage, self.alpha = NUM_STAGES, 1.0
+
+    def build_model(self, config) -> nn.Module:
+        """Also sets the schedule and LR size for the config's scale (x8: 3 steps from 16 px, x4: 2 from 32)."""
+        if len(self.schedule.fractions) != config.num_stages:
+            self.schedule = ProgressiveSchedule.for_stages(config.num_stages)
+        self.stage, self.lr_size = config.num_stages, config.input_size
+        return super().build_model(config)
 
     @classmethod
     def from_args(cls, args) -> "PFSRTask":
@@ -196,7 +209,7 @@ class PFSRTask(_Task):
 
     @property
     def final_model_ready(self) -> bool:
-        return self.stage == NUM_STAGES and self.alpha >= 1.0
+        return self.stage == len(self.schedule.fractions) and self.alpha >= 1.0
 
     def set_iteration(self, iteration: int, total: int) -> None:
         self.stage, self.alpha = self.schedule.at(iteration, total)

@@ -255,8 +255,8 @@ def train(args: argparse.Namespace) -> dict:
     if args.resume:
         _resume(run, args)
     cache = args.cache or None
-    train_split = load_split("train", args.data, cache_dir=cache)
-    val_split = load_split("val", args.data, cache_dir=cache).subset(args.val_limit)
+    train_split = load_split("train", args.data, cache_dir=cache, lr_size=run.task.lr_size)
+    val_split = load_split("val", args.data, cache_dir=cache, lr_size=run.task.lr_size).subset(args.val_limit)
     log.info("model %s config %s (%s), %d params; train %d faces (%d undecodable skipped), val %d",
              args.model, args.config, run.config, sum(p.numel() for p in run.model.parameters()),
              len(train_split), train_split.skipped, len(val_split))

@@ -6,6 +6,7 @@ outputs allocated on the device and copied back once).
 from __future__ import annotations
 
 import logging
+
 import numpy as np
 
 from ..artifact import ModelArtifact
