@@ -44,8 +44,8 @@ def evaluate_onnx(manifest_path: Path, split) -> dict:
             "ssim": float(scores[:, 1].mean()), "images": len(split)}
 
 
-def shipped_model_rows(model_names: list[str], split) -> list[dict]:
-    from models import create_model, shipped_weights
+def shipped_model_rows(model_names: list[str], splits) -> list[dict]:
+    from models import create_model, model_io, shipped_weights
     from training.evaluate import evaluate_model
 
     rows = []
@@ -55,6 +55,7 @@ def shipped_model_rows(model_names: list[str], split) -> list[dict]:
             log.info("%s: no shipped weights, skipped", name)
             continue
         model = create_model(name, weights=weights)
+        split = splits(model_io(name, model.config).input_size)
         for row in evaluate_model(model, split):
             rows.append({**row, "method": f"{name} ({weights.name}) step {row['step']}", "model": name,
                          "precision": "fp32 (torch)"})
@@ -62,16 +63,27 @@ def shipped_model_rows(model_names: list[str], split) -> list[dict]:
 
 
 def run_quality(args) -> dict:
+    """Bicubic and every model on the test split; each model gets LR faces at its own input size (16 px for
+    the x8 models, 32 px for x4), with a bicubic row for each LR size used."""
+    from runtime.artifact import load_artifact
     from training.data import load_split
     from training.evaluate import evaluate_bicubic
 
-    split = load_split("test", args.data, cache_dir=args.cache).subset(QUICK_FACES if args.quick else args.limit)
-    rows = [evaluate_bicubic(split)]
-    rows += shipped_model_rows(args.models, split)
-    for manifest in sorted(p for p in Path(args.artifacts).glob("*.json") if not p.name.endswith(".engine.json")) \
-            if args.artifacts else []:
-        rows.append(evaluate_onnx(manifest, split))
-    return {"split": "test", "images": len(split), "rows": rows}
+    count = QUICK_FACES if args.quick else args.limit
+    cache: dict[int, object] = {}
+
+    def splits(lr_size: int):
+        if lr_size not in cache:
+            cache[lr_size] = load_split("test", args.data, cache_dir=args.cache, lr_size=lr_size).subset(count)
+        return cache[lr_size]
+
+    rows = shipped_model_rows(args.models, splits)
+    manifests = sorted(p for p in Path(args.artifacts).glob("*.json") if not p.name.endswith(".engine.json")) \
+        if args.artifacts else []
+    for manifest in manifests:
+        rows.append(evaluate_onnx(manifest, splits(load_artifact(manifest).input_hw[0])))
+    bicubic = [{**evaluate_bicubic(split), "method": f"bicubic from {size} px"} for size, split in sorted(cache.items())]
+    return {"split": "test", "images": len(splits(16)), "rows": bicubic + rows}
 
 
 def to_markdown(payload: dict) -> str:
@@ -88,8 +100,8 @@ def plot(payload: dict, path: Path) -> Path | None:
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    bicubic = next(r["psnr"] for r in payload["rows"] if r["method"] == "bicubic")
-    ax.axhline(bicubic, color="grey", linestyle="--", label=f"bicubic {bicubic:.2f} dB")
+    bicubic = next(r["psnr"] for r in payload["rows"] if r["method"] == "bicubic from 16 px")
+    ax.axhline(bicubic, color="grey", linestyle="--", label=f"bicubic from 16 px {bicubic:.2f} dB")
     for model in sorted({r["model"] for r in payload["rows"] if "step" in r}):
         pts = [(r["step"], r["psnr"]) for r in payload["rows"] if r.get("model") == model and "step" in r]
         ax.plot(*zip(*pts), marker="o", label=f"{model} (torch)")
@@ -103,7 +115,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help=f"first {QUICK_FACES} test faces")
     p.add_argument("--limit", type=int, help="first K test faces (default: all 500)")
-    p.add_argument("--models", type=lambda s: s.split(","), default=["dic", "dicgan", "pfsr"])
+    p.add_argument("--models", type=lambda s: s.split(","), default=["dic", "dicgan", "pfsr", "pfsr_x4"])
     p.add_argument("--artifacts", help="folder of exported artifacts (manifest .json + .onnx) to evaluate")
     p.add_argument("--data", help="faces-utk folder (default: ../shared/data/faces-utk)")
     p.add_argument("--cache", default=None, help="folder for the decoded-split cache")

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from .dic import DIC, DIC_CONFIGS, DICConfig
 from .io import ExtraOutput, ModelIO
-from .pfsr import PFSR, PFSR_CONFIGS, PFSRConfig
+from .pfsr import PFSR, PFSR_CONFIGS, PFSR_X4_CONFIGS, PFSRConfig
 from .weights import WeightsError, load_into, read_metadata, read_state_dict
 
 __all__ = [
@@ -75,6 +75,8 @@ _register(ModelSpec("dicgan", _build_dic, DIC_CONFIGS, DICConfig.from_dict, _dic
 _register(ModelSpec("pfsr", PFSR, PFSR_CONFIGS, PFSRConfig.from_dict, _pfsr_io,
                     ("pfsr_utk.safetensors",),
                     "PFSR (BMVC 2019), 16->128 in three progressive x2 steps, light (10.5 GFLOP at width 512)"))
+_register(ModelSpec("pfsr_x4", PFSR, PFSR_X4_CONFIGS, PFSRConfig.from_dict, _pfsr_io, ("pfsr_x4_utk.safetensors",),
+                    "PFSR x4 variant (this project's), 32->128 in two progressive x2 steps, for 20-40 px faces"))
 
 
 def list_models() -> list[str]:
@@ -110,7 +112,7 @@ def _resolve_config(spec: ModelSpec, config, weights: str | os.PathLike | None):
         if stored:
             return spec.config_from_dict(json.loads(stored))
     if config is None:
-        return spec.configs["default"]
+        return spec.configs.get("default") or next(iter(spec.configs.values()))
     if isinstance(config, str):
         if config not in spec.configs:
             raise ValueError(f"unknown {spec.name} config {config!r}; available: {', '.join(spec.configs)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from contextlib import ExitStack
@@ -28,7 +29,7 @@ from .constants import (
 )
 from .detect import FaceDetector
 from .errors import RuntimeToolkitError
-from .pipeline import EnhanceConfig, Enhancer, run_stream, summarize
+from .pipeline import EnhanceConfig, Enhancer, StopSignals, run_stream, summarize
 from .files import write_json_atomic
 from .records import BestCropStore, EventLog
 from .sinks import open_sink
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
     """Everything after argument parsing; returns the summary. Raises RuntimeToolkitError."""
     artifacts = [load_artifact(path) for path in args.model]
     min_face = args.min_face or MIN_FACE_INPUT_FRACTION * min(a.input_hw[0] for a in artifacts)
@@ -117,12 +118,13 @@ def run(args: argparse.Namespace) -> dict:
         events = stack.enter_context(EventLog(args.events)) if args.events else None
         enhancer = Enhancer(backends, detector, config, crops, events, timer)
         start = time.perf_counter()
-        stats = run_stream(source, sink, enhancer, args.max_frames)
+        stats = run_stream(source, sink, enhancer, args.max_frames, stop=stop)
         wall = time.perf_counter() - start
         extra = {"source": args.source, "models": [str(a.path) for a in artifacts],
                  "backends": [b.name for b in backends], "view": args.view, "upscale": args.upscale,
                  "min_face_px": round(min_face, 1), "detect_every": args.detect_every,
-                 "frames_dropped": source.frames_dropped, "reconnects": getattr(source, "reconnects", 0)}
+                 "frames_dropped": source.frames_dropped, "reconnects": getattr(source, "reconnects", 0),
+                 "stopped_by_signal": stop.received if stop is not None else None}
     return summarize(stats, timer, wall, extra)
 
 
@@ -131,15 +133,33 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    stop = StopSignals().install()
     try:
-        summary = run(args)
+        _check_summary_path(args.summary)
+        summary = run(args, stop)
     except RuntimeToolkitError as err:
         log.error("%s", err)
         return 2
+    finally:
+        stop.restore()
+    print(json.dumps(summary, indent=2))  # the summary is never lost: printed before it is written
     if args.summary:
-        write_json_atomic(Path(args.summary), summary)
-    print(json.dumps(summary, indent=2))
-    return 0
+        try:
+            write_json_atomic(Path(args.summary), summary)
+        except OSError as err:
+            log.error("--summary %s: cannot write it (%s); the summary is printed above", args.summary, err.strerror)
+            return 2
+    return stop.exit_code or 0
+
+
+def _check_summary_path(path: str | None) -> None:
+    """Refuse an unwritable --summary before the run, not after it."""
+    if path is None:
+        return
+    folder = Path(path).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise RuntimeToolkitError(f"--summary {path}: the folder {folder} does not exist or is not writable; "
+                                  "choose another path.")
 
 
 if __name__ == "__main__":

@@ -174,8 +174,52 @@ class Enhancer:
                                    "route": face.route, "crop": str(crop_path) if crop_path else None})
 
 
+class StopSignals:
+    """SIGINT, SIGTERM (systemd, Docker, Kubernetes) and SIGHUP: the first asks the run to stop after the
+    current frame, so every output is closed properly; a second one exits at once. `exit_code` is the
+    shell convention 128 + signal number (130, 143, 129), or None when no signal came."""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def install(self) -> "StopSignals":
+        import signal
+
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def restore(self) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, signum, frame) -> None:
+        import os
+
+        if self.received is not None:
+            log.error("second stop signal: exiting at once (outputs may be incomplete)")
+            os._exit(128 + signum)
+        self.received = signum
+        log.warning("stop signal %d: finishing the current frame and closing the outputs", signum)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.received is not None
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.received is None else 128 + self.received
+
+
 def run_stream(source: Source, sink: Sink, enhancer: Enhancer, max_frames: int | None = None,
-               read_timeout: float = 1.0) -> RunStats:
+               read_timeout: float = 1.0, stop: StopSignals | None = None) -> RunStats:
     """Read, process and write until the source ends, `max_frames` frames are done, or the sink asks to stop.
 
     A frame that cannot be processed (odd dtype or shape) is logged and skipped; a live source that times
@@ -185,6 +229,9 @@ def run_stream(source: Source, sink: Sink, enhancer: Enhancer, max_frames: int |
     stats, fps_meter = RunStats(), FpsMeter()
     try:
         while max_frames is None or stats.frames < max_frames:
+            if stop is not None and stop.stop_requested:
+                log.info("stopped by signal after %d frames", stats.frames)
+                break
             if not _step(source, sink, enhancer, stats, fps_meter, read_timeout):
                 break
     except KeyboardInterrupt:

@@ -3,17 +3,37 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import deque
 from contextlib import contextmanager
 
 STAGES = ("decode", "detect", "prepare", "sr", "compose", "encode")
+RECENT_SAMPLES = 4096  # per stage, for the median: fixed memory however long the run
+
+
+class RollingStats:
+    """Count and mean over every sample, median over the most recent `RECENT_SAMPLES`: fixed memory."""
+
+    def __init__(self, window: int = RECENT_SAMPLES):
+        self.count = 0
+        self.total = 0.0
+        self.recent: deque[float] = deque(maxlen=window)
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        self.recent.append(value)
+
+    def __len__(self) -> int:
+        return self.count
 
 
 class StageTimer:
     """Milliseconds per stage and frame: `with timer.stage("detect"): ...` adds to the current frame's
-    total for that stage (a stage may run several times per frame); `frame_done()` closes the frame."""
+    total for that stage (a stage may run several times per frame); `frame_done()` closes the frame.
+    Memory stays fixed however many frames run (`RollingStats`)."""
 
     def __init__(self, stages: tuple[str, ...] = STAGES):
-        self.samples: dict[str, list[float]] = {name: [] for name in stages}
+        self.samples: dict[str, RollingStats] = {name: RollingStats() for name in stages}
         self._current: dict[str, float] = {}
 
     @contextmanager
@@ -28,14 +48,15 @@ class StageTimer:
 
     def frame_done(self) -> None:
         for name, total in self._current.items():
-            self.samples[name].append(total)
+            self.samples[name].add(total)
         self._current = {}
 
     def summary(self) -> dict[str, dict]:
-        """{stage: {frames, mean_ms, median_ms}} per frame, for every stage that ran."""
-        return {name: {"frames": len(values), "mean_ms": round(statistics.fmean(values), 3),
-                       "median_ms": round(statistics.median(values), 3)}
-                for name, values in self.samples.items() if values}
+        """{stage: {frames, mean_ms, median_ms}} per frame, for every stage that ran (the median over the
+        last RECENT_SAMPLES frames)."""
+        return {name: {"frames": stats.count, "mean_ms": round(stats.total / stats.count, 3),
+                       "median_ms": round(statistics.median(stats.recent), 3)}
+                for name, stats in self.samples.items() if stats.count}
 
 
 class FpsMeter:

@@ -53,7 +53,7 @@ def test_quality_quick_reports_bicubic_and_onnx(tmp_path, capsys):
     payload = json.loads((tmp_path / "quality.json").read_text())
     methods = {row["method"]: row for row in payload["rows"]}
     assert payload["images"] == 50
-    assert 23.0 < methods["bicubic"]["psnr"] < 25.5  # 24.12 dB on the whole test split
+    assert 23.0 < methods["bicubic from 16 px"]["psnr"] < 25.5  # 24.12 dB on the whole test split
     onnx_row = methods["onnx dic_s1_fp32"]
     assert onnx_row["precision"] == "fp32" and onnx_row["steps"] == 1 and np.isfinite(onnx_row["psnr"])
     assert "| bicubic |" in (tmp_path / "quality.md").read_text()

@@ -84,8 +84,8 @@ def test_bad_widths_are_refused(width):
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="scale=8 only"):
-        PFSRConfig(scale=4)
+    with pytest.raises(ValueError, match="scale=8 .* or scale=4"):
+        PFSRConfig(scale=2)
     # Weights saved before models declared their I/O carry "num_steps": 1; it is read and dropped.
     assert PFSRConfig.from_dict({"width": 64, "scale": 8, "num_steps": 1}) == PFSRConfig(64)
     with pytest.raises(ValueError, match="'num_steps' is retired"):
@@ -274,3 +274,40 @@ def test_shipped_weights_beat_bicubic_on_test_slice():
     bicubic = evaluate_bicubic(split)
     assert row["psnr"] > bicubic["psnr"] + 0.5, (row, bicubic)
     assert row["ssim"] > bicubic["ssim"]
+
+
+# --- the x4 variant (32 -> 128) -----------------------------------------------------------------------------
+def test_x4_variant_has_two_steps_and_the_same_key_names():
+    model = create_model("pfsr_x4", config="tiny").eval()
+    assert model.config.num_stages == 2 and model.config.input_size == 32
+    assert {k.split(".")[0] for k in model.state_dict()} == {"step1", "step2", "to_rgb"}
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 32, 32), 1).shape == (2, 3, 64, 64)
+        assert model(torch.rand(2, 3, 32, 32)).shape == (2, 3, 128, 128)
+    from models import model_io
+
+    io = model_io("pfsr_x4", model.config)
+    assert (io.input_size, io.scale, io.output_size, io.recurrent_steps) == (32, 4, 128, None)
+
+
+def test_x4_fused_matches_unfused():
+    model = _with_random_batchnorm(create_model("pfsr_x4", config="tiny")).eval()
+    lr = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.fused()(lr), model(lr), atol=1e-5)
+
+
+def test_x4_task_uses_32_px_inputs_and_a_two_step_schedule():
+    task = get_task("pfsr_x4", attention_weight=1.0)
+    task.build_model(task.resolve_config("tiny"))
+    assert task.lr_size == 32 and task.schedule.fractions == (0.3, 0.7)
+    assert task.schedule.at(0, 100) == (1, 1.0) and task.schedule.at(99, 100) == (2, 1.0)
+
+
+def test_x4_exports_with_its_declared_input(tmp_path):
+    from export.build import build
+
+    result = build("pfsr_x4", random_init=True, config="tiny", outdir=tmp_path)
+    assert result.onnx_path.name == "pfsr_x4_fp32.onnx"
+    assert result.manifest.inputs[0].shape == ("N", 3, 32, 32) and result.manifest.scale == 4
+    assert "x3x32x32" in result.manifest.trtexec and result.manifest.checks["parity"]["passed"]

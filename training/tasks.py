@@ -238,7 +238,13 @@ class PFSRTask(_Task):
         return [F.interpolate(sr, size=HR_SIZE, mode="bicubic", align_corners=False).clamp(0, 1)], []
 
 
-TASKS = {"dic": DICTask, "pfsr": PFSRTask}
+class PFSRX4Task(PFSRTask):
+    """The x4 variant (32 -> 128, two progressive steps), same objective."""
+
+    name = "pfsr_x4"
+
+
+TASKS = {"dic": DICTask, "pfsr": PFSRTask, "pfsr_x4": PFSRX4Task}
 
 
 def get_task(name: str, args=None, **kwargs):

@@ -1,0 +1,71 @@
+"""Faults a deployment meets: stop signals mid-run, unwritable summaries, unbounded growth."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from runtime.timing import RECENT_SAMPLES, StageTimer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _start_cli(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "runtime.enhance", *map(str, args), "--headless"], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _playable_frames(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    return count
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
+def test_stop_signal_finishes_the_frame_and_closes_every_output(tmp_path, shared_dir, detector_path,
+                                                               fast_sr_artifact, signum, code):
+    out, events, summary = tmp_path / "out.avi", tmp_path / "events.jsonl", tmp_path / "summary.json"
+    proc = _start_cli("--source", shared_dir / "data/scenes/street-video-1080p.mp4", "--model", fast_sr_artifact,
+                      "--output", out, "--events", events, "--summary", summary, "--detector-model", detector_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (events.is_file() and events.stat().st_size > 2000):
+        time.sleep(0.1)  # some frames written
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr[-2000:]
+    written = json.loads(summary.read_text())
+    assert 0 < written["frames"] < 105 and written["stopped_by_signal"] == signum
+    assert _playable_frames(out) == written["frames"]  # the video was finalised
+    lines = events.read_text().splitlines()
+    assert all(json.loads(line) for line in lines) and {json.loads(lines[-1])["frame"]} <= set(range(105))
+
+
+@pytest.mark.shared
+def test_unwritable_summary_is_refused_before_the_run(tmp_path, shared_dir, detector_path, fast_sr_artifact):
+    """A --summary that cannot be written is refused at start (it used to fail after the whole run)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # a file where the folder should be: unwritable even for root
+    proc = _start_cli("--source", shared_dir / "data/scenes/group-6faces.jpg", "--model", fast_sr_artifact,
+                      "--summary", blocker / "s.json", "--detector-model", detector_path)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "--summary" in stderr and "not writable" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_stage_timer_memory_is_bounded():
+    timer = StageTimer()
+    for i in range(RECENT_SAMPLES * 3):
+        with timer.stage("sr"):
+            pass
+        timer.frame_done()
+    stats = timer.samples["sr"]
+    assert stats.count == RECENT_SAMPLES * 3 and len(stats.recent) == RECENT_SAMPLES
+    assert timer.summary()["sr"]["frames"] == RECENT_SAMPLES * 3
