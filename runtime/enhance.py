@@ -31,7 +31,7 @@ from .detect import FaceDetector
 from .errors import RuntimeToolkitError
 from .pipeline import EnhanceConfig, Enhancer, StopSignals, run_stream, summarize
 from .files import write_json_atomic
-from .records import BestCropStore, EventLog
+from .records import BestCropStore, EventLog, OutputClaim
 from .sinks import open_sink
 from .sources import open_source
 from .timing import StageTimer
@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-crops", metavar="DIR", help="keep the best enhanced crop per track in DIR")
     p.add_argument("--events", metavar="FILE.jsonl", help="write one JSON line per track update")
     p.add_argument("--summary", metavar="FILE.json", help="also write the end-of-run summary here")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (--output, --events, --save-crops); without it they are refused")
+    p.add_argument("--append-events", action="store_true", help="add to an existing --events file")
     p.add_argument("--max-frames", type=_positive_int, help="stop after N frames")
     p.add_argument("--headless", action="store_true", help="never open a window")
     p.add_argument("--no-fps", action="store_true", help="do not draw the FPS overlay")
@@ -108,6 +111,9 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
     with ExitStack() as stack:
         backends = [stack.enter_context(create_backend(args.backend, artifact)) for artifact in artifacts]
         source = stack.enter_context(open_source(args.source))
+        for path, flag in _file_outputs(args):
+            stack.enter_context(OutputClaim(path, flag, args.overwrite, append=flag == "--events" and
+                                            args.append_events))
         stills = source.uri.scheme in ("image", "folder")  # no second frame to confirm a face with
         config = EnhanceConfig(view=args.view, detect_every=args.detect_every, max_faces=args.max_faces,
                                min_face=min_face, upscale=args.upscale, show_fps=not args.no_fps,
@@ -115,7 +121,7 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
                                confirm_score=0.0 if stills else TRACK_CONFIRM_SCORE, independent_frames=stills)
         sink = stack.enter_context(open_sink(args.output, args.headless, source.fps))
         crops = BestCropStore(args.save_crops) if args.save_crops else None
-        events = stack.enter_context(EventLog(args.events)) if args.events else None
+        events = stack.enter_context(EventLog(args.events, args.append_events)) if args.events else None
         enhancer = Enhancer(backends, detector, config, crops, events, timer)
         start = time.perf_counter()
         stats = run_stream(source, sink, enhancer, args.max_frames, stop=stop)
@@ -150,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
             log.error("--summary %s: cannot write it (%s); the summary is printed above", args.summary, err.strerror)
             return 2
     return stop.exit_code or 0
+
+
+def _file_outputs(args) -> list[tuple[str, str]]:
+    """(path, flag) of every file or folder the run writes."""
+    outputs = [(args.events, "--events"), (args.save_crops, "--save-crops")]
+    if args.output and args.output != "display":
+        outputs.append((args.output, "--output"))
+    return [(path, flag) for path, flag in outputs if path]
 
 
 def _check_summary_path(path: str | None) -> None:

@@ -68,16 +68,20 @@ class BestCropStore:
 class EventLog:
     """One JSON object per line, flushed per line, so another process can follow the file."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, append: bool = False):
         self.path = Path(path)
         ensure_folder(self.path.parent, "--events")
         try:
-            self._file = open(self.path, "w", buffering=1)
+            self._file = open(self.path, "a" if append else "w", buffering=1)
         except OSError as err:
             raise SinkError(f"--events {self.path}: cannot open for writing ({err.strerror}).") from err
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record) + "\n")
+        try:
+            self._file.write(json.dumps(record) + "\n")
+        except OSError as err:  # disk full, device gone: stop the run, do not lose events silently
+            raise SinkError(f"--events {self.path}: write failed ({err.strerror}); the file holds every event "
+                            "up to the previous line.") from err
 
     def close(self) -> None:
         self._file.close()
@@ -87,3 +91,70 @@ class EventLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class OutputClaim:
+    """An output path this run will write: refused if it already holds something (unless `overwrite`), and
+    locked against a second run writing it at the same time (`.NAME.lock` beside it, holding our pid; a lock
+    whose process is gone is stale and taken over). `release()` removes the lock."""
+
+    def __init__(self, path: str | os.PathLike, flag: str, overwrite: bool = False, append: bool = False):
+        self.path = Path(path)
+        self.flag = flag
+        if self._holds_something() and not (overwrite or append):
+            raise SinkError(f"{flag} {self.path} already exists; pass --overwrite to replace it"
+                            f"{' (or --append-events to add to it)' if flag == '--events' else ''}, or choose "
+                            "another path.")
+        self.lock = self.path.parent / f".{self.path.name}.lock"
+        ensure_folder(self.path.parent, flag)
+        self._take_lock()
+
+    def _holds_something(self) -> bool:
+        if self.path.is_dir():
+            return any(self.path.iterdir())
+        return self.path.exists()
+
+    def _take_lock(self) -> None:
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = _lock_owner(self.lock)
+                if owner is not None and _alive(owner):
+                    raise SinkError(f"{self.flag} {self.path} is being written by another run (pid {owner}, lock "
+                                    f"{self.lock}); wait for it or choose another path.") from None
+                log.warning("%s: removing a stale lock of a run that is gone (pid %s)", self.lock, owner)
+                self.lock.unlink(missing_ok=True)
+                continue
+            except OSError as err:
+                raise SinkError(f"{self.flag} {self.path}: cannot create {self.lock} ({err.strerror}).") from err
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            return
+        raise SinkError(f"{self.flag} {self.path}: could not take the lock {self.lock}.")
+
+    def release(self) -> None:
+        self.lock.unlink(missing_ok=True)
+
+    def __enter__(self) -> "OutputClaim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -69,3 +69,83 @@ def test_stage_timer_memory_is_bounded():
     stats = timer.samples["sr"]
     assert stats.count == RECENT_SAMPLES * 3 and len(stats.recent) == RECENT_SAMPLES
     assert timer.summary()["sr"]["frames"] == RECENT_SAMPLES * 3
+
+
+# --- outputs are never overwritten by accident ------------------------------------------------------------
+def test_existing_outputs_are_refused_without_overwrite(tmp_path):
+    from runtime.errors import SinkError
+    from runtime.records import OutputClaim
+
+    video = tmp_path / "out.mp4"
+    video.write_bytes(b"an earlier run")
+    with pytest.raises(SinkError, match="already exists; pass --overwrite"):
+        OutputClaim(video, "--output")
+    (tmp_path / "crops").mkdir()
+    OutputClaim(tmp_path / "crops", "--save-crops").release()  # an empty folder is fine
+    (tmp_path / "crops" / "track_00001.png").write_bytes(b"x")
+    with pytest.raises(SinkError, match="--save-crops .* already exists"):
+        OutputClaim(tmp_path / "crops", "--save-crops")
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"frame": 0}\n')
+    with pytest.raises(SinkError, match="--append-events"):
+        OutputClaim(events, "--events")
+    with OutputClaim(video, "--output", overwrite=True) as claim:
+        assert claim.lock.is_file()
+    assert not claim.lock.exists() and video.read_bytes() == b"an earlier run"  # nothing touched yet
+
+
+def test_an_output_in_use_by_another_run_is_refused_and_a_stale_lock_is_taken(tmp_path):
+    from runtime.errors import SinkError
+    from runtime.records import OutputClaim
+
+    path = tmp_path / "out.avi"
+    with OutputClaim(path, "--output"):
+        with pytest.raises(SinkError, match=f"being written by another run \\(pid {os.getpid()}"):
+            OutputClaim(path, "--output", overwrite=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".out.avi.lock").write_text(dead.stdout)  # a run that crashed and left its lock
+    with OutputClaim(path, "--output") as claim:
+        assert claim.lock.read_text().strip() == str(os.getpid())
+
+
+def test_events_can_be_appended(tmp_path):
+    from runtime.records import EventLog
+
+    path = tmp_path / "events.jsonl"
+    with EventLog(path) as log:
+        log.write({"frame": 0})
+    with EventLog(path, append=True) as log:
+        log.write({"frame": 1})
+    assert [json.loads(line)["frame"] for line in path.read_text().splitlines()] == [0, 1]
+
+
+def test_a_failing_event_write_stops_the_run_with_a_clear_error(tmp_path):
+    from runtime.errors import SinkError
+    from runtime.records import EventLog
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            pass
+
+    log = EventLog(tmp_path / "events.jsonl")
+    log._file.close()
+    log._file = FullDisk()
+    with pytest.raises(SinkError, match="write failed \\(No space left on device\\)"):
+        log.write({"frame": 3})
+
+
+def test_crops_get_normal_permissions(tmp_path):
+    """Crops used to be written with mkstemp's 0600: unreadable for an uploader running as another user."""
+    import numpy as np
+
+    from runtime.records import BestCropStore
+
+    old = os.umask(0o022)
+    try:
+        path = BestCropStore(tmp_path / "crops").offer(1, np.zeros((8, 8, 3), np.uint8), 40, np.zeros((8, 8, 3), np.uint8))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
