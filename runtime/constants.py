@@ -19,6 +19,12 @@ DETECT_SCORE_THRESHOLD = 0.6
 DETECT_NMS_THRESHOLD = 0.3  # OpenCV Zoo default
 DETECT_TOP_K = 5000  # OpenCV Zoo default
 
+# --- Live sources -----------------------------------------------------------------------------------
+# A camera/stream read that has not returned after this long is treated as a hung driver: the capture is
+# abandoned and the source reopened. Longer than any normal frame gap (a 1 fps camera, an RTSP key-frame
+# wait) and the 5 s FFmpeg open/read timeout.
+READ_WATCHDOG_S = 10.0
+
 # --- Face framing (detector box -> square crop like the training crops) ---------------------------
 # Measured by `python -m runtime.measure_framing` on UTKFace crop_part1 (../shared/data/faces-utk,
 # the 200x200 training crops): YuNet on each crop padded with a 100 px replicated border (so the detector

@@ -231,3 +231,36 @@ def test_live_source_that_never_opens_is_a_clear_error():
     uri = SourceURI("camera", "7", "7")
     with pytest.raises(SourceError, match=r"cannot open source '7'"):
         LiveSource(uri, lambda: FakeCapture(0, opened=False))
+
+
+class HungCapture(FakeCapture):
+    """A driver whose read() never returns (until the test ends)."""
+
+    def __init__(self):
+        super().__init__(1000)
+        self.release_event = threading.Event()
+
+    def read(self):
+        self.release_event.wait(30)
+        return False, None
+
+
+def test_live_source_watchdog_replaces_a_hung_capture():
+    hung = HungCapture()
+    open_capture, opened = _opener([lambda: hung, lambda: FakeCapture(1000)])
+    source = LiveSource(SourceURI("camera", "0", "0"), open_capture, Backoff(initial=0.01, maximum=0.01),
+                        watchdog_s=0.3)
+    try:
+        deadline = time.monotonic() + 10
+        status = ReadStatus.TIMEOUT
+        while status is not ReadStatus.OK and time.monotonic() < deadline:
+            status, _ = source.read(timeout=0.2)
+        assert status is ReadStatus.OK, "no frame after the driver hung"
+        assert source.hung_reads == 1 and source.reconnects == 1 and len(opened) == 2
+    finally:
+        hung.release_event.set()  # the abandoned thread returns, sees it is stale and releases its capture
+        source.close()
+    deadline = time.monotonic() + 5
+    while not hung.released and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hung.released

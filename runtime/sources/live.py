@@ -4,16 +4,23 @@ A capture thread reads continuously and keeps only the newest frame, so a slow p
 the present instead of a growing backlog (replaced frames are counted in `frames_dropped`). When the
 camera or stream is lost, the thread reopens it with exponential backoff and logs each attempt; readers
 just see TIMEOUT meanwhile. Only the first open is allowed to fail loudly (a wrong source string).
+
+A driver can also hang inside `read()` and never return. A watchdog thread notices when no read has
+returned for `watchdog_s` seconds, abandons that capture thread (it cannot be interrupted; if its read
+ever returns it sees it is stale, releases its capture and ends) and starts a new one that reopens the
+source.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import numpy as np
 
+from ..constants import READ_WATCHDOG_S
 from ..errors import SourceError
 from .base import ReadStatus, Source
 from .uri import SourceURI
@@ -61,31 +68,50 @@ class LiveSource(Source):
         uri: the parsed source (for messages).
         open_capture: returns a new opened capture (a cv2.VideoCapture or a fake).
         backoff: delays between reopen attempts.
+        watchdog_s: a read that has not returned after this long counts as a hung driver (see above).
     """
 
-    def __init__(self, uri: SourceURI, open_capture: Callable[[], Capture], backoff: Backoff | None = None):
+    def __init__(self, uri: SourceURI, open_capture: Callable[[], Capture], backoff: Backoff | None = None,
+                 watchdog_s: float = READ_WATCHDOG_S):
         super().__init__(uri)
         self._open_capture = open_capture
         self._backoff = backoff or Backoff()
+        self._watchdog_s = watchdog_s
         self._new_frame = threading.Condition()
         self._frame: np.ndarray | None = None
         self._seq = self._read_seq = 0
         self._stop = threading.Event()
+        self._generation = 0
+        self._last_progress = time.monotonic()
         self.reconnects = 0
+        self.hung_reads = 0
         capture = open_capture()
         if not _is_open(capture):
             raise SourceError(f"cannot open source {uri.text!r} ({uri.scheme}: {uri.location}); check that the "
                               "camera is connected and free, or that the stream URL/pipeline is right.")
-        self._thread = threading.Thread(target=self._run, args=(capture,), name=f"capture:{uri.text}", daemon=True)
-        self._thread.start()
+        self._thread = self._start_capture(capture)
+        self._watchdog = threading.Thread(target=self._watch, name=f"watchdog:{uri.text}", daemon=True)
+        self._watchdog.start()
+
+    def _start_capture(self, capture: Capture | None) -> threading.Thread:
+        thread = threading.Thread(target=self._run, args=(capture, self._generation), daemon=True,
+                                  name=f"capture:{self.uri.text}#{self._generation}")
+        thread.start()
+        return thread
 
     # --- capture thread ------------------------------------------------------------------------------
-    def _run(self, capture: Capture | None) -> None:
-        while not self._stop.is_set():
+    def _current(self, generation: int) -> bool:
+        return not self._stop.is_set() and generation == self._generation
+
+    def _run(self, capture: Capture | None, generation: int) -> None:
+        while self._current(generation):
             if capture is None:
                 capture = self._reopen()
                 continue
             ok, frame = self._read(capture)
+            if not self._current(generation):
+                break  # the watchdog gave up on this thread while it was stuck in read()
+            self._last_progress = time.monotonic()
             if ok and frame is not None:
                 self._publish(frame)
                 continue
@@ -94,6 +120,18 @@ class LiveSource(Source):
             capture = None
         if capture is not None:
             capture.release()
+
+    def _watch(self) -> None:
+        """Replace a capture thread whose read() has not returned for `watchdog_s` seconds."""
+        while not self._stop.wait(min(1.0, self._watchdog_s / 4)):
+            stuck = time.monotonic() - self._last_progress
+            if stuck > self._watchdog_s and self._thread.is_alive():
+                self.hung_reads += 1
+                log.warning("reading %r has not returned for %.1f s (hung driver?): starting a new capture",
+                            self.uri.text, stuck)
+                self._generation += 1
+                self._last_progress = time.monotonic()
+                self._thread = self._start_capture(None)
 
     def _read(self, capture: Capture) -> tuple[bool, np.ndarray | None]:
         try:
@@ -107,6 +145,7 @@ class LiveSource(Source):
         log.warning("reopening %r in %.2f s", self.uri.text, delay)
         if self._stop.wait(delay):
             return None
+        self._last_progress = time.monotonic()  # waiting to reopen is not a hung read
         try:
             capture = self._open_capture()
         except Exception as err:  # a driver or network error must not end the thread
@@ -145,5 +184,6 @@ class LiveSource(Source):
         with self._new_frame:
             self._new_frame.notify_all()
         self._thread.join(timeout=5.0)
+        self._watchdog.join(timeout=2.0)
         if self._thread.is_alive():
             log.warning("capture thread of %r did not stop within 5 s (blocked in the driver)", self.uri.text)
