@@ -66,10 +66,11 @@ def test_pipeline_quick_reports_stages(tmp_path, capsys):
     root = shared_dir()
     if root is None or not (root / "data/scenes/street-video-1080p.mp4").is_file():
         pytest.skip("../shared street video not found")
-    assert pipeline_main(["--quick", "--frames", "4", "--outdir", str(tmp_path)]) == 0
+    assert pipeline_main(["--quick", "--frames", "6", "--outdir", str(tmp_path)]) == 0
     (report,) = tmp_path.glob("pipeline_*.json")
     result = json.loads(report.read_text())["result"]
-    assert result["frames"] == 4 and result["faces"] >= 7 * 4 // 2
+    # faces count once confirmed (3 detections): frames 2-5 of the street video, about 8 faces each
+    assert result["frames"] == 6 and result["faces"] >= 7 * 3
     assert {"decode", "detect", "prepare", "sr", "compose"} <= set(result["stages_ms"])
     assert 0.0 < result["outside_network_share"] < 1.0
     assert result["peak_rss_mb"] > 0
