@@ -124,3 +124,29 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
     return str(value)
+
+
+def add_face_split_args(parser, quick_faces: int) -> None:
+    """The options of benchmarks that score on the UTK test split."""
+    parser.add_argument("--quick", action="store_true", help=f"first {quick_faces} test faces")
+    parser.add_argument("--limit", type=int, help="first K test faces (default: all 500)")
+    parser.add_argument("--data", help="faces-utk folder (default: ../shared/data/faces-utk)")
+    parser.add_argument("--cache", default=None, help="folder for the decoded-split cache")
+    parser.add_argument("--outdir", type=Path, help="default: benchmarks/results/<machine>/")
+
+
+def run_and_report(kind: str, run: Callable, args, to_markdown: Callable[[dict], str],
+                   plot: Callable[[dict, Path], object] | None = None) -> int:
+    """The common `main` of a benchmark: logging, the payload (command, machine, results), the reports.
+    Missing data (DataError) is one ERROR line and exit 2."""
+    from training.data import DataError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("benchmarks").setLevel(logging.INFO)
+    try:
+        payload = {"command": command_line(), "machine": machine_info(), **run(args)}
+    except DataError as err:
+        logging.getLogger("benchmarks").error("%s", err)
+        return 2
+    write_results(kind, payload, to_markdown(payload), args.outdir, plot)
+    return 0

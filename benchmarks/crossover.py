@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .common import command_line, machine_info, markdown_table, pyplot, save_figure, write_results
+from .common import add_face_split_args, markdown_table, pyplot, run_and_report, save_figure
 
 log = logging.getLogger("benchmarks.crossover")
 NATIVE_SIZES = (8, 10, 12, 14, 16, 17, 18, 19, 20, 22, 24, 28, 32, 36, 40, 44, 48, 56, 64, 80, 96)
@@ -111,27 +111,12 @@ def parse_args(argv=None):
     p.add_argument("--models", nargs="+", required=True, help="artifact manifests to measure")
     p.add_argument("--sizes", type=lambda t: tuple(int(v) for v in t.split(",")),
                    help="native face sizes in px, comma-separated (default: 8 ... 96)")
-    p.add_argument("--quick", action="store_true", help=f"first {QUICK_FACES} test faces")
-    p.add_argument("--limit", type=int, help="first K test faces (default: all 500)")
-    p.add_argument("--data", help="faces-utk folder (default: ../shared/data/faces-utk)")
-    p.add_argument("--cache", default=None, help="folder for the decoded-split cache")
-    p.add_argument("--outdir", type=Path, help="default: benchmarks/results/<machine>/")
+    add_face_split_args(p, QUICK_FACES)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("benchmarks").setLevel(logging.INFO)
-    args = parse_args(argv)
-    from training.data import DataError
-
-    try:
-        payload = {"command": command_line(), "machine": machine_info(), **run(args)}
-    except DataError as err:
-        log.error("%s", err)
-        return 2
-    write_results("crossover", payload, to_markdown(payload), args.outdir, plot)
-    return 0
+    return run_and_report("crossover", run, parse_args(argv), to_markdown, plot)
 
 
 if __name__ == "__main__":

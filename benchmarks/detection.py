@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .common import command_line, machine_info, markdown_table, pyplot, save_figure, write_results
+from .common import markdown_table, pyplot, run_and_report, save_figure
 
 log = logging.getLogger("benchmarks.detection")
 FACTORS = (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 10, 12)
@@ -119,11 +119,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.detection", description=__doc__.split("\n")[0])
     p.add_argument("--detector-model", help="YuNet ONNX (default: ../shared/models/...)")
     p.add_argument("--outdir", type=Path, help="default: benchmarks/results/<machine>/")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    payload = {"command": command_line(), "machine": machine_info(), **run(args)}
-    write_results("detection", payload, to_markdown(payload), args.outdir, plot)
-    return 0
+    return run_and_report("detection", run, p.parse_args(argv), to_markdown, plot)
 
 
 if __name__ == "__main__":

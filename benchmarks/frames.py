@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .common import command_line, machine_info, markdown_table, pyplot, save_figure, write_results
+from .common import markdown_table, pyplot, run_and_report, save_figure
 
 log = logging.getLogger("benchmarks.frames")
 FACTORS = (1, 2, 4, 8)
@@ -174,12 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="the two group photos only")
     p.add_argument("--detector-model", help="YuNet ONNX (default: ../shared/models/...)")
     p.add_argument("--outdir", type=Path, help="default: benchmarks/results/<machine>/")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("benchmarks").setLevel(logging.INFO)
-    payload = {"command": command_line(), "machine": machine_info(), **run(args)}
-    write_results("frames", payload, to_markdown(payload), args.outdir, plot)
-    return 0
+    return run_and_report("frames", run, p.parse_args(argv), to_markdown, plot)
 
 
 if __name__ == "__main__":

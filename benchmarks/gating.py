@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 
-from .common import command_line, machine_info, markdown_table, write_results
+from .common import markdown_table, run_and_report
 
 log = logging.getLogger("benchmarks.gating")
 LABELS = Path(__file__).resolve().parents[1] / "tests" / "data" / "street_faces.json"
@@ -99,12 +99,7 @@ def main(argv=None) -> int:
     p.add_argument("--detect-every", type=lambda t: [int(v) for v in t.split(",")], default=[1, 3])
     p.add_argument("--detector-model", help="YuNet ONNX (default: ../shared/models/...)")
     p.add_argument("--outdir", type=Path, help="default: benchmarks/results/<machine>/")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("benchmarks").setLevel(logging.INFO)
-    payload = {"command": command_line(), "machine": machine_info(), **run(args)}
-    write_results("gating", payload, to_markdown(payload), args.outdir)
-    return 0
+    return run_and_report("gating", run, p.parse_args(argv), to_markdown)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import pyplot, save_figure, command_line, machine_info, markdown_table, write_results
+from .common import add_face_split_args, markdown_table, pyplot, run_and_report, save_figure
 
 log = logging.getLogger("benchmarks.quality")
 QUICK_FACES = 50
@@ -113,29 +113,14 @@ def plot(payload: dict, path: Path) -> Path | None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help=f"first {QUICK_FACES} test faces")
-    p.add_argument("--limit", type=int, help="first K test faces (default: all 500)")
     p.add_argument("--models", type=lambda s: s.split(","), default=["dic", "dicgan", "pfsr", "pfsr_x4"])
     p.add_argument("--artifacts", help="folder of exported artifacts (manifest .json + .onnx) to evaluate")
-    p.add_argument("--data", help="faces-utk folder (default: ../shared/data/faces-utk)")
-    p.add_argument("--cache", default=None, help="folder for the decoded-split cache")
-    p.add_argument("--outdir", type=Path, help="default: benchmarks/results/<machine>/")
+    add_face_split_args(p, QUICK_FACES)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("benchmarks").setLevel(logging.INFO)
-    args = parse_args(argv)
-    from training.data import DataError
-
-    try:
-        payload = {"command": command_line(), "machine": machine_info(), **run_quality(args)}
-    except DataError as err:
-        log.error("%s", err)
-        return 2
-    write_results("quality", payload, to_markdown(payload), args.outdir, plot)
-    return 0
+    return run_and_report("quality", run_quality, parse_args(argv), to_markdown, plot)
 
 
 if __name__ == "__main__":
