@@ -3,10 +3,10 @@
 A face recorded at `native` px (the side of its framing square) and shown at `display` px:
 - when it is not shown larger than recorded (display <= native), the source pixels are the best there is:
   it is not enhanced;
-- otherwise it goes to the model whose input side fits its native size best (smallest |log(native/input)|),
-  and only if the native size is at most that model's crossover: the largest native size at which the
-  model still beats plain interpolation (measured by `python -m benchmarks.crossover`; see
-  `constants.CROSSOVER_RATIO`). Above it the face is interpolated instead.
+- otherwise, among the models whose crossover it does not exceed (the largest native size at which a model
+  still beats plain interpolation, measured by `python -m benchmarks.crossover` and
+  `python -m benchmarks.frames`; see `constants.CROSSOVER_RATIO`), it goes to the one whose input side fits
+  its native size best (smallest |log(native/input)|). When no model takes it, it is interpolated.
 `force` (the CLI's --enhance-all) enhances every face with its best-fitting model.
 """
 from __future__ import annotations
@@ -38,17 +38,19 @@ class Route:
     reason: str
 
 
-def best_fit(native_px: float, models: list[ModelFit]) -> int:
-    """Index of the model whose input side is closest to the native size on a log scale."""
-    return min(range(len(models)), key=lambda i: abs(math.log(max(native_px, 1.0) / models[i].input_px)))
+def best_fit(native_px: float, models: list[ModelFit], candidates: list[int] | None = None) -> int:
+    """Index of the model (among `candidates`) whose input side is closest to the native size, log scale."""
+    candidates = list(range(len(models))) if candidates is None else candidates
+    return min(candidates, key=lambda i: abs(math.log(max(native_px, 1.0) / models[i].input_px)))
 
 
 def route(native_px: float, display_px: float, models: list[ModelFit], force: bool = False) -> Route:
-    index = best_fit(native_px, models)
     if force:
-        return Route(index, "forced")
+        return Route(best_fit(native_px, models), "forced")
     if display_px <= native_px:
         return Route(None, "shown at or below its recorded size")
-    if native_px > models[index].crossover_px:
-        return Route(None, f"{native_px:.0f} px is above the model's crossover ({models[index].crossover_px:.0f} px)")
-    return Route(index, "enhanced")
+    takers = [i for i, model in enumerate(models) if native_px <= model.crossover_px]
+    if not takers:
+        largest = max(model.crossover_px for model in models)
+        return Route(None, f"{native_px:.0f} px is above every model's crossover ({largest:.0f} px)")
+    return Route(best_fit(native_px, models, takers), "enhanced")

@@ -390,10 +390,10 @@ X8, X4 = ModelFit(16, 128, 24.0), ModelFit(32, 128, 48.0)
 
 @pytest.mark.parametrize("native, display, expected", [
     (12, 96, 0),  # tiny face shown 8x larger: the x8 model
-    (20, 160, 0),  # closer to 16 than to 32 (log scale)
+    (20, 160, 0),  # closer to 16 than to 32 (log scale), and within the x8 model's crossover of 24
     (26, 104, 1),  # closer to 32: the x4 model
     (40, 160, 1),
-    (60, 240, None),  # above the x4 model's crossover: interpolate
+    (60, 240, None),  # above every model's crossover: interpolate
     (20, 20, None),  # shown at its recorded size: never enhanced
     (20, 15, None),
 ])
@@ -405,6 +405,12 @@ def test_route_force_and_a_single_model():
     assert route(20, 20, [X8, X4], force=True) == Route(0, "forced")
     assert route(30, 240, [X8]).model is None  # 30 px > the x8 model's crossover of 24 px
     assert "crossover" in route(30, 240, [X8]).reason
+
+
+def test_a_face_the_best_fit_rejects_goes_to_a_model_that_takes_it():
+    tight_x8, x4 = ModelFit(16, 128, 16.0), ModelFit(32, 128, 32.0)
+    assert route(20, 80, [tight_x8, x4]).model == 1  # 16 fits 20 px better, but only the x4 model takes it
+    assert route(12, 96, [tight_x8, x4]).model == 0
 
 
 def test_enhancer_keeps_faces_shown_at_their_recorded_size(backend):
