@@ -80,7 +80,7 @@ def run(args) -> dict:
 
 
 def to_markdown(payload: dict) -> str:
-    lines = [f"### Crossover — model vs bicubic by native face size, UTK test ({payload['images']} faces)\n",
+    lines = [f"# Crossover — model vs bicubic by native face size, UTK test ({payload['images']} faces)\n",
              f"Command: `{payload['command']}`\n"]
     for model in payload["models"]:
         rows = [[r["native_px"], r["model_db"], r["bicubic_db"], f"{r['gain_db']:+.2f}"] for r in model["rows"]]

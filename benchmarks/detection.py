@@ -95,7 +95,7 @@ def run(args) -> dict:
 
 def to_markdown(payload: dict) -> str:
     rows = [[r["bucket"], r["faces"], *(r[f"x{u}"] for u in UPSCALES)] for r in payload["rows"]]
-    return (f"### Detection recall by face size (YuNet, scene photos + street frame 0 downscaled)\n\n"
+    return (f"# Detection recall by face size (YuNet, scene photos + street frame 0 downscaled)\n\n"
             f"Command: `{payload['command']}`\n\n"
             + markdown_table(["face size in the small frame (px)", "faces", *(f"recall, detect at x{u}"
                                                                               for u in UPSCALES)], rows))

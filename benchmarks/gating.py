@@ -84,7 +84,7 @@ def run(args) -> dict:
 def to_markdown(payload: dict) -> str:
     rows = [[r["detect_every"], r["confirm_hits"], r["confirm_score"], f"{r['recall_after_warmup']:.3f}",
              f"{r['recall']:.3f}", r["non_face_tracks"], r["track_ids"]] for r in payload["rows"]]
-    return (f"### Face gating on the street video against hand labels ({payload['labels']})\n\n"
+    return (f"# Face gating on the street video against hand labels ({payload['labels']})\n\n"
             f"Command: `{payload['command']}`\n\n"
             + markdown_table(["detect every", "confirm after hits", "min mean score",
                               "recall (frames after confirmation)", "recall (all 5 frames)",

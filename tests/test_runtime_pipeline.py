@@ -418,8 +418,10 @@ def test_enhancer_keeps_faces_shown_at_their_recorded_size(backend):
     at_one = _enhancer(backend, [_det(100, 100, 20)]).process(frame, 0)
     assert at_one.faces[0].sr is None and "recorded size" in at_one.faces[0].route
     np.testing.assert_array_equal(at_one.view[60:200, 60:200], frame[60:200, 60:200])  # untouched
-    at_four = _enhancer(backend, [_det(100, 100, 20)], upscale=4.0).process(frame, 0)
+    at_four = _enhancer(backend, [_det(100, 100, 14)], upscale=4.0).process(frame, 0)  # within the input size
     assert at_four.faces[0].sr is not None and at_four.view.shape == (960, 1280, 3)
+    too_large = _enhancer(backend, [_det(100, 100, 20)], upscale=4.0).process(frame, 0)  # above the crossover
+    assert too_large.faces[0].sr is None and "crossover" in too_large.faces[0].route
 
 
 # --- face gating ------------------------------------------------------------------------------------------------
