@@ -76,7 +76,7 @@ def run_pipeline(args, video: Path, model: Path) -> dict:
             total.frames += stats.frames
             total.faces += stats.faces
             memory.append({"frames": total.frames, "rss_mb": round(rss_mb(), 1)})
-            enhancer.tracker = type(enhancer.tracker)()  # a new pass is a new clip: restart the tracks
+            enhancer.reset_tracks()  # a new pass is a new clip
     summary = summarize(total, timer, time.perf_counter() - start,
                         {"video": str(video), "model": str(model), "backend": backend.name, "view": args.view,
                          "detect_every": args.detect_every})

@@ -98,6 +98,11 @@ class Enhancer:
         self.fits = [ModelFit.for_sides(b.artifact.input_hw[0], b.artifact.output_hw[0]) for b in self.backends]
         self.output_hw = max(b.artifact.output_hw for b in self.backends)
 
+    def reset_tracks(self) -> None:
+        """Forget every track (a new clip or an unrelated photo); ids keep counting up."""
+        self.tracker = IoUTracker(confirm_hits=self.config.confirm_hits, confirm_score=self.config.confirm_score,
+                                  next_id=self.tracker.next_id)
+
     @property
     def backend(self) -> Backend:
         return self.backends[0]
@@ -144,7 +149,7 @@ class Enhancer:
 
     def _tracks(self, frame: np.ndarray, index: int) -> list[Track]:
         if self.config.independent_frames:  # unrelated photos: a new tracker, detection on every one
-            self.tracker = IoUTracker(next_id=self.tracker.next_id)
+            self.reset_tracks()
             return self.tracker.update(self.detector.detect(frame), index)
         if index % self.config.detect_every == 0:
             return self.tracker.update(self.detector.detect(frame), index)
