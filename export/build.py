@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.contract import BatchProfile, OnnxManifest, TensorSpec, WeightsInfo, write_manifest
+from runtime.files import sha256_of
 
 from . import ExportError
+from .manifest import package_versions, utc_now
 
 log = logging.getLogger("export.build")
 
@@ -162,12 +164,12 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
             conversion, checks["accuracy"] = make_precision_onnx(fp32, published, row, options, calibration)
         checks["tensorrt_compat"] = check_tensorrt_compat(published, trt_targets)
         manifest = OnnxManifest(
-            model=model_name, precision=row.name, onnx=onnx_path.name, onnx_sha256=_sha256(published),
+            model=model_name, precision=row.name, onnx=onnx_path.name, onnx_sha256=sha256_of(published),
             opset=file_opset(published), inputs=inputs, outputs=outputs, batch=batch,
             weights=_weights_info(weights_path), scale=io.scale, steps=steps, max_steps=io.recurrent_steps,
             config=model.config.to_dict(), batchnorm_folded=io.folds_batchnorm, checks=checks,
             precision_conversion=conversion, trtexec=trtexec_hint(onnx_path.name, inputs[0], batch),
-            versions=_versions(), created=_now())
+            versions=package_versions(), created=utc_now())
     write_manifest(manifest_path, manifest)
     return BuildResult(onnx_path, manifest_path, manifest)
 
@@ -186,27 +188,7 @@ def _verified(reference, onnx_path: Path, inputs, outputs, batch: BatchProfile):
 
 
 def _weights_info(path: Path | None) -> WeightsInfo:
-    from runtime.files import sha256_of
-
     return WeightsInfo(str(path), sha256_of(path)) if path else WeightsInfo()
-
-
-def _sha256(path: Path) -> str:
-    from runtime.files import sha256_of
-
-    return sha256_of(path)
-
-
-def _versions() -> dict:
-    from .manifest import package_versions
-
-    return package_versions()
-
-
-def _now() -> str:
-    from .manifest import utc_now
-
-    return utc_now()
 
 
 def _load_calibration(options: PrecisionOptions, input_size: int):

@@ -29,8 +29,10 @@ from runtime.contract import (
     read_manifest, write_manifest,
 )
 from runtime.errors import ModelArtifactError
+from runtime.files import sha256_of
 
 from . import ExportError
+from .manifest import package_versions, utc_now
 
 log = logging.getLogger("export.tensorrt_build")
 
@@ -158,8 +160,6 @@ def _builder_config(trt, builder, image_input: TensorSpec, batch: BatchProfile, 
 def _legacy_precision(trt, config, profile, precision, version, options: EngineOptions, calibration, source: Path,
                       batch: BatchProfile, to_device) -> list[str]:
     """Builder flags (and the calibrator) of the weakly typed path; returns the flag names set."""
-    from runtime.files import sha256_of
-
     flags = list(precision.legacy_trt_flags)
     if precision.needs_calibration:
         config.int8_calibrator = make_calibrator(trt, calibration, options.calibration_cache, sha256_of(source),
@@ -327,8 +327,6 @@ def build_engine_from_manifest(manifest_path, options: EngineOptions = EngineOpt
                                calibration_data: str | None = None, engine_path: str | None = None,
                                trt=None) -> Path:
     """Build the engine for an exported artifact and write its own manifest `NAME.engine.json`."""
-    from runtime.files import sha256_of
-
     if trt is None:
         if not tensorrt_available():
             raise ExportError("TensorRT (the `tensorrt` Python package) is not installed here; compile on the "
@@ -343,8 +341,6 @@ def build_engine_from_manifest(manifest_path, options: EngineOptions = EngineOpt
     engine_path = Path(engine_path) if engine_path else onnx_path.with_suffix(".engine")
     build = build_engine(trt, onnx_path, engine_path, manifest.precision, manifest.inputs[0], manifest.batch,
                          options, calibration)
-    from .manifest import package_versions, utc_now
-
     engine = EngineManifest(
         model=manifest.model, precision=manifest.precision, engine=engine_path.name,
         engine_sha256=sha256_of(engine_path),
