@@ -24,11 +24,11 @@ QUICK_FACES = 50
 
 def evaluate_onnx(manifest_path: Path, split) -> dict:
     """Mean Y-PSNR/SSIM of an exported artifact on a decoded split, through the runtime's backend (auto: the
-    engine with TensorRT, else ONNX Runtime on the best provider here)."""
+    engine with TensorRT, else ONNX Runtime on the best provider here); NME when it has a `landmarks` output."""
     from runtime.artifact import load_artifact
     from runtime.backends import create_backend, infer_batched
     from runtime.frames import hwc_uint8_to_nchw
-    from training.metrics import to_uint8, y_psnr_ssim
+    from training.metrics import landmark_nme, to_uint8, y_psnr_ssim
 
     artifact = load_artifact(manifest_path)
     manifest = artifact.manifest
@@ -36,12 +36,15 @@ def evaluate_onnx(manifest_path: Path, split) -> dict:
         raise ValueError(f"{manifest_path.name} takes {artifact.input_hw[0]} px inputs, the split's LR is "
                          f"{split.lr.shape[1]} px")
     with create_backend("auto", artifact) as backend:
-        sr = to_uint8(infer_batched(backend, hwc_uint8_to_nchw(split.lr))[artifact.image_output.name])
+        outputs = infer_batched(backend, hwc_uint8_to_nchw(split.lr))
         backend_name = backend.name
+    sr = to_uint8(outputs[artifact.image_output.name])
     scores = np.array([y_psnr_ssim(s, h) for s, h in zip(sr, split.hr)])
+    landmarks = outputs.get("landmarks")
+    nme = None if landmarks is None else float(landmark_nme(landmarks, split.landmarks).mean())
     return {"method": f"onnx {manifest_path.stem}", "model": manifest.model, "steps": manifest.steps or "-",
             "precision": manifest.precision, "backend": backend_name, "psnr": float(scores[:, 0].mean()),
-            "ssim": float(scores[:, 1].mean()), "images": len(split)}
+            "ssim": float(scores[:, 1].mean()), "nme": nme, "images": len(split)}
 
 
 def shipped_model_rows(model_names: list[str], splits) -> list[dict]:

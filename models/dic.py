@@ -342,11 +342,15 @@ class DIC(nn.Module):
         self.HG = FeedbackHourGlass(cfg.hg_num_feature, cfg.hg_num_keypoints)
 
     def unroll(
-        self, lr: torch.Tensor, steps: int | None = None, last_heatmap: bool = True
+        self, lr: torch.Tensor, steps: int | None = None, last_heatmap: bool = True,
+        detach_attention: bool | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Run `steps` recurrent steps. With `last_heatmap=False` the final landmark pass is skipped
-        (it only feeds a next step), so heatmaps has steps-1 entries."""
+        (it only feeds a next step), so heatmaps has steps-1 entries. `detach_attention` (default: the
+        config's) stops the SR loss's gradient at the attention maps, so it cannot train the hourglass."""
         steps = self.config.num_steps if steps is None else steps
+        if detach_attention is None:
+            detach_attention = self.config.detach_attention
         if not 1 <= steps <= self.config.num_steps:
             raise ValueError(f"steps must be in 1..{self.config.num_steps}, got {steps}")
         x = lr - self.rgb_mean
@@ -359,7 +363,7 @@ class DIC(nn.Module):
                 hidden = self.first_block(features)
             else:
                 parts = merge_heatmaps(heatmaps, self.parts)
-                if self.config.detach_attention:
+                if detach_attention:
                     parts = parts.detach()
                 hidden = self.block(features, hidden, parts)
             sr = base + self.conv_out(self.out(hidden))  # mean-subtracted space, as upstream

@@ -49,13 +49,14 @@ def _scheduler_state(scheduler) -> dict:
 
 
 def save_checkpoint(path: Path, *, model, optimizer, scheduler, generator, iteration: int, config: dict,
-                    model_name: str, best_psnr: float, history: list, scaler=None) -> None:
+                    model_name: str, best_score: float, history: list, scaler=None,
+                    task_state: dict | None = None) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
         "model_name": model_name,
         "config": json.dumps(config, sort_keys=True),
         "iteration": int(iteration),
-        "best_psnr": float(best_psnr),
+        "best_score": float(best_score),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": _scheduler_state(scheduler),
@@ -65,6 +66,8 @@ def save_checkpoint(path: Path, *, model, optimizer, scheduler, generator, itera
     }
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
+    if task_state:
+        state["task"] = task_state  # e.g. DICGAN's discriminator and its optimizer
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -86,4 +89,6 @@ def load_checkpoint(path: str | Path, *, model_name: str, config: dict) -> dict:
             f"{path} was trained with another config; differences (checkpoint, requested): {diff}. "
             "Resume with the same --config, or start a new run."
         )
+    if "best_score" not in state:  # written before validation scores were task-defined
+        state["best_score"] = state.pop("best_psnr")
     return state

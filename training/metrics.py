@@ -12,6 +12,8 @@ The official test path hands `calc_metrics` uint8 HWC images (SR clamped to [0, 
   filter2D (reflect-101 border) then the 5-pixel "valid" crop, C1 = (0.01*255)^2, C2 = (0.03*255)^2, map mean.
 * Landmark NME: arg-max of each heatmap * 4, mean point-to-point error divided by the outer-eye-corner
   distance (points 36 and 45) of the ground truth.
+* Sharpness (this project's, for GAN weights): mean gradient magnitude of the SR's Y channel over that of the
+  HR, on the same cropped region; 1.0 = as much edge energy as the real face, < 1 = blurrier.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ import math
 
 import numpy as np
 
-__all__ = ["to_uint8", "rgb_to_y", "psnr", "ssim", "y_psnr_ssim", "landmark_nme", "CROP_BORDER"]
+__all__ = ["to_uint8", "rgb_to_y", "psnr", "ssim", "y_psnr_ssim", "landmark_nme", "gradient_magnitude",
+           "sharpness_ratio", "CROP_BORDER"]
 
 CROP_BORDER = 8
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
@@ -96,3 +99,15 @@ def landmark_nme(pred: np.ndarray, target: np.ndarray, left: int = 36, right: in
     target = np.asarray(target, np.float64)
     norm = np.linalg.norm(target[:, left] - target[:, right], axis=-1)
     return np.linalg.norm(pred - target, axis=-1).mean(-1) / norm
+
+
+def gradient_magnitude(y: np.ndarray) -> float:
+    """Mean |gradient| of a 2-D (Y) image, from central differences."""
+    gy, gx = np.gradient(np.asarray(y, np.float64))
+    return float(np.hypot(gx, gy).mean())
+
+
+def sharpness_ratio(sr: np.ndarray, hr: np.ndarray, crop_border: int = CROP_BORDER) -> float:
+    """Gradient magnitude of SR's Y over HR's (uint8 RGB [H, W, 3] each, border cropped)."""
+    c = crop_border
+    return gradient_magnitude(rgb_to_y(sr)[c:-c, c:-c]) / gradient_magnitude(rgb_to_y(hr)[c:-c, c:-c])

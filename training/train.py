@@ -2,12 +2,14 @@
 
     python -m training.train --model dic --config cpu_demo --max-minutes 60 --out runs/dic_cpu_demo
     python -m training.train --model pfsr --config half --iters 7000 --batch 16 --lr 1e-3 --out runs/pfsr_half
+    python -m training.train --model dic --task landmarks --config cpu_demo --batch 16 --lr 1e-3 --out runs/dic_hg
 
 CPU: uses `torch.set_num_threads(--threads)`. GPU (`--device cuda`, not exercised in this repository's
 CI): `--amp` enables autocast (bf16 where supported, else fp16 with a GradScaler), the model and the
 image batches use channels_last, and batches are copied from pinned memory with non_blocking=True.
 
-Outputs in --out: `best.safetensors` (best val Y-PSNR; config, iteration, val_psnr in the metadata),
+Outputs in --out: `best.safetensors` (best validation score: Y-PSNR, or for `--task landmarks` the NME;
+config, iteration and the validation metrics in the metadata),
 `last.safetensors`, `checkpoint.pt` (resumable: model, optimizer, scheduler, RNG, iteration; plain
 tensors / primitives only, loads with torch.load(weights_only=True)), `train.log`, `history.json`.
 """
@@ -36,6 +38,8 @@ log = logging.getLogger("training")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="dic")
+    p.add_argument("--task", default="sr", choices=["sr", "landmarks"],
+                   help="sr: the model's objective; landmarks (dic): pre-train the landmark hourglass alone")
     p.add_argument("--config", default="tiny",
                    help="named config (dic: default, small, tiny, cpu_demo; pfsr: default, half, quarter, tiny)")
     p.add_argument("--data", default=None, help="face data dir (default ../shared/data/faces-utk)")
@@ -48,12 +52,31 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="MultiStepLR milestones: fractions of --iters (<1) or iteration numbers")
     p.add_argument("--gamma", type=float, default=0.5)
     p.add_argument("--heatmap-weight", type=float, default=0.1, help="dic: landmark heatmap loss weight")
+    p.add_argument("--heatmap-sigma", type=float, default=None,
+                   help="dic: Gaussian sigma of the GT heatmaps in 32x32-grid cells (default 1.0; landmarks: 1.5)")
+    p.add_argument("--heatmap-fg-weight", type=float, default=None,
+                   help="dic: extra weight of heatmap cells > 0.1 in the heatmap MSE (default 0 = the paper's "
+                        "plain MSE; landmarks: 10)")
+    p.add_argument("--detach-attention-iters", type=int, default=0,
+                   help="dic: stop the SR gradient at the attention maps for the first N iterations")
+    p.add_argument("--hg-lr-scale", type=float, default=1.0, help="dic: learning rate of the hourglass x this")
+    p.add_argument("--max-val-nme", type=float, default=None,
+                   help="dic: a checkpoint whose val NME exceeds this is never 'best'")
+    p.add_argument("--gan-weight", type=float, default=0.005, help="dicgan: adversarial loss weight")
+    p.add_argument("--feature-weight", type=float, default=0.1, help="dicgan: LightCNN feature loss weight")
+    p.add_argument("--feature-weights", default=None,
+                   help="dicgan: pretrained LightCNN_feature.pth for the feature loss (off without it)")
+    p.add_argument("--d-lr", type=float, default=1e-4, help="dicgan: discriminator learning rate")
+    p.add_argument("--min-val-psnr", type=float, default=None,
+                   help="dicgan: a checkpoint below this val Y-PSNR is never 'best'")
     p.add_argument("--attention-weight", type=float, default=1.0, help="pfsr: facial attention loss weight")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--amp", action="store_true", help="GPU: bf16/fp16 autocast")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", default=None, help="checkpoint.pt to continue from")
+    p.add_argument("--resume", default=None, help="checkpoint.pt to continue exactly (weights, optimizer, schedule)")
+    p.add_argument("--init-weights", default=None,
+                   help="start from these weights (strict; new optimizer and schedule): warm start, not --resume")
     p.add_argument("--reschedule", action="store_true",
                    help="with --resume: replace the checkpoint's LR milestones by --milestones/--iters/--gamma "
                         "(e.g. a CPU run that is slower than planned); the run is then no longer an exact "
@@ -66,7 +89,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--landmark-weights", default=None, help="pretrained landmark hourglass (FB_HG_68_CelebA.pth)")
     p.add_argument("--no-flip", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    landmarks = args.task == "landmarks"
+    if args.heatmap_sigma is None:
+        args.heatmap_sigma = 1.5 if landmarks else 1.0
+    if args.heatmap_fg_weight is None:
+        args.heatmap_fg_weight = 10.0 if landmarks else 0.0
+    if args.resume and args.init_weights:
+        p.error("--resume continues a run exactly; --init-weights starts a new one: give one of them")
+    return args
 
 
 def make_milestones(spec: str, iters: int) -> list[int]:
@@ -75,29 +106,6 @@ def make_milestones(spec: str, iters: int) -> list[int]:
         value = float(part)
         out.append(int(round(value * iters)) if value < 1 else int(value))
     return sorted(set(out))
-
-
-# --- validation -----------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def validate(task, model, split, device, batch_size: int = 25) -> float:
-    """Mean Y-PSNR (official DIC metric) of the last step on `split`."""
-    from .metrics import psnr, rgb_to_y, to_uint8, CROP_BORDER
-
-    was_training = model.training
-    model.eval()
-    scores = []
-    c = CROP_BORDER
-    for start in range(0, len(split), batch_size):
-        idx = np.arange(start, min(start + batch_size, len(split)))
-        batch = sample_batch(split, idx, device=device)
-        sr_steps, _ = task.predict(model, batch.lr)
-        sr = to_uint8(sr_steps[-1])
-        for i, k in enumerate(idx):
-            scores.append(psnr(rgb_to_y(sr[i])[c:-c, c:-c], rgb_to_y(split.hr[k])[c:-c, c:-c]))
-    model.train(was_training)
-    return float(np.mean(scores))
 
 
 # --- main loop ------------------------------------------------------------------------------------
@@ -117,7 +125,7 @@ class Run:
     amp_dtype: torch.dtype | None = None
     scaler: object = None
     iteration: int = 0
-    best_psnr: float = -math.inf
+    best_score: float = -math.inf
     history: list = field(default_factory=list)
 
 
@@ -149,12 +157,8 @@ def _new_run(args) -> Run:
     model = task.build_model(config).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    if args.landmark_weights:
-        from models import load_landmark_weights
-
-        load_landmark_weights(model, args.landmark_weights)
-        log.info("loaded landmark weights %s", args.landmark_weights)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    _load_initial_weights(model, args)
+    optimizer = torch.optim.Adam(task.param_groups(model, args.lr), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=make_milestones(args.milestones, args.iters),
                                                      gamma=args.gamma)
     amp_dtype, scaler = _mixed_precision(args, device)
@@ -162,9 +166,24 @@ def _new_run(args) -> Run:
                amp_dtype, scaler)
 
 
+def _load_initial_weights(model: torch.nn.Module, args) -> None:
+    """--init-weights (the whole network, or the hourglass for --task landmarks), then --landmark-weights."""
+    from models import load_landmark_weights, load_weights
+
+    if args.init_weights:
+        (load_landmark_weights if args.task == "landmarks" else load_weights)(model, args.init_weights)
+        log.info("initialised from %s", args.init_weights)
+    if args.landmark_weights:
+        if args.task == "landmarks":
+            raise SystemExit("--landmark-weights is for joint training; with --task landmarks use --init-weights")
+        load_landmark_weights(model, args.landmark_weights)
+        log.info("loaded landmark weights %s", args.landmark_weights)
+
+
 def _resume(run: Run, args) -> None:
     state = load_checkpoint(args.resume, model_name=args.model, config=run.config)
     run.model.load_state_dict(state["model"])
+    run.task.load_state_dict(state.get("task", {}))
     run.optimizer.load_state_dict(state["optimizer"])
     sched_state = dict(state["scheduler"])
     sched_state["milestones"] = Counter(sched_state["milestones"])
@@ -173,11 +192,11 @@ def _resume(run: Run, args) -> None:
     torch.set_rng_state(state["torch_rng"])
     if run.scaler is not None and "scaler" in state:
         run.scaler.load_state_dict(state["scaler"])
-    run.iteration, run.best_psnr = state["iteration"], state["best_psnr"]
+    run.iteration, run.best_score = state["iteration"], state["best_score"]
     if args.reschedule:
         _reschedule(run, args)
     run.history = json.loads(state["history"])
-    log.info("resumed from %s at iteration %d (best val %.3f dB)", args.resume, run.iteration, run.best_psnr)
+    log.info("resumed from %s at iteration %d (best val score %.4f)", args.resume, run.iteration, run.best_score)
 
 
 def _reschedule(run: Run, args) -> None:
@@ -192,27 +211,32 @@ def _reschedule(run: Run, args) -> None:
              run.optimizer.param_groups[0]["lr"])
 
 
-def _save_all(run: Run, args, out: Path, is_best: bool, val_psnr: float | None) -> None:
-    meta = {"config": run.config, "model": args.model, "config_name": args.config, "iteration": run.iteration,
-            "val_psnr": val_psnr}
+def _save_all(run: Run, args, out: Path, is_best: bool, metrics: dict | None) -> None:
+    meta = {"config": run.config, "model": args.model, "task": args.task, "config_name": args.config,
+            "iteration": run.iteration, **{f"val_{k}": v for k, v in (metrics or {}).items()}}
     save_weights(run.model, out / "last.safetensors", metadata=meta)
     if is_best:
         save_weights(run.model, out / "best.safetensors", metadata=meta)
     save_checkpoint(out / "checkpoint.pt", model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
                     generator=run.generator, iteration=run.iteration, config=run.config, model_name=args.model,
-                    best_psnr=run.best_psnr, history=run.history, scaler=run.scaler)
+                    best_score=run.best_score, history=run.history, scaler=run.scaler,
+                    task_state=run.task.state_dict())
 
 
 def _validate_and_save(run: Run, args, out: Path, val_split, start_wall: float) -> None:
     t = time.time()
-    val = validate(run.task, run.model, val_split, run.device)
-    # A progressive model is only a candidate once its final step is fully blended in.
-    ready = run.task.final_model_ready
-    is_best = ready and val > run.best_psnr
-    run.best_psnr = max(run.best_psnr, val) if ready else run.best_psnr
-    run.history.append({"iteration": run.iteration, "val_psnr": val, "elapsed_s": time.time() - start_wall})
-    log.info("iter %d  val Y-PSNR %.3f dB (best %.3f)  [%.1fs]", run.iteration, val, run.best_psnr, time.time() - t)
-    _save_all(run, args, out, is_best, val)
+    metrics = run.task.validate(run.model, val_split, run.device)
+    # A progressive model is only a candidate once its final step is fully blended in; the task may also
+    # rule a checkpoint out (e.g. DIC whose landmarks got lost).
+    score = run.task.score(metrics) if run.task.final_model_ready else None
+    is_best = score is not None and score > run.best_score
+    run.best_score = max(run.best_score, score) if score is not None else run.best_score
+    run.history.append({"iteration": run.iteration, **{f"val_{k}": v for k, v in metrics.items()},
+                        "elapsed_s": time.time() - start_wall})
+    shown = "  ".join(f"val {k} {v:.4f}" for k, v in metrics.items())
+    log.info("iter %d  %s  score %s (best %.4f)  [%.1fs]", run.iteration, shown,
+             "-" if score is None else f"{score:.4f}", run.best_score, time.time() - t)
+    _save_all(run, args, out, is_best, metrics)
     (out / "history.json").write_text(json.dumps(run.history, indent=1))
 
 
@@ -286,7 +310,7 @@ def train(args: argparse.Namespace) -> dict:
             _save_all(run, args, out, False, None)
     if not run.history or run.history[-1]["iteration"] != run.iteration:
         _validate_and_save(run, args, out, val_split, start_wall)
-    summary = {"iterations": run.iteration, "best_val_psnr": run.best_psnr,
+    summary = {"iterations": run.iteration, "best_val_score": run.best_score,
                "wall_minutes": (time.time() - start_wall) / 60, "stopped_by_time": stopped_by_time, "out": str(out)}
     log.info("done: %s", summary)
     return summary
