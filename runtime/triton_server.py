@@ -130,12 +130,24 @@ def prepare_backends(env: ServerEnv) -> Path:
         raise TritonServerError(f"nvidia-pytriton has no Python-backend stub for Python {env.python_version}; "
                                 f"recreate {env.root} with a Python it supports (3.8 ... 3.13).")
     target = env.backend_dir / "python"
-    target.mkdir(parents=True, exist_ok=True)
-    for source in (env.pytriton_dist / "backends" / "python").iterdir():
-        if source.is_file():
-            shutil.copy2(source, target / source.name)
-    shutil.copy2(stub, target / stub.name)
+    sources = [f for f in (env.pytriton_dist / "backends" / "python").iterdir() if f.is_file()] + [stub]
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for source in sources:
+            _install_file(source, target / source.name)
+    except OSError as err:
+        raise TritonServerError(f"cannot prepare the backend folder {target}: {err}") from err
     return env.backend_dir
+
+
+def _install_file(source: Path, target: Path) -> None:
+    """Copy unless already there; replace by rename, so a server running from the old file keeps it."""
+    if target.is_file() and target.stat().st_size == source.stat().st_size \
+            and target.stat().st_mtime >= source.stat().st_mtime:
+        return
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.copy2(source, partial)
+    os.replace(partial, target)
 
 
 def server_environment(env: ServerEnv) -> dict[str, str]:
