@@ -49,6 +49,7 @@ class RepositoryOptions:
     preferred_batches: tuple[int, ...] = ()
     queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
     intra_op_threads: int = 0  # python platform: ONNX Runtime threads per instance (0: its default)
+    allow_spinning: bool = False  # python platform: ONNX Runtime's busy-waiting threads (off: measured faster)
     trt_version: str | None = None  # tensorrt platform: the server's TensorRT release, e.g. 10.3.0
     compute_capability: str | None = None  # tensorrt platform: the server's GPU, e.g. 8.7
 
@@ -170,7 +171,8 @@ def _parameters(artifact: ModelArtifact, options: RepositoryOptions) -> list[str
     if artifact.manifest is not None:
         values |= {"fsr_edge_precision": artifact.manifest.precision, "fsr_edge_onnx_sha256": artifact.manifest.onnx_sha256}
     if options.platform == "python":
-        values |= {"onnx_file": "model.onnx", "intra_op_threads": str(options.intra_op_threads)}
+        values |= {"onnx_file": "model.onnx", "intra_op_threads": str(options.intra_op_threads),
+                   "allow_spinning": "1" if options.allow_spinning else "0"}
     return [f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}' for key, value in values.items()]
 
 
@@ -230,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preferred-batch", type=_batch_list, default=(), help="e.g. 4,8 (default: OPT,MAX of the profile)")
     p.add_argument("--max-queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US)
     p.add_argument("--intra-op-threads", type=int, default=0, help="python platform: ONNX Runtime threads")
+    p.add_argument("--allow-spinning", action="store_true",
+                   help="python platform: let idle ONNX Runtime threads spin (off by default: on the 2-core test "
+                        "machine spinning beside the server's threads cost up to half the throughput)")
     p.add_argument("--trt-version", help="tensorrt platform: the server's TensorRT release, e.g. 10.3.0")
     p.add_argument("--compute-capability", help="tensorrt platform: the server GPU's compute capability, e.g. 8.7")
     return p
@@ -240,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     options = RepositoryOptions(args.platform, args.name, args.instances, not args.no_dynamic_batching,
                                 args.preferred_batch, args.max_queue_delay_us, args.intra_op_threads,
-                                args.trt_version, args.compute_capability)
+                                args.allow_spinning, args.trt_version, args.compute_capability)
     try:
         folder = write_repository(args.model, args.repository, options)
     except ExportError as err:

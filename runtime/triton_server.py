@@ -199,7 +199,7 @@ class TritonServer:
         log.info("starting %s (log: %s)", " ".join(command), self.log_file)
         with open(self.log_file, "wb") as sink:
             self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
-                                            env=server_environment(self.env))
+                                            env=server_environment(self.env), preexec_fn=_stop_with_parent)
         self.wait_ready(timeout_s)
         return self
 
@@ -248,6 +248,17 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it when the launching process dies, so a killed launcher never
+    leaves a server holding its ports."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 # --- CLI ------------------------------------------------------------------------------------------------
