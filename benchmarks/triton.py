@@ -184,6 +184,7 @@ def plot(payload: dict, path: Path) -> None:
     right.set_xlabel("concurrent clients"), right.set_ylabel("request latency p95 (ms)")
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
         ax.set_xticks(sorted({r["clients"] for r in payload["rows"]}))
     fig.suptitle(f"Triton on {payload['machine']['cores']}-core CPU: {payload['model_name']}, "
                  f"{payload['faces_per_request']} face(s) per request", fontsize=9)

@@ -67,7 +67,9 @@ def write_repository(model: str | Path, repository: str | Path, options: Reposit
     _check_batching(artifact, options)
     folder = Path(repository) / name
     version = folder / "1"
-    version.mkdir(parents=True, exist_ok=True)
+    if version.is_dir():  # a rewrite replaces the model files (another platform leaves none behind)
+        shutil.rmtree(version)
+    version.mkdir(parents=True)
     _copy_model_files(artifact, version, options)
     (folder / "config.pbtxt").write_text(model_config(artifact, name, options))
     Path(repository, f"{name}.nvinferserver.txt").write_text(nvinferserver_config(artifact, name, repository))

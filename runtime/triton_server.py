@@ -91,8 +91,11 @@ def open_env(root: Path) -> ServerEnv:
              "print(json.dumps({'version': f'{sys.version_info[0]}.{sys.version_info[1]}', "
              "'site': str(sysconfig.get_paths()['purelib']), 'libdir': sysconfig.get_config_var('LIBDIR') or '', "
              "'pytriton': spec is not None, 'onnxruntime': u.find_spec('onnxruntime') is not None}))")
-    found = json.loads(subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
-                                      check=True).stdout)
+    proc = subprocess.run([str(python), "-c", probe], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise TritonServerError(f"the Python of the Triton server environment {root} does not run "
+                                f"({proc.stderr.strip().splitlines()[-1:]}); delete {root} and run `{SETUP_COMMAND}`.")
+    found = json.loads(proc.stdout)
     missing = [name for name in ("pytriton", "onnxruntime") if not found[name]]
     if missing:
         raise TritonServerError(f"the Triton server environment {root} lacks {', '.join(missing)}; repair it with "

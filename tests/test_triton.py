@@ -44,6 +44,7 @@ def test_python_platform_repository_from_the_manifest(make_artifact, tmp_path):
     assert '{ name: "sr" data_type: TYPE_FP32 dims: [ 3, 128, 128 ] }' in config
     assert "preferred_batch_size: [ 8, 16 ]" in config and "max_queue_delay_microseconds: 500" in config
     assert "count: 2 kind: KIND_CPU" in config and '"onnx_file" value { string_value: "model.onnx" }' in config
+    assert '"allow_spinning" value { string_value: "0" }' in config
     deepstream = (tmp_path / "repo" / "m.nvinferserver.txt").read_text()
     assert 'model_name: "m"' in deepstream and "PROCESS_MODE_CLIP_OBJECTS" in deepstream
 
@@ -54,6 +55,9 @@ def test_onnxruntime_platform_without_dynamic_batching(make_artifact, tmp_path):
     config = (folder / "config.pbtxt").read_text()
     assert folder.name == "sr_x8" and [p.name for p in (folder / "1").iterdir()] == ["model.onnx"]
     assert 'backend: "onnxruntime"' in config and "dynamic_batching" not in config
+    write_repository(make_artifact("m"), tmp_path / "repo", RepositoryOptions("python", name="sr_x8"))
+    write_repository(make_artifact("m"), tmp_path / "repo", RepositoryOptions("onnxruntime", name="sr_x8"))
+    assert [p.name for p in (folder / "1").iterdir()] == ["model.onnx"]  # the rewrite left no model.py behind
 
 
 def test_tensorrt_plan_is_the_engine_built_for_the_target(make_artifact, tmp_path):
