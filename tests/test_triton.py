@@ -308,3 +308,14 @@ def test_reconnects_after_a_restart_and_stops_cleanly_on_sigterm(server_env, rep
         thread.join(120)
     assert out["sr"].shape == (2, 3, 128, 128) and patient.reconnects >= 1
     assert restarted[0].stop() == 0
+
+
+def test_benchmark_runs_and_writes_its_reports(server_env, pfsr_onnx, tmp_path):
+    from benchmarks.triton import main
+
+    assert main(["--model", str(pfsr_onnx), "--seconds", "0.5", "--rounds", "1", "--clients", "1,2",
+                 "--outdir", str(tmp_path)]) == 0
+    rows = {(r["mode"], r["clients"]): r for r in json.loads((tmp_path / "triton.json").read_text())["rows"]}
+    assert len(rows) == 5 and all(r["requests"] > 0 and r["faces_per_s"] > 0 for r in rows.values())
+    assert rows[("triton, dynamic batching off", 2)]["mean_batch"] == 1
+    assert (tmp_path / "triton.md").read_text().count("| triton, dynamic batching") == 4
