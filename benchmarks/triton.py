@@ -120,6 +120,7 @@ def run(args) -> dict:
     artifact = load_artifact(args.model)
     faces = np.random.default_rng(0).random((args.faces_per_request, 3, *artifact.input_hw), dtype=np.float32)
     load_before = list(os.getloadavg())
+    shared = not args.no_shared_memory
     local = Tally("local onnxruntime", 1)
     tallies = {(mode, n): Tally(f"triton, dynamic batching {'on' if on else 'off'}", n)
                for mode, on in MODES.items() for n in args.clients}
@@ -135,8 +136,8 @@ def run(args) -> dict:
                 local.add(*drive(lambda: create_backend("onnxruntime", artifact), 1, faces, args.seconds), len(faces))
                 for (mode, clients), tally in tallies.items():
                     before = server_counts(server.grpc_url, f"sr_{mode}")
-                    latencies, wall = drive(lambda: create_backend("triton", remote[mode]), clients, faces,
-                                            args.seconds)
+                    latencies, wall = drive(lambda: create_backend("triton", remote[mode], shared_memory=shared),
+                                            clients, faces, args.seconds)
                     time.sleep(0.5)  # the server counts a request just after answering it
                     after = server_counts(server.grpc_url, f"sr_{mode}")
                     tally.add(latencies, wall, len(faces), (after[0] - before[0], after[1] - before[1]))
@@ -145,7 +146,7 @@ def run(args) -> dict:
     return {"model": str(args.model), "model_name": artifact.model_name, "input_hw": list(artifact.input_hw),
             "faces_per_request": args.faces_per_request, "seconds": args.seconds, "rounds": args.rounds,
             "queue_delay_us": args.queue_delay_us, "intra_op_threads": args.intra_op_threads,
-            "allow_spinning": args.allow_spinning, "load_average_before": load_before,
+            "allow_spinning": args.allow_spinning, "shared_memory": shared, "load_average_before": load_before,
             "load_average_after": list(os.getloadavg()), "rows": rows}
 
 
@@ -156,13 +157,14 @@ def to_markdown(payload: dict) -> str:
                                       " / ".join(str(v) for v in r["faces_per_s_rounds"]), r["p50_ms"], r["p95_ms"],
                                       r["mean_batch"], r["requests"]] for r in payload["rows"]])
     machine = payload["machine"]
+    transport = "in system shared memory" if payload.get("shared_memory") else "inside the gRPC messages"
     loads = [", ".join(f"{v:.2f}" for v in payload[key]) for key in ("load_average_before", "load_average_after")]
     return (f"# Triton — one server, concurrent clients ({payload['model_name']}, {machine['cpu']}, "
             f"{machine['cores']} cores)\n\nCommand: `{payload['command']}`  \n"
             f"Bundled tritonserver 2.51 (nvidia-pytriton 0.7.0), Python backend running ONNX Runtime on CPU "
             f"({payload['intra_op_threads'] or 'default'} intra-op threads, spinning "
             f"{'on' if payload['allow_spinning'] else 'off'}), one model instance; server and client threads on the "
-            f"same machine. Each request carries {payload['faces_per_request']} face(s); every configuration runs "
+            f"same machine, tensors {transport}. Each request carries {payload['faces_per_request']} face(s); every configuration runs "
             f"{payload['seconds']} s in each of {payload['rounds']} interleaved rounds (faces/s over all rounds, "
             f"latency percentiles over all requests); dynamic batching waits up to {payload['queue_delay_us']} µs. "
             f"Mean executed batch = the server's inference_count / execution_count. Load average before / after: "
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queue-delay-us", type=int, default=2000)
     p.add_argument("--intra-op-threads", type=int, default=0, help="ONNX Runtime threads in the server (0: default)")
     p.add_argument("--allow-spinning", action="store_true", help="let ONNX Runtime's idle threads spin in the server")
+    p.add_argument("--no-shared-memory", action="store_true", help="send tensors inside the gRPC messages")
     p.add_argument("--outdir", type=Path, help="default: benchmarks/results/<machine>/")
     args = p.parse_args(argv)
     payload = {"command": command_line(), "machine": machine_info(), **run(args)}

@@ -214,11 +214,14 @@ def test_server_outputs_equal_local_onnxruntime(server, pfsr_onnx):
     faces = np.random.default_rng(1).random((40, 3, 16, 16), dtype=np.float32)  # 40 > max batch 32: 2 requests
     remote = load_model(server.url("pfsr_fp32"))
     assert remote.inputs == tuple(s for s in remote.inputs if s.shape == ("N", 3, 16, 16))
-    with create_backend("auto", remote) as triton, create_backend("onnxruntime", load_artifact(pfsr_onnx)) as local:
+    with create_backend("auto", remote) as triton, create_backend("onnxruntime", load_artifact(pfsr_onnx)) as local, \
+            TritonBackend(remote, shared_memory=False) as over_grpc:
         assert triton.name == "triton" and triton.max_batch == 32
+        assert triton.shared is not None and over_grpc.shared is None  # a local server: shared memory by default
         served, expected = infer_batched(triton, faces)["sr"], infer_batched(local, faces)["sr"]
-    assert served.shape == (40, 3, 128, 128)
-    assert np.abs(served - expected).max() <= 1e-5
+        sent_over_grpc = infer_batched(over_grpc, faces)["sr"]
+    assert served.shape == sent_over_grpc.shape == (40, 3, 128, 128)
+    assert np.abs(served - expected).max() <= 1e-5 and np.abs(sent_over_grpc - expected).max() <= 1e-5
 
 
 def test_missing_model_lists_what_the_server_has(server):

@@ -3,11 +3,15 @@
 The model's tensors (names, dtypes, dims) and its batch limit come from the server's model config, turned
 into the runtime's `ModelArtifact` (`fetch_artifact`), so routing by input size and batch chunking work as
 for local models. `tritonclient` is imported only when a triton:// model is used
-(`pip install -e ".[triton]"`). A lost connection is retried with exponential backoff before it fails.
+(`pip install -e ".[triton]"`). A lost connection is retried with exponential backoff before it fails. When the
+server is on this machine (127.0.0.1 / localhost), tensors travel through system shared memory regions
+registered with the server instead of inside the gRPC messages.
 """
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,7 @@ WIRE_DTYPES = {"float32": "FP32", "float16": "FP16", "int8": "INT8", "uint8": "U
                "int64": "INT64"}
 RETRY_DELAYS_S = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)  # ~6 s of backoff before a request fails
 SERVE_HINT = "start it with `python -m runtime.triton_server --repository DIR`"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def is_triton_url(text) -> bool:
@@ -149,26 +154,99 @@ def _one_line(err) -> str:
     return " ".join(str(err).split())[:200]
 
 
+class SharedMemoryIO:
+    """System shared memory regions for every input and output of one backend, sized for its max batch."""
+
+    def __init__(self, backend: "TritonBackend"):
+        import tritonclient.utils.shared_memory as shm
+
+        self.shm = shm
+        prefix = f"fsr_{os.getpid()}_{id(self)}"
+        self.regions = {}  # tensor name -> (region name, handle, byte size)
+        self.registered = False
+        for spec in (*backend.inputs, *backend.outputs):
+            size = backend.max_batch * math.prod(spec.shape[1:]) * np.dtype(spec.dtype).itemsize
+            name = f"{prefix}_{spec.name}"
+            self.regions[spec.name] = (name, shm.create_shared_memory_region(name, f"/{name}", size), size)
+
+    def register(self, client) -> None:
+        self.registered = False
+        for name, _, size in self.regions.values():
+            client.unregister_system_shared_memory(name)  # after a server restart: nothing to remove
+            client.register_system_shared_memory(name, f"/{name}", size)
+        self.registered = True
+
+    def attach(self, inputs: list, outputs: list, feeds: dict[str, np.ndarray]) -> None:
+        for tensor in inputs:
+            name, handle, _ = self.regions[tensor.name()]
+            array = np.ascontiguousarray(feeds[tensor.name()])
+            self.shm.set_shared_memory_region(handle, [array])
+            tensor.set_shared_memory(name, array.nbytes)
+        for tensor in outputs:
+            name, _, size = self.regions[tensor.name()]
+            tensor.set_shared_memory(name, size)
+
+    def read(self, result, spec: TensorSpec) -> np.ndarray:
+        shape = list(result.get_output(spec.name).shape)
+        return self.shm.get_contents_as_numpy(self.regions[spec.name][1], np.dtype(spec.dtype), shape).copy()
+
+    def close(self, client) -> None:
+        for name, handle, _ in self.regions.values():
+            try:
+                if client is not None:
+                    client.unregister_system_shared_memory(name)
+            except Exception as err:  # the server may be gone; the region is still freed here
+                log.debug("triton: unregistering %s failed: %s", name, err)
+            self.shm.destroy_shared_memory_region(handle)
+        self.regions = {}
+
+
 class TritonBackend(Backend):
-    """Sends each batch to the server as one gRPC request; reconnects with backoff when the link drops."""
+    """Sends each batch to the server as one gRPC request; reconnects with backoff when the link drops.
+
+    Args:
+        artifact: a RemoteArtifact (`fetch_artifact`, or `load_model("triton://...")`).
+        retry_delays_s: waits between attempts when the server is unreachable; () fails at once.
+        timeout_s: per-request deadline.
+        shared_memory: pass tensors through system shared memory; None: when the server is on this machine.
+    """
 
     name = "triton"
 
     def __init__(self, artifact: ModelArtifact, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
-                 timeout_s: float | None = 60.0):
+                 timeout_s: float | None = 60.0, shared_memory: bool | None = None):
         super().__init__(artifact)
         if not isinstance(artifact, RemoteArtifact):
             raise BackendError(f"--backend triton needs --model triton://HOST:PORT/NAME, not {artifact.path}.")
         self.target = artifact.target
         self.retry_delays_s = retry_delays_s
         self.timeout_s = timeout_s
+        self.use_shared_memory = self.target.host in LOOPBACK_HOSTS if shared_memory is None else shared_memory
         self.client = None
+        self.shared: SharedMemoryIO | None = None
         self.reconnects = 0
 
     def _activate(self) -> None:
         self.client = _ready_client(self.target)
+        if self.use_shared_memory:
+            self._open_shared_memory()
+
+    def _open_shared_memory(self) -> None:
+        """Fall back to plain gRPC (logged) when the regions cannot be made or registered."""
+        try:
+            self.shared = SharedMemoryIO(self)
+            self.shared.register(self.client)
+            log.info("triton: tensors go through system shared memory (%d regions)", len(self.shared.regions))
+        except Exception as err:
+            log.warning("triton: system shared memory unavailable (%s); sending tensors over gRPC", _one_line(err))
+            if self.shared is not None:
+                self.shared.close(self.client)
+            self.shared = None
 
     def _deactivate(self) -> None:
+        if self.shared is not None:
+            self.shared.close(self.client)
+            self.shared = None
         if self.client is not None:
             self.client.close()
         self.client = None
@@ -190,22 +268,36 @@ class TritonBackend(Backend):
 
     def _request(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         grpcclient = import_tritonclient()
-        inputs = []
-        for name, array in feeds.items():
-            tensor = grpcclient.InferInput(name, list(array.shape), WIRE_DTYPES[str(array.dtype)])
-            tensor.set_data_from_numpy(np.ascontiguousarray(array))
-            inputs.append(tensor)
+        inputs = [grpcclient.InferInput(name, list(array.shape), WIRE_DTYPES[str(array.dtype)])
+                  for name, array in feeds.items()]
         wanted = [grpcclient.InferRequestedOutput(spec.name) for spec in self.outputs]
+        if self.shared is not None:
+            if not self.shared.registered:  # a reconnect found the server still down
+                self.shared.register(self.client)
+            self.shared.attach(inputs, wanted, feeds)
+        else:
+            for tensor in inputs:
+                tensor.set_data_from_numpy(np.ascontiguousarray(feeds[tensor.name()]))
         result = self.client.infer(self.target.model, inputs, model_version=self.target.version, outputs=wanted,
                                    client_timeout=self.timeout_s)
+        if self.shared is not None:
+            return {spec.name: self.shared.read(result, spec) for spec in self.outputs}
         return {spec.name: result.as_numpy(spec.name) for spec in self.outputs}
 
     def _reconnect(self) -> None:
+        """A new connection; the regions are registered again (a restarted server has forgotten them)."""
         grpcclient = import_tritonclient()
+        from tritonclient.utils import InferenceServerException
+
         if self.client is not None:
             self.client.close()
         self.client = grpcclient.InferenceServerClient(self.target.address)
         self.reconnects += 1
+        if self.shared is not None:
+            try:
+                self.shared.register(self.client)
+            except InferenceServerException as err:  # still down: the next attempt registers again
+                log.debug("triton: registering shared memory failed: %s", _one_line(err))
 
 
 def _is_connection_error(err) -> bool:
