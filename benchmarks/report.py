@@ -12,7 +12,7 @@ from pathlib import Path
 from .common import RESULTS_ROOT
 
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"
-KINDS = ("speed", "quality", "frames", "crossover", "detection", "gating", "pipeline")
+KINDS = ("speed", "quality", "frames", "crossover", "detection", "gating", "pipeline", "triton")
 
 
 def section(results_root: Path = RESULTS_ROOT, readme_dir: Path | None = None) -> str:

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import cv2
 
-from .artifact import load_artifact
 from .assets import detector_model_path
-from .backends import BACKENDS, create_backend
+from .backends import BACKENDS, create_backend, load_model
 from .compose import VIEWS
 from .constants import (
     DETECT_MAX_SIDE, MAX_FACES, MIN_FACE_INPUT_FRACTION, TRACK_CONFIRM_HITS, TRACK_CONFIRM_SCORE,
@@ -65,10 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="0, /dev/video0, csi://0, video file, image, image folder, "
                                                    "rtsp://... or http://... URL, or a GStreamer pipeline (with '!')")
     p.add_argument("--model", required=True, action="append",
-                   help="model artifact: manifest .json, .onnx or .engine; repeat for models of other input sizes "
-                        "(e.g. a x8 16 -> 128 and a x4 32 -> 128 model)")
+                   help="model artifact: manifest .json, .onnx or .engine, or triton://HOST:PORT/NAME (a model "
+                        "served by Triton); repeat for models of other input sizes (e.g. a x8 16 -> 128 and a x4 "
+                        "32 -> 128 model)")
     p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
-                   help="auto: tensorrt for an .engine when TensorRT is installed, else onnxruntime")
+                   help="auto: triton for triton:// models, tensorrt for an .engine when TensorRT is installed, else "
+                        "onnxruntime")
     p.add_argument("--output", help="video file (.mp4/.avi/.mkv), image folder, or 'display' "
                                     "(default: a window when a display exists)")
     p.add_argument("--view", default="overlay", choices=VIEWS)
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
     """Everything after argument parsing; returns the summary. Raises RuntimeToolkitError."""
-    artifacts = [load_artifact(path) for path in args.model]
+    artifacts = [load_model(path) for path in args.model]
     min_face = args.min_face or MIN_FACE_INPUT_FRACTION * min(a.input_hw[0] for a in artifacts)
     detector = FaceDetector(detector_model_path(args.detector_model), max_side=args.detect_max_side,
                             min_face_px=min_face)

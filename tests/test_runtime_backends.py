@@ -368,4 +368,4 @@ def test_torch_backend_with_corrupt_weights_is_one_clear_error(tmp_path):
 
 
 def test_every_backend_is_registered():
-    assert set(BACKENDS) == {"onnxruntime", "tensorrt", "torch"}
+    assert set(BACKENDS) == {"onnxruntime", "tensorrt", "torch", "triton"}

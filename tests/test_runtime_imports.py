@@ -81,7 +81,7 @@ def test_backend_modules_import_their_framework_lazily():
     """Even choosing a backend object imports nothing until activate()."""
     code = textwrap.dedent("""
         import sys
-        for name in ("torch", "tensorrt", "cuda", "pycuda", "models"):
+        for name in ("torch", "tensorrt", "cuda", "pycuda", "models", "tritonclient"):
             sys.modules[name] = None  # any import of these raises ImportError
         from runtime.backends import BACKENDS
         from runtime.backends.tensorrt_backend import check_engine_compat
@@ -90,4 +90,4 @@ def test_backend_modules_import_their_framework_lazily():
     """)
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "['onnxruntime', 'tensorrt', 'torch'] True"
+    assert proc.stdout.strip() == "['onnxruntime', 'tensorrt', 'torch', 'triton'] True"

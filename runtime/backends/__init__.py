@@ -1,4 +1,4 @@
-"""Inference backends behind one interface (`Backend`): onnxruntime, tensorrt, torch.
+"""Inference backends behind one interface (`Backend`): onnxruntime, tensorrt, torch, triton (remote).
 
 Importing this package imports no inference framework; each backend imports its own when activated.
 """
@@ -7,14 +7,15 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from ..artifact import ModelArtifact
+from ..artifact import ModelArtifact, load_artifact
 from ..errors import BackendError
 from .base import Backend, infer_batched
 from .onnxruntime_backend import OnnxRuntimeBackend
 from .tensorrt_backend import TensorRTBackend
 from .torch_backend import TorchBackend
+from .triton_backend import RemoteArtifact, TritonBackend, fetch_artifact, is_triton_url
 
-__all__ = ["Backend", "BACKENDS", "create_backend", "infer_batched", "resolve_backend_name"]
+__all__ = ["Backend", "BACKENDS", "create_backend", "infer_batched", "load_model", "resolve_backend_name"]
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ BACKENDS: dict[str, type[Backend]] = {
     "onnxruntime": OnnxRuntimeBackend,
     "tensorrt": TensorRTBackend,
     "torch": TorchBackend,
+    "triton": TritonBackend,
 }
 
 
@@ -31,7 +33,14 @@ def tensorrt_installed() -> bool:
 
 
 def resolve_backend_name(requested: str, artifact: ModelArtifact) -> str:
-    """`auto` -> tensorrt when there is an engine and TensorRT is installed, else onnxruntime."""
+    """`auto` -> triton for a triton:// model, tensorrt when there is an engine and TensorRT is installed, else
+    onnxruntime."""
+    remote = isinstance(artifact, RemoteArtifact)
+    if remote or requested == "triton":
+        if not remote or requested not in ("auto", "triton"):
+            raise BackendError(f"--backend {requested} with --model {artifact.path}: a triton://HOST:PORT/NAME model "
+                               "runs only on --backend triton (or auto), and --backend triton needs such a model.")
+        return "triton"
     if requested != "auto":
         if requested not in BACKENDS:
             raise BackendError(f"--backend {requested!r} is unknown; expected auto or one of {', '.join(BACKENDS)}.")
@@ -52,3 +61,9 @@ def create_backend(requested: str, artifact: ModelArtifact, **options) -> Backen
     """An inactive backend for `artifact` (use it as a context manager)."""
     name = resolve_backend_name(requested, artifact)
     return BACKENDS[name](artifact, **options)
+
+
+def load_model(spec: str) -> ModelArtifact:
+    """A local artifact (`runtime.artifact.load_artifact`) or, for triton://HOST:PORT/NAME, the served model
+    described by the server's config."""
+    return fetch_artifact(spec) if is_triton_url(spec) else load_artifact(spec)
