@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -21,6 +21,7 @@ from .faces import Square
 VIEWS = ("overlay", "gallery", "side-by-side")
 BOX_COLOR = (0, 220, 0)
 TEXT_COLOR = (255, 255, 255)
+LANDMARK_COLOR = (0, 255, 255)  # yellow dots (BGR)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 SIDE_BY_SIDE_COLUMNS = 4
 
@@ -38,10 +39,18 @@ class EnhancedFace:
     native: np.ndarray | None = None  # BGR uint8, the square crop at the recorded resolution
     route: str = "enhanced"
     model: int | None = 0
+    landmarks: np.ndarray | None = None  # [K, 2] (x, y) in the SR image's pixels, from a --with-landmarks model
 
     def shown(self, side: int) -> np.ndarray:
         """The face at `side` px: the enhanced output, else the recorded crop interpolated."""
         return resize_square(self.sr if self.sr is not None else self.native, side)
+
+    def landmarks_in_frame(self) -> np.ndarray | None:
+        """The landmarks in frame pixels (the SR image covers the face's square), or None."""
+        if self.landmarks is None or self.sr is None:
+            return None
+        scale = self.square.side / self.sr.shape[0]
+        return (self.landmarks + 0.5) * scale - 0.5 + np.array([self.square.x, self.square.y], np.float32)
 
 
 def feather_mask(side: int, fraction: float = FEATHER_FRACTION) -> np.ndarray:
@@ -176,6 +185,17 @@ def draw_fps(image: np.ndarray, fps: float | None, text: str = "") -> np.ndarray
     scale = max(0.6, canvas.shape[1] / 1600)  # about 1 % of the frame width per character
     _label(canvas, f"{line} {text}".strip(), 8, round(22 * scale / 0.6), scale)
     return canvas
+
+
+def mark_landmarks(face: EnhancedFace) -> EnhancedFace:
+    """A copy of the face whose SR image carries its landmarks as dots (so every view shows them)."""
+    if face.landmarks is None or face.sr is None:
+        return face
+    marked = face.sr.copy()
+    radius = max(1, round(marked.shape[0] / 128))
+    for x, y in face.landmarks:
+        cv2.circle(marked, (round(float(x)), round(float(y))), radius, LANDMARK_COLOR, -1, cv2.LINE_AA)
+    return replace(face, sr=marked)
 
 
 def comparison(face: EnhancedFace, side: int) -> np.ndarray:

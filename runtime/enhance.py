@@ -28,7 +28,7 @@ from .constants import (
 )
 from .detect import FaceDetector
 from .errors import RuntimeToolkitError
-from .pipeline import EnhanceConfig, Enhancer, StopSignals, run_stream, summarize
+from .pipeline import LANDMARK_OUTPUT, EnhanceConfig, Enhancer, StopSignals, run_stream, summarize
 from .files import write_json_atomic
 from .records import BestCropStore, EventLog, OutputClaim
 from .sinks import open_sink
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enhance-all", action="store_true",
                    help="enhance every face, even where routing keeps the recorded pixels (shown at or below its "
                         "recorded size, or larger than the model's crossover)")
+    p.add_argument("--draw-landmarks", action="store_true",
+                   help="draw each enhanced face's landmarks (a model exported with --with-landmarks; the events "
+                        "carry them in any case)")
     p.add_argument("--save-crops", metavar="DIR", help="keep the best enhanced crop per track in DIR")
     p.add_argument("--events", metavar="FILE.jsonl", help="write one JSON line per track update")
     p.add_argument("--summary", metavar="FILE.json", help="also write the end-of-run summary here")
@@ -105,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
     """Everything after argument parsing; returns the summary. Raises RuntimeToolkitError."""
     artifacts = [load_model(path) for path in args.model]
+    if args.draw_landmarks and not any(o.name == LANDMARK_OUTPUT for a in artifacts for o in a.outputs):
+        raise RuntimeToolkitError("--draw-landmarks needs a model with a 'landmarks' output; export one with "
+                                  "`python -m export.build --model dic --with-landmarks`.")
     min_face = args.min_face or MIN_FACE_INPUT_FRACTION * min(a.input_hw[0] for a in artifacts)
     detector = FaceDetector(detector_model_path(args.detector_model), max_side=args.detect_max_side,
                             min_face_px=min_face)
@@ -119,7 +125,8 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
         config = EnhanceConfig(view=args.view, detect_every=args.detect_every, max_faces=args.max_faces,
                                min_face=min_face, upscale=args.upscale, show_fps=not args.no_fps,
                                enhance_all=args.enhance_all, confirm_hits=1 if stills else TRACK_CONFIRM_HITS,
-                               confirm_score=0.0 if stills else TRACK_CONFIRM_SCORE, independent_frames=stills)
+                               confirm_score=0.0 if stills else TRACK_CONFIRM_SCORE, independent_frames=stills,
+                               draw_landmarks=args.draw_landmarks)
         sink = stack.enter_context(open_sink(args.output, args.headless, source.fps))
         crops = BestCropStore(args.save_crops) if args.save_crops else None
         events = stack.enter_context(EventLog(args.events, args.append_events)) if args.events else None

@@ -13,7 +13,8 @@ import numpy as np
 
 from .backends import Backend
 from .backends.base import infer_batched
-from .compose import VIEWS, EnhancedFace, comparison, draw_fps, gallery, gallery_layout, overlay, side_by_side
+from .compose import (VIEWS, EnhancedFace, comparison, draw_fps, gallery, gallery_layout, mark_landmarks, overlay,
+                      side_by_side)
 from .constants import MAX_FACES, MIN_FACE_PX
 from .detect import FaceDetector, box_size
 from .errors import RuntimeToolkitError, SourceError
@@ -44,6 +45,7 @@ class EnhanceConfig:
     confirm_hits: int = 1  # detections before a track counts as a face (videos: TRACK_CONFIRM_HITS)
     confirm_score: float = 0.0  # ... with at least this mean detector score (videos: TRACK_CONFIRM_SCORE)
     independent_frames: bool = False  # stills (an image folder): no track carries over to the next frame
+    draw_landmarks: bool = False  # dots on enhanced faces (models exported --with-landmarks)
 
 
 @dataclass
@@ -70,9 +72,16 @@ class RunStats:
     track_ids: set = field(default_factory=set)
 
 
+LANDMARK_OUTPUT = "landmarks"  # the extra output of a model exported with --with-landmarks
+
+
 def run_batched(backend: Backend, batch: np.ndarray) -> np.ndarray:
     """Run an [N, ...] batch in chunks of at most `backend.max_batch`; returns the image output."""
     return infer_batched(backend, batch)[backend.artifact.image_output.name]
+
+
+def has_landmarks(backend: Backend) -> bool:
+    return any(spec.name == LANDMARK_OUTPUT for spec in backend.artifact.outputs)
 
 
 class Enhancer:
@@ -141,11 +150,16 @@ class Enhancer:
             if not members:
                 continue
             small = [resize_crop(jobs[i].crop, backend.artifact.input_hw) for i in members]
-            outputs = from_model_output(run_batched(backend, to_model_input(small)))
-            results.update({i: (lr, sr) for i, lr, sr in zip(members, small, outputs)})
-        return [EnhancedFace(job.track_id, job.box, job.square, *results.get(i, (None, None)), native=job.crop,
-                             route=routes[i].reason, model=routes[i].model)
-                for i, job in enumerate(jobs)]
+            outputs = infer_batched(backend, to_model_input(small))
+            images = from_model_output(outputs[backend.artifact.image_output.name])
+            points = outputs.get(LANDMARK_OUTPUT, [None] * len(members))
+            results.update({i: (lr, sr, p) for i, lr, sr, p in zip(members, small, images, points)})
+        faces = []
+        for i, job in enumerate(jobs):
+            lr, sr, points = results.get(i, (None, None, None))
+            faces.append(EnhancedFace(job.track_id, job.box, job.square, lr, sr, native=job.crop,
+                                      route=routes[i].reason, model=routes[i].model, landmarks=points))
+        return faces
 
     def _tracks(self, frame: np.ndarray, index: int) -> list[Track]:
         if self.config.independent_frames:  # unrelated photos: a new tracker, detection on every one
@@ -156,6 +170,8 @@ class Enhancer:
         return self.tracker.tracks_at(index)
 
     def _render(self, frame: np.ndarray, faces: list[EnhancedFace], fps: float | None) -> np.ndarray:
+        if self.config.draw_landmarks:
+            faces = [mark_landmarks(face) for face in faces]
         if self.config.view == "overlay":
             view = overlay(frame, faces, self.config.upscale)
         elif self.config.view == "gallery":
@@ -173,10 +189,17 @@ class Enhancer:
                                  face.native)
                 crop_path = self.crops.saved(face.track_id)
             if self.events is not None:
-                self.events.write({"frame": index, "track": face.track_id,
-                                   "box": [round(v, 1) for v in face.box], "enhanced": face.sr is not None,
-                                   "model": None if face.model is None else self.backends[face.model].artifact.model_name,
-                                   "route": face.route, "crop": str(crop_path) if crop_path else None})
+                self.events.write(self._event(index, face, crop_path))
+
+    def _event(self, index: int, face: EnhancedFace, crop_path) -> dict:
+        event = {"frame": index, "track": face.track_id, "box": [round(v, 1) for v in face.box],
+                 "enhanced": face.sr is not None,
+                 "model": None if face.model is None else self.backends[face.model].artifact.model_name,
+                 "route": face.route, "crop": str(crop_path) if crop_path else None}
+        points = face.landmarks_in_frame()
+        if points is not None:
+            event["landmarks"] = np.round(points, 1).tolist()  # [K, 2] (x, y) in frame pixels
+        return event
 
 
 class StopSignals:
