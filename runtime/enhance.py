@@ -27,7 +27,7 @@ from .constants import (
     DETECT_MAX_SIDE, MAX_FACES, MIN_FACE_INPUT_FRACTION, TRACK_CONFIRM_HITS, TRACK_CONFIRM_SCORE,
 )
 from .detect import FaceDetector
-from .errors import RuntimeToolkitError
+from .errors import RuntimeToolkitError, SinkError
 from .pipeline import LANDMARK_OUTPUT, EnhanceConfig, Enhancer, StopSignals, run_stream, summarize
 from .files import write_json_atomic
 from .records import BestCropStore, EventLog, OutputClaim
@@ -133,6 +133,7 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
         enhancer = Enhancer(backends, detector, config, crops, events, timer)
         start = time.perf_counter()
         stats = run_stream(source, sink, enhancer, args.max_frames, stop=stop)
+        _close_output(sink, stats)
         wall = time.perf_counter() - start
         extra = {"source": args.source, "models": [str(a.path) for a in artifacts],
                  "backends": [b.name for b in backends], "view": args.view, "upscale": args.upscale,
@@ -163,7 +164,18 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as err:
             log.error("--summary %s: cannot write it (%s); the summary is printed above", args.summary, err.strerror)
             return 2
+    if summary["error"]:
+        return 2  # an output failed; the summary says how far it got
     return stop.exit_code or 0
+
+
+def _close_output(sink, stats) -> None:
+    """Close the output now (not on leaving the run) so a failure found on close reaches the summary."""
+    try:
+        sink.close()
+    except SinkError as err:
+        stats.error = stats.error or str(err)
+        log.error("%s", err)
 
 
 def _file_outputs(args) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ from .compose import (VIEWS, EnhancedFace, comparison, draw_fps, gallery, galler
                       side_by_side)
 from .constants import MAX_FACES, MIN_FACE_PX
 from .detect import FaceDetector, box_size
-from .errors import RuntimeToolkitError, SourceError
+from .errors import RuntimeToolkitError, SinkError, SourceError
 from .faces import FaceJob, face_jobs, from_model_output, resize_crop, select_faces, to_model_input
 from .frames import to_bgr
 from .records import BestCropStore, EventLog
@@ -70,6 +70,7 @@ class RunStats:
     read_errors: int = 0
     timeouts: int = 0
     track_ids: set = field(default_factory=set)
+    error: str | None = None  # why an output failed and the run stopped
 
 
 LANDMARK_OUTPUT = "landmarks"  # the extra output of a model exported with --with-landmarks
@@ -264,6 +265,9 @@ def run_stream(source: Source, sink: Sink, enhancer: Enhancer, max_frames: int |
                 break
     except KeyboardInterrupt:
         log.info("interrupted after %d frames", stats.frames)
+    except SinkError as err:  # an output failed: stop, keep what was written, say so in the summary
+        stats.error = str(err)
+        log.error("stopping after %d frames: %s", stats.frames, err)
     return stats
 
 
@@ -322,4 +326,5 @@ def summarize(stats: RunStats, timer: StageTimer, wall_s: float, extra: dict | N
         "wall_s": round(wall_s, 3),
         "fps": round(stats.frames / wall_s, 3) if wall_s > 0 else None,
         "stages_ms": timer.summary(),
+        "error": stats.error,
     }

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 DEFAULT_FPS = 25.0
+# cv2.VideoWriter.write reports nothing: every this many frames the file must have grown, else writing failed
+SIZE_CHECK_EVERY = 10
 QUIT_KEYS = (ord("q"), 27)  # q, Esc
 
 
@@ -48,7 +50,11 @@ def _even(n: int) -> int:
 
 class VideoFileSink(Sink):
     """cv2.VideoWriter, opened at the first frame's size rounded up to even (most codecs need even sizes).
-    Later frames of another size are resized to it."""
+    Later frames of another size are resized to it.
+
+    OpenCV's writer never reports a failed write (a full disk, a file size limit), so the file must grow
+    every SIZE_CHECK_EVERY frames, and on close it is read back: fewer playable frames than written is a
+    SinkError that says how many made it."""
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None):
         self.path = Path(path)
@@ -56,6 +62,7 @@ class VideoFileSink(Sink):
         self.frames = 0
         self._writer = None
         self._size: tuple[int, int] | None = None
+        self._bytes_at_check = 0
         ensure_folder(self.path.parent, "--output")
 
     def _open(self, view: np.ndarray) -> None:
@@ -80,11 +87,34 @@ class VideoFileSink(Sink):
             self._open(view)
         self._writer.write(self._fit(view))
         self.frames += 1
+        if self.frames % SIZE_CHECK_EVERY == 0:
+            self._check_growing()
+
+    def _check_growing(self) -> None:
+        size = self.path.stat().st_size if self.path.exists() else 0
+        if size <= self._bytes_at_check:
+            raise SinkError(f"--output {self.path}: the file stopped growing at {size} bytes while writing frame "
+                            f"{self.frames} (disk full, file size limit or device gone?); check free space.")
+        self._bytes_at_check = size
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        playable = playable_frames(self.path)
+        if playable < self.frames:
+            raise SinkError(f"--output {self.path}: {playable} of {self.frames} written frames are playable (disk "
+                            "full or file size limit?); check free space.")
+
+
+def playable_frames(path: Path) -> int:
+    """Frames a video file holds, as its container reports them when read back (0 if unreadable)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))) if capture.isOpened() else 0
+    finally:
+        capture.release()
 
 
 class ImageFolderSink(Sink):

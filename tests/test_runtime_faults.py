@@ -149,3 +149,44 @@ def test_crops_get_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def _limit_file_size(limit: int):
+    """preexec_fn: writes past `limit` bytes fail with EFBIG (Python ignores SIGXFSZ), like a full disk."""
+    import resource
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_a_video_that_cannot_be_written_stops_the_run_and_the_summary_says_so(tmp_path, shared_dir, detector_path,
+                                                                               fast_sr_artifact, suffix):
+    video = shared_dir / "data" / "scenes" / "street-video-1080p.mp4"
+    out, summary = tmp_path / f"out{suffix}", tmp_path / "summary.json"
+    proc = subprocess.run([sys.executable, "-m", "runtime.enhance", "--source", video, "--model", fast_sr_artifact,
+                           "--output", out, "--max-frames", "60", "--summary", summary, "--headless",
+                           "--detector-model", detector_path, "--detect-every", "10"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_limit_file_size(2_000_000))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    printed = json.loads(proc.stdout)
+    assert printed["error"] and "check free space" in printed["error"]
+    assert printed["frames"] < 60  # stopped at the failure, not after the whole run
+    assert json.loads(summary.read_text()) == printed  # the small summary still got written
+    assert out.stat().st_size <= 2_000_000
+
+
+@pytest.mark.shared
+def test_a_complete_video_passes_the_read_back_check(tmp_path, shared_dir, detector_path, fast_sr_artifact):
+    video = shared_dir / "data" / "scenes" / "street-video-1080p.mp4"
+    proc = subprocess.run([sys.executable, "-m", "runtime.enhance", "--source", video, "--model", fast_sr_artifact,
+                           "--output", tmp_path / "out.mp4", "--max-frames", "12", "--headless",
+                           "--detector-model", detector_path, "--detect-every", "6"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["error"] is None
+    assert _playable_frames(tmp_path / "out.mp4") == 12
