@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .constants import CROP_SCORES_KEPT
 from .errors import SinkError
 from .files import write_bytes_atomic
 
@@ -41,12 +43,15 @@ def ensure_folder(folder: Path, flag: str) -> Path:
 
 class BestCropStore:
     """Keeps one image per track: the best so far by (box size in px, then sharpness); a better one
-    overwrites the file atomically."""
+    overwrites the file atomically. Scores are remembered for the `remember` most recently improved tracks
+    only (memory stays fixed on a camera that runs for months; ids are never reused, and a track that has not
+    improved for that many other tracks' updates is long gone)."""
 
-    def __init__(self, folder: str | os.PathLike, suffix: str = ".png"):
+    def __init__(self, folder: str | os.PathLike, suffix: str = ".png", remember: int = CROP_SCORES_KEPT):
         self.folder = ensure_folder(Path(folder), "--save-crops")
         self.suffix = suffix
-        self._scores: dict[int, tuple[int, float]] = {}
+        self.remember = remember
+        self._scores: OrderedDict[int, tuple[int, float]] = OrderedDict()
 
     def path_for(self, track_id: int) -> Path:
         return self.folder / f"track_{track_id:05d}{self.suffix}"
@@ -59,6 +64,9 @@ class BestCropStore:
             return None
         write_image_atomic(self.path_for(track_id), image)
         self._scores[track_id] = score
+        self._scores.move_to_end(track_id)
+        while len(self._scores) > self.remember:
+            self._scores.popitem(last=False)
         return self.path_for(track_id)
 
     def saved(self, track_id: int) -> Path | None:

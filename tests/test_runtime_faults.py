@@ -190,3 +190,17 @@ def test_a_complete_video_passes_the_read_back_check(tmp_path, shared_dir, detec
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["error"] is None
     assert _playable_frames(tmp_path / "out.mp4") == 12
+
+
+def test_best_crop_store_remembers_a_bounded_number_of_tracks(tmp_path):
+    import numpy as np
+
+    from runtime.records import BestCropStore
+
+    store = BestCropStore(tmp_path / "crops", remember=3)
+    crop = np.zeros((16, 16, 3), np.uint8)
+    for track_id in range(1, 8):
+        assert store.offer(track_id, crop, 20, crop) is not None
+    assert len(store._scores) == 3 and list(store._scores) == [5, 6, 7]
+    assert store.offer(7, crop, 20, crop) is None  # a remembered track keeps its best
+    assert len(list((tmp_path / "crops").iterdir())) == 7  # every saved file stays on disk
