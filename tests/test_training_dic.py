@@ -186,3 +186,14 @@ def test_dicgan_resume_restores_the_discriminator_exactly(fake_data_dir, tmp_pat
     b = create_model("dicgan", weights=tmp_path / "b" / "last.safetensors").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "val_sharpness" in read_metadata(tmp_path / "a" / "last.safetensors")
+
+
+def test_real_framing_runs_resume_exactly(fake_data_dir, tmp_path):
+    framing = ("--real-framing",)
+    train_mod.train(_train_args(fake_data_dir, tmp_path / "a", *framing, "--iters", "3"))
+    train_mod.train(_train_args(fake_data_dir, tmp_path / "b", *framing, "--iters", "2"))
+    train_mod.train(_train_args(fake_data_dir, tmp_path / "b", *framing, "--iters", "3", "--resume",
+                                str(tmp_path / "b" / "checkpoint.pt")))
+    a = create_model("dic", weights=tmp_path / "a" / "last.safetensors").state_dict()
+    b = create_model("dic", weights=tmp_path / "b" / "last.safetensors").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -51,8 +51,10 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def sample_batch(split, indices: np.ndarray, flips: np.ndarray | None = None, device="cpu",
-                 pin_memory: bool = False, channels_last: bool = False) -> Batch:
-    """Gather a batch from a decoded split; `flips` (bool per sample) mirrors images + landmarks."""
+                 pin_memory: bool = False, channels_last: bool = False, augment=None,
+                 rng: np.random.Generator | None = None) -> Batch:
+    """Gather a batch from a decoded split; `flips` (bool per sample) mirrors images + landmarks; `augment`
+    (e.g. `training.augment.RealFraming`) then re-makes the pairs with `rng`."""
     hr = split.hr[indices]
     lr = split.lr[indices]
     landmarks = split.landmarks[indices].copy()
@@ -62,6 +64,8 @@ def sample_batch(split, indices: np.ndarray, flips: np.ndarray | None = None, de
         hr[flips] = hr[flips][:, :, ::-1]
         lr[flips] = lr[flips][:, :, ::-1]
         landmarks[flips] = flip_landmarks(landmarks[flips], HR_SIZE)
+    if augment is not None:
+        hr, lr, landmarks = augment(hr, lr, landmarks, rng)
     tensors = [_to_tensor(lr), _to_tensor(hr), torch.from_numpy(landmarks)]
     device = torch.device(device)
     if device.type == "cuda" and pin_memory:
@@ -80,6 +84,7 @@ class _Task:
     extra_configs: dict = {}
     final_model_ready = True
     lr_size = 16  # LR side of the training pairs (set from the config by tasks whose models differ)
+    augment = None  # a training-pair transform (`--real-framing`), validation stays clean
 
     def __init__(self):
         self.spec = model_spec(self.name)

@@ -89,6 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--landmark-weights", default=None, help="pretrained landmark hourglass (FB_HG_68_CelebA.pth)")
     p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--real-framing", action="store_true",
+                   help="train on pairs framed and downscaled like faces cut from whole frames (training.augment)")
     args = p.parse_args(argv)
     landmarks = args.task == "landmarks"
     if args.heatmap_sigma is None:
@@ -153,6 +155,10 @@ def _new_run(args) -> Run:
     device = _device(args)
     torch.manual_seed(args.seed)
     task = get_task(args.model, args)
+    if args.real_framing:
+        from .augment import RealFraming
+
+        task.augment = RealFraming()
     config = task.resolve_config(args.config)
     model = task.build_model(config).to(device)
     if device.type == "cuda":
@@ -245,8 +251,12 @@ def _train_step(run: Run, args, train_split) -> tuple[float, dict, int]:
     run.task.set_iteration(run.iteration, args.iters)
     idx = torch.randint(len(train_split), (args.batch,), generator=run.generator).numpy()
     flips = None if args.no_flip else (torch.rand(args.batch, generator=run.generator) < 0.5).numpy()
+    rng = None
+    if run.task.augment is not None:  # seeded from the run's generator, so a resumed run draws the same pairs
+        rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=run.generator)))
     on_gpu = run.device.type == "cuda"
-    batch = sample_batch(train_split, idx, flips, device=run.device, pin_memory=on_gpu, channels_last=on_gpu)
+    batch = sample_batch(train_split, idx, flips, device=run.device, pin_memory=on_gpu, channels_last=on_gpu,
+                         augment=run.task.augment, rng=rng)
     with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
         loss, parts = run.task.loss(run.model, batch)
     run.optimizer.zero_grad(set_to_none=True)

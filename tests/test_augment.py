@@ -1,0 +1,52 @@
+"""training.augment.RealFraming: re-framed pairs stay consistent (landmarks follow the pixels)."""
+import numpy as np
+import pytest
+
+from training.augment import LR_ROUTES, RealFraming
+
+
+def _dot_image(points, side=128):
+    image = np.zeros((side, side, 3), np.uint8)
+    for x, y in points.round().astype(int):
+        image[y - 1:y + 2, x - 1:x + 2] = 255
+    return image
+
+
+def test_landmarks_follow_the_reframed_pixels():
+    rng = np.random.default_rng(0)
+    points = np.array([[40.0, 50.0], [90.0, 70.0], [64.0, 100.0]], np.float32)
+    framing = RealFraming(scale_sigma=0.1, shift_sigma=0.06)
+    for _ in range(5):
+        image, moved = framing.reframe(_dot_image(points), points, rng)
+        for x, y in moved:
+            patch = image[int(round(y)) - 2:int(round(y)) + 3, int(round(x)) - 2:int(round(x)) + 3]
+            assert patch.max() > 100, (x, y)  # a bright dot is where the landmark moved to
+
+
+def test_identity_framing_changes_nothing():
+    image = np.random.default_rng(1).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    points = np.array([[10.0, 20.0]], np.float32)
+    framing = RealFraming(scale_sigma=0.0, shift_sigma=0.0)
+    out, moved = framing.reframe(image, points, np.random.default_rng(0))
+    np.testing.assert_array_equal(out, image)
+    np.testing.assert_allclose(moved, points)
+
+
+@pytest.mark.parametrize("route", LR_ROUTES)
+def test_every_lr_route_gives_the_model_input_size(route):
+    hr = np.random.default_rng(2).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    lr = RealFraming().make_lr(hr, 16, route, np.random.default_rng(0))
+    assert lr.shape == (16, 16, 3) and lr.dtype == np.uint8
+
+
+def test_batch_keeps_the_clean_share_and_leaves_inputs_untouched():
+    rng = np.random.default_rng(3)
+    hr = rng.integers(0, 256, (40, 128, 128, 3), dtype=np.uint8)
+    lr = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    lms = rng.uniform(20, 100, (40, 68, 2)).astype(np.float32)
+    copies = hr.copy(), lr.copy(), lms.copy()
+    new_hr, new_lr, new_lms = RealFraming(clean_share=0.5)(hr, lr, lms, np.random.default_rng(0))
+    unchanged = [(new_hr[i] == hr[i]).all() for i in range(40)]
+    assert 8 <= sum(unchanged) <= 32  # about half stay clean
+    for before, after in zip(copies, (hr, lr, lms)):
+        np.testing.assert_array_equal(before, after)
