@@ -311,3 +311,9 @@ def test_x4_exports_with_its_declared_input(tmp_path):
     assert result.onnx_path.name == "pfsr_x4_fp32.onnx"
     assert result.manifest.inputs[0].shape == ("N", 3, 32, 32) and result.manifest.scale == 4
     assert "x3x32x32" in result.manifest.trtexec and result.manifest.checks["parity"]["passed"]
+
+
+def test_final_only_schedule_trains_the_whole_model_from_the_start():
+    schedule = ProgressiveSchedule.final_only(3)
+    assert [schedule.at(i, 100) for i in (0, 1, 50, 99)] == [(3, 1.0)] * 4
+    assert ProgressiveSchedule.final_only(2).at(0, 10) == (2, 1.0)

@@ -406,13 +406,18 @@ class ProgressiveSchedule:
         """The x8 model's shares (10 / 20 / 70 %); the x4 model (2 steps) gives its first step 30 %."""
         return cls() if stages == NUM_STAGES else cls((0.3, 0.7))
 
+    @classmethod
+    def final_only(cls, stages: int) -> "ProgressiveSchedule":
+        """Every iteration on the whole model (fine-tuning a trained one): the last step, fully blended in."""
+        return cls((0.0,) * (stages - 1) + (1.0,), fade=0.0)
+
     def at(self, iteration: int, total: int) -> tuple[int, float]:
         start = 0
         for stage, share in enumerate(self.fractions, start=1):
             length = round(share * total)
             if iteration < start + length or stage == len(self.fractions):
-                if stage == 1:
-                    return 1, 1.0
+                if stage == 1 or self.fade == 0:
+                    return stage, 1.0
                 return stage, min(1.0, (iteration - start) / max(1.0, length * self.fade))
             start += length
         raise AssertionError("unreachable")
@@ -439,23 +444,26 @@ class PFSRTask(_Task):
     name = "pfsr"
 
     def __init__(self, attention_weight: float = 1.0, attention_sigma_128: float = 3.0,
-                 schedule: ProgressiveSchedule | None = None):
+                 schedule: ProgressiveSchedule | None = None, final_stage_only: bool = False):
         super().__init__()
         self.attention_weight = attention_weight
         self.attention_sigma_128 = attention_sigma_128  # Gaussian sigma in 128-px pixels, scaled per step
         self.schedule = schedule or ProgressiveSchedule()
+        self.final_stage_only = final_stage_only  # fine-tuning: no progressive growing
         self.stage, self.alpha = NUM_STAGES, 1.0
 
     def build_model(self, config) -> nn.Module:
         """Also sets the schedule and LR size for the config's scale (x8: 3 steps from 16 px, x4: 2 from 32)."""
-        if len(self.schedule.fractions) != config.num_stages:
+        if self.final_stage_only:
+            self.schedule = ProgressiveSchedule.final_only(config.num_stages)
+        elif len(self.schedule.fractions) != config.num_stages:
             self.schedule = ProgressiveSchedule.for_stages(config.num_stages)
         self.stage, self.lr_size = config.num_stages, config.input_size
         return super().build_model(config)
 
     @classmethod
     def from_args(cls, args) -> "PFSRTask":
-        return cls(attention_weight=args.attention_weight)
+        return cls(attention_weight=args.attention_weight, final_stage_only=args.final_stage_only)
 
     @property
     def final_model_ready(self) -> bool:

@@ -69,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--d-lr", type=float, default=1e-4, help="dicgan: discriminator learning rate")
     p.add_argument("--min-val-psnr", type=float, default=None,
                    help="dicgan: a checkpoint below this val Y-PSNR is never 'best'")
+    p.add_argument("--final-stage-only", action="store_true",
+                   help="pfsr: train the whole model from the first iteration (fine-tuning trained weights)")
     p.add_argument("--attention-weight", type=float, default=1.0, help="pfsr: facial attention loss weight")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--amp", action="store_true", help="GPU: bf16/fp16 autocast")
