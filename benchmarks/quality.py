@@ -28,7 +28,7 @@ def evaluate_onnx(manifest_path: Path, split) -> dict:
     from runtime.artifact import load_artifact
     from runtime.backends import create_backend, infer_batched
     from runtime.frames import hwc_uint8_to_nchw
-    from training.metrics import landmark_nme, to_uint8, y_psnr_ssim
+    from training.metrics import landmark_nme, sharpness_ratio, to_uint8, y_psnr_ssim
 
     artifact = load_artifact(manifest_path)
     manifest = artifact.manifest
@@ -44,7 +44,8 @@ def evaluate_onnx(manifest_path: Path, split) -> dict:
     nme = None if landmarks is None else float(landmark_nme(landmarks, split.landmarks).mean())
     return {"method": f"onnx {manifest_path.stem}", "model": manifest.model, "steps": manifest.steps or "-",
             "precision": manifest.precision, "backend": backend_name, "psnr": float(scores[:, 0].mean()),
-            "ssim": float(scores[:, 1].mean()), "nme": nme, "images": len(split)}
+            "ssim": float(scores[:, 1].mean()), "nme": nme, "images": len(split),
+            "sharpness": float(np.mean([sharpness_ratio(s, h) for s, h in zip(sr, split.hr)]))}
 
 
 def shipped_model_rows(model_names: list[str], splits) -> list[dict]:
@@ -90,12 +91,15 @@ def run_quality(args) -> dict:
 
 
 def to_markdown(payload: dict) -> str:
-    headers = ["method", "precision", "steps", "Y-PSNR (dB)", "SSIM", "NME"]
+    headers = ["method", "precision", "steps", "Y-PSNR (dB)", "SSIM", "sharpness", "NME"]
     rows = [[r["method"], r.get("precision", "-"), r.get("step", r.get("steps", "-")), f"{r['psnr']:.2f}",
-             f"{r['ssim']:.4f}", "-" if r.get("nme") is None else f"{r['nme']:.4f}"] for r in payload["rows"]]
+             f"{r['ssim']:.4f}", f"{r['sharpness']:.3f}", "-" if r.get("nme") is None else f"{r['nme']:.4f}"]
+            for r in payload["rows"]]
     return (f"# Quality — UTK {payload['split']} split, {payload['images']} faces\n\n"
             f"Command: `{payload['command']}`  \nMetric: Y-PSNR/SSIM on the BT.601 Y channel of uint8 images, "
-            "8-px border cropped (the official DIC metric).\n\n" + markdown_table(headers, rows))
+            "8-px border cropped (the official DIC metric). Sharpness: mean gradient magnitude of the SR's Y over "
+            "the HR's (1 = as much edge energy as the real face). NME: landmarks vs labels / outer-eye distance.\n\n"
+            + markdown_table(headers, rows))
 
 
 def plot(payload: dict, path: Path) -> Path | None:

@@ -118,3 +118,17 @@ def test_crossover_quick_finds_where_a_model_stops_paying(tmp_path, shared_dir, 
     (model,) = json.loads((tmp_path / "crossover.json").read_text())["models"]
     assert [r["native_px"] for r in model["rows"]] == [8, 16, 32]
     assert model["rows"][-1]["gain_db"] < 0  # shrinking 32 px faces to 16 loses detail
+
+
+@pytest.mark.shared
+def test_faces_grid_has_a_column_per_method_and_a_row_per_face(tmp_path):
+    import cv2
+
+    from benchmarks.grid import LABEL_HEIGHT, main as grid_main
+
+    out = tmp_path / "grid.png"
+    assert grid_main(["--models", "pfsr", "--faces", "0,5,9",
+                      "--out", str(out), "--cache", ""]) == 0
+    grid = cv2.imread(str(out))
+    assert grid.shape == (LABEL_HEIGHT + 3 * 128, 4 * 128, 3)  # LR, bicubic, pfsr, HR
+    assert grid_main(["--faces", "999999", "--out", str(out), "--cache", ""]) == 2

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .data import DataError, FaceSplit, load_split
-from .metrics import landmark_nme, to_uint8, y_psnr_ssim
+from .metrics import landmark_nme, sharpness_ratio, to_uint8, y_psnr_ssim
 
 __all__ = ["bicubic_upsample", "evaluate_bicubic", "evaluate_model", "markdown_table", "main"]
 
@@ -30,8 +30,10 @@ def bicubic_upsample(lr: np.ndarray, size: int = 128) -> np.ndarray:
 
 
 def evaluate_bicubic(split: FaceSplit) -> dict:
-    scores = np.array([y_psnr_ssim(bicubic_upsample(lr), hr) for lr, hr in zip(split.lr, split.hr)])
+    bicubic = [bicubic_upsample(lr) for lr in split.lr]
+    scores = np.array([y_psnr_ssim(b, hr) for b, hr in zip(bicubic, split.hr)])
     return {"method": "bicubic", "psnr": float(scores[:, 0].mean()), "ssim": float(scores[:, 1].mean()),
+            "sharpness": float(np.mean([sharpness_ratio(b, h) for b, h in zip(bicubic, split.hr)])),
             "nme": None, "images": len(split)}
 
 
@@ -44,13 +46,13 @@ def evaluate_model(model, split: FaceSplit, steps: int | None = None, batch_size
     from runtime.frames import hwc_uint8_to_nchw
 
     model.eval()
-    psnrs, ssims, nmes = [], [], []
+    psnrs, ssims, nmes, sharp = [], [], [], []
     for start in range(0, len(split), batch_size):
         stop = min(start + batch_size, len(split))
         lr = torch.from_numpy(hwc_uint8_to_nchw(split.lr[start:stop]))
         sr_steps, hm_steps = model.unroll(lr, steps=steps, last_heatmap=model.supports_landmarks)
         steps = len(sr_steps)  # None (all of a recurrent model's steps, or a model without steps) resolved
-        for per_step in (psnrs, ssims, nmes):
+        for per_step in (psnrs, ssims, nmes, sharp):
             per_step.extend([] for _ in range(steps - len(per_step)))
         for t in range(steps):
             sr = to_uint8(sr_steps[t])
@@ -58,19 +60,21 @@ def evaluate_model(model, split: FaceSplit, steps: int | None = None, batch_size
                 p, s = y_psnr_ssim(sr[i], split.hr[start + i])
                 psnrs[t].append(p)
                 ssims[t].append(s)
+                sharp[t].append(sharpness_ratio(sr[i], split.hr[start + i]))
             if t < len(hm_steps):
                 pred = heatmap_peaks(hm_steps[t].float()).numpy()
                 nmes[t].extend(landmark_nme(pred, split.landmarks[start:stop]).tolist())
     return [{"method": f"model step {t + 1}", "step": t + 1, "psnr": float(np.mean(psnrs[t])),
-             "ssim": float(np.mean(ssims[t])), "nme": float(np.mean(nmes[t])) if nmes[t] else None,
+             "ssim": float(np.mean(ssims[t])), "sharpness": float(np.mean(sharp[t])),
+             "nme": float(np.mean(nmes[t])) if nmes[t] else None,
              "images": len(split)} for t in range(steps)]
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| method | Y-PSNR (dB) | SSIM | NME (outer-eye) |", "|---|---|---|---|"]
+    lines = ["| method | Y-PSNR (dB) | SSIM | sharpness (SR/HR) | NME (outer-eye) |", "|---|---|---|---|---|"]
     for r in rows:
         nme = "-" if r.get("nme") is None else f"{r['nme']:.4f}"
-        lines.append(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {nme} |")
+        lines.append(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['sharpness']:.3f} | {nme} |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,104 @@
+"""`python -m benchmarks.grid`: a side-by-side picture of test faces — LR, bicubic, each model, HR.
+
+    python -m benchmarks.grid                                   # the shipped DIC, DICGAN and PFSR
+    python -m benchmarks.grid --models dic,dicgan --faces 0,7,21,42,77,123
+    python -m benchmarks.grid --weights dic=runs/dic_joint/best.safetensors --out grid.png
+
+One row per face of the UTK test split, one column per method, every image at 128 px (LR enlarged with
+nearest neighbour so its pixels show). Models run in PyTorch with their shipped (or given) weights; a model
+without weights is left out with a note. Written to benchmarks/results/<machine>/faces_grid.png.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .common import RESULTS_ROOT, machine_info, machine_tag
+
+log = logging.getLogger("benchmarks.grid")
+DEFAULT_FACES = (3, 17, 58, 101, 222, 404)
+LABEL_HEIGHT = 22
+
+
+def model_columns(names: list[str], weights: dict[str, str], lr: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(label, SR images uint8 [N, 128, 128, 3] RGB) per model that has weights."""
+    import torch
+
+    from models import create_model, shipped_weights
+    from runtime.frames import hwc_uint8_to_nchw
+    from training.metrics import to_uint8
+
+    columns = []
+    for name in names:
+        path = weights.get(name) or shipped_weights(name)
+        if path is None:
+            log.warning("%s: no weights (shipped or --weights), left out", name)
+            continue
+        model = create_model(name, weights=path)
+        with torch.no_grad():
+            sr = model.unroll(torch.from_numpy(hwc_uint8_to_nchw(lr)))[0][-1]
+        columns.append((f"{name}", to_uint8(sr)))
+    return columns
+
+
+def labelled(images: np.ndarray, label: str) -> np.ndarray:
+    """A column: the label on top, the images below each other (RGB)."""
+    column = np.concatenate(list(images), axis=0)
+    header = np.full((LABEL_HEIGHT, column.shape[1], 3), 255, np.uint8)
+    cv2.putText(header, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([header, column], axis=0)
+
+
+def build_grid(split, faces: list[int], names: list[str], weights: dict[str, str]) -> np.ndarray:
+    from training.evaluate import bicubic_upsample
+
+    lr, hr = split.lr[faces], split.hr[faces]
+    size = hr.shape[1]
+    columns = [("LR 16 px", np.stack([cv2.resize(x, (size, size), interpolation=cv2.INTER_NEAREST) for x in lr])),
+               ("bicubic", np.stack([bicubic_upsample(x, size) for x in lr]))]
+    columns += model_columns(names, weights, lr)
+    columns.append(("HR", hr))
+    return np.concatenate([labelled(images, label) for label, images in columns], axis=1)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.grid", description=__doc__.split("\n")[0])
+    p.add_argument("--models", type=lambda s: s.split(","), default=["dic", "dicgan", "pfsr"])
+    p.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
+                   help="weights for a model instead of the shipped ones (repeatable)")
+    p.add_argument("--faces", type=lambda s: [int(v) for v in s.split(",")], default=list(DEFAULT_FACES),
+                   help="indices into the test split")
+    p.add_argument("--data", default=None, help="face data dir (default ../shared/data/faces-utk)")
+    p.add_argument("--cache", default="runs/cache")
+    p.add_argument("--out", type=Path, default=None, help="PNG path (default: the machine's results folder)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from training.data import DataError, load_split
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    weights = dict(item.split("=", 1) for item in args.weights)
+    try:
+        split = load_split("test", args.data, cache_dir=args.cache or None)
+    except DataError as err:
+        log.error("error: %s", err)
+        return 2
+    if max(args.faces) >= len(split):
+        log.error("error: --faces must be below %d (the test split's size)", len(split))
+        return 2
+    grid = build_grid(split, args.faces, args.models, weights)
+    out = args.out or RESULTS_ROOT / machine_tag(machine_info()) / "faces_grid.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), grid[..., ::-1])
+    log.info("wrote %s (%dx%d)", out, grid.shape[1], grid.shape[0])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
