@@ -30,8 +30,8 @@ from .detect import FaceDetector
 from .errors import RuntimeToolkitError, SinkError
 from .pipeline import LANDMARK_OUTPUT, EnhanceConfig, Enhancer, StopSignals, run_stream, summarize
 from .files import write_json_atomic
+from .outputs import file_outputs, open_outputs, parse_output
 from .records import BestCropStore, EventLog, OutputClaim
-from .sinks import open_sink
 from .sources import open_source
 from .timing import StageTimer
 
@@ -70,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
                    help="auto: triton for triton:// models, tensorrt for an .engine when TensorRT is installed, else "
                         "onnxruntime")
-    p.add_argument("--output", help="video file (.mp4/.avi/.mkv), image folder, or 'display' "
-                                    "(default: a window when a display exists)")
+    p.add_argument("--output", action="append",
+                   help="where the views go; repeat for several: a video file (.mp4/.avi/.mkv), an image folder, "
+                        "display://0 (a window), http://@:PORT/ (a web page + MJPEG; @ = every interface). "
+                        "Default: a window when a display exists")
     p.add_argument("--view", default="overlay", choices=VIEWS)
     p.add_argument("--upscale", type=_positive_float, default=1.0,
                    help="overlay view: scale of the output frame (faces are pasted at this scale; default 1)")
@@ -127,7 +129,7 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
                                enhance_all=args.enhance_all, confirm_hits=1 if stills else TRACK_CONFIRM_HITS,
                                confirm_score=0.0 if stills else TRACK_CONFIRM_SCORE, independent_frames=stills,
                                draw_landmarks=args.draw_landmarks)
-        sink = stack.enter_context(open_sink(args.output, args.headless, source.fps))
+        sink = stack.enter_context(open_outputs(args.output, args.headless, source.fps))
         crops = BestCropStore(args.save_crops) if args.save_crops else None
         events = stack.enter_context(EventLog(args.events, args.append_events)) if args.events else None
         enhancer = Enhancer(backends, detector, config, crops, events, timer)
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopSignals().install()
     try:
         _check_summary_path(args.summary)
+        for text in args.output or []:  # a typo in an output fails before the models load
+            parse_output(text)
         summary = run(args, stop)
     except RuntimeToolkitError as err:
         log.error("%s", err)
@@ -181,8 +185,7 @@ def _close_output(sink, stats) -> None:
 def _file_outputs(args) -> list[tuple[str, str]]:
     """(path, flag) of every file or folder the run writes."""
     outputs = [(args.events, "--events"), (args.save_crops, "--save-crops")]
-    if args.output and args.output != "display":
-        outputs.append((args.output, "--output"))
+    outputs += [(path, "--output") for path in file_outputs(args.output)]
     return [(path, flag) for path, flag in outputs if path]
 
 

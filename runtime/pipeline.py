@@ -7,7 +7,7 @@ per frame is returned, not stored.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -112,6 +112,12 @@ class Enhancer:
         """Forget every track (a new clip or an unrelated photo); ids keep counting up."""
         self.tracker = IoUTracker(confirm_hits=self.config.confirm_hits, confirm_score=self.config.confirm_score,
                                   next_id=self.tracker.next_id)
+
+    def next_view(self) -> None:
+        """Cycle overlay -> gallery -> side-by-side (the window's v key)."""
+        following = VIEWS[(VIEWS.index(self.config.view) + 1) % len(VIEWS)]
+        self.config = replace(self.config, view=following)
+        log.info("view: %s", following)
 
     @property
     def backend(self) -> Backend:
@@ -291,13 +297,15 @@ def _step(source: Source, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_m
         stats.bad_frames += 1
         return True
     with timer.stage("encode"):
-        sink.write(result.view)
+        sink.write(result.view, result)
     timer.frame_done()
     _count(stats, result)
     fps_meter.tick()
     if sink.wants_stop:
         log.info("stopped from the window")
         return False
+    if sink.wants_next_view:
+        enhancer.next_view()
     return True
 
 

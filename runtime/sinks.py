@@ -1,4 +1,7 @@
-"""Where views go: a video file, an image folder, a window, or nowhere."""
+"""Where views go: a video file, an image folder, a window, or nowhere (the web page: runtime.web).
+
+`runtime.outputs` parses `--output` URIs and opens these; a sink's `write(view, result)` gets the composed
+view and the frame's result (faces, tracks), for sinks that show more than the picture."""
 from __future__ import annotations
 
 import logging
@@ -19,14 +22,17 @@ DEFAULT_FPS = 25.0
 # cv2.VideoWriter.write reports nothing: every this many frames the file must have grown, else writing failed
 SIZE_CHECK_EVERY = 10
 QUIT_KEYS = (ord("q"), 27)  # q, Esc
+PAUSE_KEY, VIEW_KEY = ord(" "), ord("v")
 
 
 class Sink:
-    """Base class: `write(view)`, `close()`, context manager; `wants_stop` after the user quit a window."""
+    """Base class: `write(view, result)`, `close()`, context manager; `wants_stop` after the user quit a window,
+    `wants_next_view` after the user asked for the next view."""
 
     wants_stop = False
+    wants_next_view = False
 
-    def write(self, view: np.ndarray) -> None:
+    def write(self, view: np.ndarray, result=None) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -40,7 +46,7 @@ class Sink:
 
 
 class NullSink(Sink):
-    def write(self, view: np.ndarray) -> None:
+    def write(self, view: np.ndarray, result=None) -> None:
         pass
 
 
@@ -82,7 +88,7 @@ class VideoFileSink(Sink):
             return cv2.copyMakeBorder(view, 0, self._size[1] - height, 0, self._size[0] - width, cv2.BORDER_REPLICATE)
         return cv2.resize(view, self._size, interpolation=cv2.INTER_AREA)
 
-    def write(self, view: np.ndarray) -> None:
+    def write(self, view: np.ndarray, result=None) -> None:
         if self._writer is None:
             self._open(view)
         self._writer.write(self._fit(view))
@@ -125,7 +131,7 @@ class ImageFolderSink(Sink):
         self.suffix = suffix
         self.frames = 0
 
-    def write(self, view: np.ndarray) -> None:
+    def write(self, view: np.ndarray, result=None) -> None:
         path = self.folder / f"frame_{self.frames:06d}{self.suffix}"
         if not cv2.imwrite(str(path), view):
             raise SinkError(f"--output {self.folder}: cannot write {path.name}; check free space and permissions.")
@@ -133,20 +139,33 @@ class ImageFolderSink(Sink):
 
 
 class WindowSink(Sink):
-    """A cv2 window; q or Esc asks the run to stop."""
+    """A cv2 window: q or Esc asks the run to stop, space pauses until pressed again, v asks for the next view."""
 
     def __init__(self, title: str = "fsr-edge"):
         self.title = title
 
-    def write(self, view: np.ndarray) -> None:
+    def write(self, view: np.ndarray, result=None) -> None:
+        key = self._show(view, 1)
+        if key == PAUSE_KEY:
+            key = self._wait_for_key()
+        self.wants_stop = key in QUIT_KEYS
+        self.wants_next_view = key == VIEW_KEY
+
+    def _show(self, view: np.ndarray, wait_ms: int) -> int:
         try:
             cv2.imshow(self.title, view)
-            key = cv2.waitKey(1) & 0xFF
+            return cv2.waitKey(wait_ms) & 0xFF
         except cv2.error as err:
-            raise SinkError("cannot open a window: this OpenCV build has no GUI support (e.g. "
-                            "opencv-python-headless). Use --output FILE.mp4|DIR or --headless.") from err
-        if key in QUIT_KEYS:
-            self.wants_stop = True
+            raise SinkError("cannot open a window: this OpenCV build has no GUI support (opencv-python-headless). "
+                            "`pip install opencv-python` (and uninstall the headless one), or use --output "
+                            "FILE.mp4|DIR|http://@:8080/.") from err
+
+    def _wait_for_key(self) -> int:
+        """Paused: the window stays responsive until space (resume), q/Esc or v."""
+        while True:
+            key = cv2.waitKey(50) & 0xFF
+            if key in (PAUSE_KEY, VIEW_KEY, *QUIT_KEYS):
+                return key
 
     def close(self) -> None:
         try:
@@ -159,27 +178,3 @@ def display_available() -> bool:
     if sys.platform in ("win32", "darwin"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def open_sink(output: str | None, headless: bool, fps: float | None = None) -> Sink:
-    """--output: a video file (.mp4/.avi/.mkv), `display`, or a folder; none -> a window if possible."""
-    if output is None:
-        if headless:
-            return NullSink()
-        if not display_available():
-            log.warning("no display ($DISPLAY is not set): not opening a window; pass --output to save the views")
-            return NullSink()
-        return WindowSink()
-    if output == "display":
-        if headless:
-            raise SinkError("--output display conflicts with --headless; drop one of them.")
-        if not display_available():
-            raise SinkError("--output display, but there is no display ($DISPLAY is not set); use --output FILE|DIR.")
-        return WindowSink()
-    path = Path(output)
-    if path.suffix.lower() in VIDEO_CODECS:
-        return VideoFileSink(path, fps)
-    if path.suffix and not path.is_dir():
-        raise SinkError(f"--output {output!r}: unknown video type {path.suffix!r}; expected "
-                        f"{', '.join(VIDEO_CODECS)}, 'display', or a folder for images.")
-    return ImageFolderSink(path)

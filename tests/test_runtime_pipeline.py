@@ -20,7 +20,8 @@ from runtime.faces import Square, crop_square, from_model_output, select_faces, 
 from runtime.frames import to_bgr
 from runtime.pipeline import EnhanceConfig, Enhancer, run_stream
 from runtime.records import BestCropStore, EventLog, sharpness
-from runtime.sinks import ImageFolderSink, NullSink, VideoFileSink, open_sink
+from runtime.outputs import open_outputs, parse_output
+from runtime.sinks import ImageFolderSink, NullSink, VideoFileSink
 from runtime.sources import ReadStatus, Source, SourceURI
 from runtime.timing import StageTimer
 from runtime.track import IoUTracker, Track, iou, match_greedy
@@ -216,19 +217,45 @@ def test_event_log_writes_one_json_object_per_line(tmp_path):
 
 
 # --- sinks --------------------------------------------------------------------------------------------------
-def test_open_sink_choices(tmp_path, monkeypatch):
+def test_output_choices(tmp_path, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert isinstance(open_sink(None, headless=False), NullSink)  # no display: no window, said in the log
-    assert isinstance(open_sink(None, headless=True), NullSink)
-    assert isinstance(open_sink(str(tmp_path / "v.mp4"), False), VideoFileSink)
-    assert isinstance(open_sink(str(tmp_path / "frames"), False), ImageFolderSink)
-    with pytest.raises(SinkError, match="no display"):
-        open_sink("display", headless=False)
-    with pytest.raises(SinkError, match="conflicts with --headless"):
-        open_sink("display", headless=True)
+
+    def kinds(texts, headless=False):
+        outputs = open_outputs(texts, headless)
+        outputs.close()
+        return [type(sink) for sink in outputs.sinks]
+
+    assert kinds(None) == [NullSink]  # no display: no window, said in the log
+    assert kinds(None, headless=True) == [NullSink]
+    assert kinds([str(tmp_path / "v.mp4"), str(tmp_path / "frames")]) == [VideoFileSink, ImageFolderSink]
+    for text in ("display", "display://0"):
+        with pytest.raises(SinkError, match="no display"):
+            open_outputs([text], headless=False)
+        with pytest.raises(SinkError, match="conflicts with --headless"):
+            open_outputs([text], headless=True)
     with pytest.raises(SinkError, match="unknown video type '.gif'"):
-        open_sink(str(tmp_path / "x.gif"), False)
+        open_outputs([str(tmp_path / "x.gif")], False)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rtsp://localhost:8554/out", "RTSP publishing .* not implemented"),
+    ("webrtc://@:8555/cam", "WebRTC .* not implemented"),
+    ("v4l2:///dev/video9", "virtual webcam .* not implemented"),
+    ("ftp://host/x", "unknown scheme 'ftp'"),
+    ("http://@/", "with a port"),
+])
+def test_unknown_or_unsupported_output_schemes_are_errors_never_folders(tmp_path, monkeypatch, text, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SinkError, match=message):
+        parse_output(text)
+    assert not any(tmp_path.iterdir())  # nothing was created (no folder named "rtsp:")
+
+
+def test_http_output_binds_all_interfaces_for_at():
+    uri = parse_output("http://@:8080/")
+    assert (uri.scheme, uri.host, uri.port) == ("http", "0.0.0.0", 8080)
+    assert parse_output("http://127.0.0.1:9000/").host == "127.0.0.1"
 
 
 def test_video_sink_handles_odd_and_changing_sizes(tmp_path):
@@ -339,7 +366,7 @@ class ListSink(NullSink):
     def __init__(self):
         self.views = []
 
-    def write(self, view):
+    def write(self, view, result=None):
         self.views.append(view)
 
 

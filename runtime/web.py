@@ -1,0 +1,243 @@
+"""`--output http://@:PORT/`: the enhanced stream in a browser, from a small server inside the run.
+
+    /               the page: live view, gallery of confirmed tracks (recorded | enhanced), event feed, FPS
+    /stream.mjpg    the view as MJPEG (VLC, OpenCV, <img>, a video management system)
+    /snapshot.jpg   the latest view
+    /events         recent events as JSON lines (?since=ID for the newer ones only)
+    /gallery.json   the tracks in the gallery; /track/ID.jpg their latest comparison crop
+    /status.json    frames, faces, FPS
+
+Standard library only (http.server on a daemon thread). Views are JPEG-encoded once per frame, and only when
+somebody asks; memory is fixed (the latest view, the last EVENTS_KEPT events, GALLERY_TRACKS crops).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import cv2
+import numpy as np
+
+from .errors import SinkError
+from .sinks import Sink
+
+log = logging.getLogger(__name__)
+
+EVENTS_KEPT = 1000
+GALLERY_TRACKS = 24
+JPEG_QUALITY = 85
+BOUNDARY = "fsrframe"
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>fsr-edge live</title>
+<style>
+ body { background:#111; color:#ddd; font:14px sans-serif; margin:12px; }
+ #view { max-width:100%; border:1px solid #333; }
+ #status { margin:6px 0; color:#8f8; }
+ #gallery img { height:96px; margin:2px; border:1px solid #333; }
+ #events { font:12px monospace; height:160px; overflow:auto; background:#000; padding:4px; }
+ h2 { font-size:15px; margin:10px 0 4px; }
+</style></head><body>
+<div id="status">waiting for frames…</div>
+<img id="view" alt="live view">
+<h2>Tracks (recorded | enhanced)</h2><div id="gallery"></div>
+<h2>Events</h2><div id="events"></div>
+<script>
+let since = 0;
+function refreshView() {  // snapshots, not MJPEG: the page finishes loading (screenshots, slow links)
+  const next = new Image();
+  next.onload = () => { document.getElementById('view').src = next.src; setTimeout(refreshView, 150); };
+  next.onerror = () => setTimeout(refreshView, 1000);
+  next.src = '/snapshot.jpg?t=' + Date.now();
+}
+async function poll() {
+  try {
+    const s = await (await fetch('/status.json')).json();
+    document.getElementById('status').textContent =
+      `${s.fps.toFixed(1)} FPS · frame ${s.frames} · ${s.faces} faces in view · ${s.tracks} tracks`;
+    const g = await (await fetch('/gallery.json')).json();
+    document.getElementById('gallery').innerHTML =
+      g.map(t => `<img title="track ${t.track}" src="/track/${t.track}.jpg?v=${t.version}">`).join('');
+    const lines = (await (await fetch('/events?since=' + since)).text()).trim().split('\\n').filter(Boolean);
+    const box = document.getElementById('events');
+    for (const line of lines) {
+      const e = JSON.parse(line); since = e.id;
+      const row = document.createElement('div');
+      row.textContent = `#${e.frame} track ${e.track} ${e.enhanced ? 'enhanced' : 'kept'} (${e.route})`;
+      box.prepend(row);
+    }
+    while (box.childNodes.length > 200) box.removeChild(box.lastChild);
+  } catch (err) {}
+  setTimeout(poll, 1000);
+}
+refreshView(); poll();
+</script></body></html>
+"""
+
+
+class LiveState:
+    """What the server shows, updated by the run and read by request threads."""
+
+    def __init__(self):
+        self.lock = threading.Condition()
+        self.view: np.ndarray | None = None
+        self.seq = 0
+        self._jpeg: tuple[int, bytes] = (-1, b"")
+        self.events: deque[dict] = deque(maxlen=EVENTS_KEPT)
+        self.next_event_id = 1
+        self.gallery: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
+        self.frames = self.faces = 0
+        self.fps = 0.0
+        self._last_time: float | None = None
+        self.closed = False
+
+    def update(self, view: np.ndarray, result) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if self._last_time is not None and now > self._last_time:
+                self.fps = 0.9 * self.fps + 0.1 * (1.0 / (now - self._last_time)) if self.fps else 1.0 / (now - self._last_time)
+            self._last_time = now
+            self.view, self.seq, self.frames = view, self.seq + 1, self.frames + 1
+            faces = result.faces if result is not None else []
+            self.faces = len(faces)
+            for face in faces:
+                self._add_face(result.index, face)
+            self.lock.notify_all()
+
+    def _add_face(self, frame_index: int, face) -> None:
+        self.events.append({"id": self.next_event_id, "frame": frame_index, "track": face.track_id,
+                            "box": [round(float(v), 1) for v in face.box], "enhanced": face.sr is not None,
+                            "route": face.route})
+        self.next_event_id += 1
+        if face.native is None:
+            return
+        from .compose import comparison  # noqa: PLC0415 (compose imports nothing of this module)
+
+        crop = cv2.imencode(".jpg", comparison(face, 128), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+        version = self.gallery.pop(face.track_id, (0, b""))[0] + 1
+        self.gallery[face.track_id] = (version, crop)
+        while len(self.gallery) > GALLERY_TRACKS:
+            self.gallery.popitem(last=False)
+
+    def jpeg(self) -> tuple[int, bytes] | None:
+        """The latest view as JPEG (encoded once per frame, on first request)."""
+        with self.lock:
+            if self.view is None:
+                return None
+            if self._jpeg[0] != self.seq:
+                ok, data = cv2.imencode(".jpg", self.view, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                self._jpeg = (self.seq, data.tobytes())
+            return self._jpeg
+
+    def wait_newer(self, seq: int, timeout: float) -> bool:
+        with self.lock:
+            return self.lock.wait_for(lambda: self.seq > seq or self.closed, timeout) and not self.closed
+
+    def status(self) -> dict:
+        with self.lock:
+            return {"frames": self.frames, "faces": self.faces, "fps": round(self.fps, 2),
+                    "tracks": len(self.gallery)}
+
+    def events_since(self, since: int) -> list[dict]:
+        with self.lock:
+            return [e for e in self.events if e["id"] > since]
+
+    def gallery_list(self) -> list[dict]:
+        with self.lock:
+            return [{"track": track, "version": version} for track, (version, _) in reversed(self.gallery.items())]
+
+    def track_jpeg(self, track: int) -> bytes | None:
+        with self.lock:
+            entry = self.gallery.get(track)
+            return entry[1] if entry else None
+
+
+def _handler(state: LiveState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt, *args):  # the run's log, at debug level
+            log.debug("http %s - %s", self.address_string(), fmt % args)
+
+        def do_GET(self):
+            url = urlparse(self.path)
+            route = url.path
+            try:
+                if route in ("/", "/index.html"):
+                    self._send(PAGE.encode(), "text/html; charset=utf-8")
+                elif route == "/snapshot.jpg":
+                    latest = state.jpeg()
+                    self._send(latest[1], "image/jpeg") if latest else self.send_error(503, "no frame yet")
+                elif route == "/stream.mjpg":
+                    self._stream()
+                elif route == "/events":
+                    since = int(parse_qs(url.query).get("since", ["0"])[0])
+                    lines = "".join(json.dumps(e) + "\n" for e in state.events_since(since))
+                    self._send(lines.encode(), "application/x-ndjson")
+                elif route == "/gallery.json":
+                    self._send(json.dumps(state.gallery_list()).encode(), "application/json")
+                elif route == "/status.json":
+                    self._send(json.dumps(state.status()).encode(), "application/json")
+                elif route.startswith("/track/") and route.endswith(".jpg"):
+                    crop = state.track_jpeg(int(route[len("/track/"):-len(".jpg")]))
+                    self._send(crop, "image/jpeg") if crop else self.send_error(404, "no such track")
+                else:
+                    self.send_error(404)
+            except ValueError:
+                self.send_error(400, "bad number in the request")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client went away
+
+        def _send(self, body: bytes, content_type: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _stream(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            seq = -1
+            while not state.closed:
+                latest = state.jpeg()
+                if latest is not None and latest[0] != seq:
+                    seq, data = latest
+                    self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                                     .encode() + data + b"\r\n")
+                state.wait_newer(seq, timeout=1.0)
+
+    return Handler
+
+
+class WebSink(Sink):
+    """Serves the page and streams on `host:port` while the run writes frames into it."""
+
+    def __init__(self, host: str, port: int):
+        self.state = LiveState()
+        try:
+            self.server = ThreadingHTTPServer((host, port), _handler(self.state))
+        except OSError as err:
+            raise SinkError(f"--output http://{host}:{port}/: cannot listen ({err.strerror}); is the port in use?") \
+                from err
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name=f"http:{port}", daemon=True)
+        self._thread.start()
+        log.info("serving the live view at http://%s:%d/ (MJPEG: /stream.mjpg)",
+                 "127.0.0.1" if host in ("0.0.0.0", "") else host, self.port)
+
+    def write(self, view: np.ndarray, result=None) -> None:
+        self.state.update(view, result)
+
+    def close(self) -> None:
+        with self.state.lock:
+            self.state.closed = True
+            self.state.lock.notify_all()
+        self.server.shutdown()
+        self.server.server_close()
