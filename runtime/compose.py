@@ -41,6 +41,11 @@ class EnhancedFace:
     model: int | None = 0
     landmarks: np.ndarray | None = None  # [K, 2] (x, y) in the SR image's pixels, from a --with-landmarks model
 
+    @property
+    def crop(self) -> np.ndarray | None:
+        """The face as the camera recorded it (the square crop at its native resolution)."""
+        return self.native
+
     def shown(self, side: int) -> np.ndarray:
         """The face at `side` px: the enhanced output, else the recorded crop interpolated."""
         return resize_square(self.sr if self.sr is not None else self.native, side)

@@ -56,6 +56,7 @@ class FrameResult:
     faces: list[EnhancedFace]
     skipped_tiny: int
     over_limit: int
+    frame: np.ndarray | None = None  # the frame as processed (BGR)
 
 
 @dataclass
@@ -139,7 +140,7 @@ class Enhancer:
             view = self._render(frame, faces, fps)
         with self.timer.stage("encode"):
             self._record(index, faces)
-        return FrameResult(index, view, tracks, faces, tiny, over)
+        return FrameResult(index, view, tracks, faces, tiny, over, frame)
 
     def _display_px(self, frame: np.ndarray, job: FaceJob, face_count: int) -> float:
         """How large the face is shown in the chosen view."""

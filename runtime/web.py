@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections import OrderedDict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -25,6 +24,7 @@ import numpy as np
 
 from .errors import SinkError
 from .sinks import Sink
+from .timing import FpsMeter
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +91,12 @@ class LiveState:
         self.next_event_id = 1
         self.gallery: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self.frames = self.faces = 0
-        self.fps = 0.0
-        self._last_time: float | None = None
+        self.fps = FpsMeter()
         self.closed = False
 
     def update(self, view: np.ndarray, result) -> None:
-        now = time.monotonic()
         with self.lock:
-            if self._last_time is not None and now > self._last_time:
-                self.fps = 0.9 * self.fps + 0.1 * (1.0 / (now - self._last_time)) if self.fps else 1.0 / (now - self._last_time)
-            self._last_time = now
+            self.fps.tick()
             self.view, self.seq, self.frames = view, self.seq + 1, self.frames + 1
             faces = result.faces if result is not None else []
             self.faces = len(faces)
@@ -139,7 +135,7 @@ class LiveState:
 
     def status(self) -> dict:
         with self.lock:
-            return {"frames": self.frames, "faces": self.faces, "fps": round(self.fps, 2),
+            return {"frames": self.frames, "faces": self.faces, "fps": round(self.fps.fps or 0.0, 2),
                     "tracks": len(self.gallery)}
 
     def events_since(self, since: int) -> list[dict]:
