@@ -30,9 +30,10 @@ from .detect import FaceDetector
 from .errors import RuntimeToolkitError, SinkError
 from .pipeline import LANDMARK_OUTPUT, EnhanceConfig, Enhancer, StopSignals, run_stream, summarize
 from .files import write_json_atomic
-from .outputs import file_outputs, open_outputs, parse_output
+from .outputs import file_outputs, list_outputs, open_outputs, parse_output
+from .progress import Progress
 from .records import BestCropStore, EventLog, OutputClaim
-from .sources import open_source
+from .sources import list_sources, open_source
 from .timing import StageTimer
 
 log = logging.getLogger("runtime.enhance")
@@ -61,9 +62,11 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime.enhance", description=__doc__.split("\n")[0],
                                 epilog="Sources and views: docs/runtime.md")
-    p.add_argument("--source", required=True, help="0, /dev/video0, csi://0, video file, image, image folder, "
+    p.add_argument("--list-sources", action="store_true",
+                   help="list the cameras found and the source and output kinds this install supports, then exit")
+    p.add_argument("--source", help="0, /dev/video0, csi://0, video file, image, image folder, "
                                                    "rtsp://... or http://... URL, or a GStreamer pipeline (with '!')")
-    p.add_argument("--model", required=True, action="append",
+    p.add_argument("--model", action="append",
                    help="model artifact: manifest .json, .onnx or .engine, or triton://HOST:PORT/NAME (a model "
                         "served by Triton); repeat for models of other input sizes (e.g. a x8 16 -> 128 and a x4 "
                         "32 -> 128 model)")
@@ -101,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=_positive_int, help="stop after N frames")
     p.add_argument("--headless", action="store_true", help="never open a window")
     p.add_argument("--no-fps", action="store_true", help="do not draw the FPS overlay")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar / status line (also off when stderr is not a terminal)")
     p.add_argument("--detector-model", help="YuNet ONNX file (default: the per-user cache, see "
                                             "`python -m runtime.assets fetch`)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -134,7 +139,9 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
         events = stack.enter_context(EventLog(args.events, args.append_events)) if args.events else None
         enhancer = Enhancer(backends, detector, config, crops, events, timer)
         start = time.perf_counter()
-        stats = run_stream(source, sink, enhancer, args.max_frames, stop=stop)
+        total = min(filter(None, (source.frame_count, args.max_frames)), default=None)
+        progress = Progress(total, enabled=False if args.quiet else None)
+        stats = run_stream(source, sink, enhancer, args.max_frames, stop=stop, progress=progress)
         _close_output(sink, stats)
         wall = time.perf_counter() - start
         extra = {"source": args.source, "models": [str(a.path) for a in artifacts],
@@ -146,7 +153,13 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_sources:
+        print("\n".join(list_sources() + list_outputs()))
+        return 0
+    if not args.source or not args.model:
+        parser.error("--source and --model are required (or --list-sources)")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)

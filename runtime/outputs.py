@@ -145,6 +145,15 @@ def open_outputs(texts: list[str] | None, headless: bool, fps: float | None = No
     return Outputs(sinks)
 
 
+def list_outputs() -> list[str]:
+    """Which --output kinds work with this install."""
+    from .sources import opencv_has
+
+    window = "yes" if opencv_has("GUI") else "no - this OpenCV has no GUI (pip install opencv-python)"
+    return [f"outputs: video files, image folders, http://@:PORT/ - yes; display://0 - {window}; "
+            f"{', '.join(f'{scheme}://' for scheme in NOT_YET)} - not in this release"]
+
+
 def file_outputs(texts: list[str] | None) -> list[str]:
     """The --output values that are files or folders (claimed against overwriting)."""
     return [uri.location for uri in map(parse_output, texts or []) if uri.scheme in ("file", "folder")]

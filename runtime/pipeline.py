@@ -21,6 +21,7 @@ from .errors import RuntimeToolkitError, SinkError, SourceError
 from .faces import FaceJob, face_jobs, from_model_output, resize_crop, select_faces, to_model_input
 from .frames import to_bgr
 from .records import BestCropStore, EventLog
+from .progress import Progress
 from .routing import ModelFit, Route, route
 from .sinks import Sink
 from .sources import ReadStatus, Source
@@ -255,7 +256,7 @@ class StopSignals:
 
 
 def run_stream(source: Source, sink: Sink, enhancer: Enhancer, max_frames: int | None = None,
-               read_timeout: float = 1.0, stop: StopSignals | None = None) -> RunStats:
+               read_timeout: float = 1.0, stop: StopSignals | None = None, progress: Progress | None = None) -> RunStats:
     """Read, process and write until the source ends, `max_frames` frames are done, or the sink asks to stop.
 
     A frame that cannot be processed (odd dtype or shape) is logged and skipped; a live source that times
@@ -270,11 +271,17 @@ def run_stream(source: Source, sink: Sink, enhancer: Enhancer, max_frames: int |
                 break
             if not _step(source, sink, enhancer, stats, fps_meter, read_timeout):
                 break
+            if progress is not None:
+                progress.update(stats.frames, stats.faces, fps_meter.fps, source.frames_dropped,
+                                getattr(source, "reconnects", 0))
     except KeyboardInterrupt:
         log.info("interrupted after %d frames", stats.frames)
     except SinkError as err:  # an output failed: stop, keep what was written, say so in the summary
         stats.error = str(err)
         log.error("stopping after %d frames: %s", stats.frames, err)
+    finally:
+        if progress is not None:
+            progress.close()
     return stats
 
 

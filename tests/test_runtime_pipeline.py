@@ -493,3 +493,27 @@ def test_independent_frames_share_no_tracks(backend):
     assert ids == [[1], [2], [3]]
     video = _enhancer(backend, [_det(100, 100, 40)])
     assert [[f.track_id for f in video.process(frame, i).faces] for i in range(3)] == [[1], [1], [1]]
+
+
+def test_progress_bar_for_known_lengths_and_status_lines_for_live_sources():
+    import io
+
+    from runtime import progress as progress_mod
+    from runtime.progress import Progress
+
+    bar = io.StringIO()
+    known = Progress(10, enabled=True, stream=bar)
+    known.update(5, 2, 12.5)
+    known.close()
+    assert "5/10 frames" in bar.getvalue() and "12.5 FPS" in bar.getvalue() and bar.getvalue().endswith("\n")
+
+    lines = io.StringIO()
+    live = Progress(None, enabled=True, stream=lines)
+    live.update(100, 3, 9.0, dropped=4, reconnects=1)
+    assert lines.getvalue() == "status: 100 frames  9.0 FPS  3 faces  4 dropped  1 reconnects\n"
+    live.update(101, 3, 9.0)  # within STATUS_EVERY_S: nothing more
+    assert lines.getvalue().count("\n") == 1 and progress_mod.STATUS_EVERY_S > 0
+
+    quiet = io.StringIO()  # not a terminal: silent by default
+    Progress(10, stream=quiet).update(5, 1, 1.0)
+    assert quiet.getvalue() == ""

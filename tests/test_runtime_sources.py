@@ -264,3 +264,21 @@ def test_live_source_watchdog_replaces_a_hung_capture():
     while not hung.released and time.monotonic() < deadline:
         time.sleep(0.05)
     assert hung.released
+
+
+def test_csi_and_gstreamer_without_gstreamer_say_how_to_fix_it(monkeypatch):
+    import runtime.sources as sources
+    from runtime.errors import SourceError
+
+    monkeypatch.setattr(sources, "opencv_has", lambda feature: feature != "GStreamer")
+    for text in ("csi://0", "gst://videotestsrc ! appsink"):
+        with pytest.raises(SourceError, match="needs OpenCV with GStreamer.*JetPack"):
+            sources.open_source(text)
+
+
+def test_list_sources_names_cameras_and_what_this_opencv_can_read(capsys):
+    from runtime.enhance import main
+
+    assert main(["--list-sources"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cameras:") and "GStreamer" in out and "outputs:" in out

@@ -27,6 +27,11 @@ class Source:
     def fps(self) -> float | None:
         return None
 
+    @property
+    def frame_count(self) -> int | None:
+        """Frames the source will give, where known in advance (files, folders); None for live sources."""
+        return None
+
     def read(self, timeout: float | None = None) -> tuple[ReadStatus, np.ndarray | None]:
         raise NotImplementedError
 

@@ -34,6 +34,11 @@ class VideoFileSource(Source):
         fps = self._capture.get(cv2.CAP_PROP_FPS) if self._capture is not None else 0
         return fps if fps and fps > 0 else None
 
+    @property
+    def frame_count(self) -> int | None:
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)) if self._capture is not None else 0
+        return count if count > 0 else None
+
     def read(self, timeout: float | None = None) -> tuple[ReadStatus, np.ndarray | None]:
         if self._capture is None:
             return ReadStatus.EOS, None
@@ -53,6 +58,10 @@ class ImageListSource(Source):
         super().__init__(uri)
         self.paths = list(paths)
         self._next = 0
+
+    @property
+    def frame_count(self) -> int | None:
+        return len(self.paths)
         self.current_path: Path | None = None
 
     def read(self, timeout: float | None = None) -> tuple[ReadStatus, np.ndarray | None]:
