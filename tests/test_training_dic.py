@@ -15,15 +15,7 @@ from training import train as train_mod
 from training.data import make_heatmaps
 from training.tasks import DICLandmarkTask, get_task, sample_batch, weighted_heatmap_mse
 
-from test_training import MICRO, _fake_split, _train_args, fake_data_dir  # noqa: F401  (fixture)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from test_training import MICRO, _fake_split, _one_thread, _train_args, fake_data_dir  # noqa: F401  (fixtures)
 
 
 def test_foreground_weighted_mse_matches_its_formula():
