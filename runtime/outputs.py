@@ -5,7 +5,8 @@
     DIR                    an image folder (frame_000000.jpg, ...)
     http://@:8080/         a built-in web page: live view, gallery of tracks, events and FPS; MJPEG at
                            /stream.mjpg, events as JSON lines at /events, /snapshot.jpg ("@" = all interfaces)
-    rtsp://, rtp://, webrtc://, v4l2://   not in this release: a clear error (see OUTPUT_SCHEMES)
+    rtsp://HOST:PORT/PATH  H.264 published to an RTSP server (PyAV; reconnects when the server goes away)
+    rtp://, webrtc://, v4l2://   not in this release: a clear error (see NOT_YET)
 
 `--output` may repeat; `open_outputs` fans each frame out to all of them (`Outputs`). An unknown scheme is an
 error, never a folder name.
@@ -27,12 +28,11 @@ log = logging.getLogger(__name__)
 SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
 # schemes of the videoOutput vocabulary that this release does not publish yet, and what to use instead
 NOT_YET = {
-    "rtsp": "RTSP publishing (PyAV) is not implemented yet",
-    "rtp": "RTP publishing (PyAV) is not implemented yet",
+    "rtp": "RTP publishing is not implemented yet (use rtsp:// to an RTSP server)",
     "webrtc": "WebRTC (aiortc) is not implemented yet",
     "v4l2": "a virtual webcam (v4l2loopback + pyvirtualcam) is not implemented yet",
 }
-OUTPUT_SCHEMES = ("display", "file", "folder", "http")
+OUTPUT_SCHEMES = ("display", "file", "folder", "http", "rtsp")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ def parse_output(text: str) -> OutputURI:
         return OutputURI("display", rest or "0", text)
     if scheme == "http":
         return _http(text, rest)
+    if scheme == "rtsp":
+        if not rest.split("/", 1)[0]:
+            raise SinkError(f"--output {text}: expected rtsp://HOST[:PORT]/PATH, e.g. rtsp://127.0.0.1:8554/enhanced")
+        return OutputURI("rtsp", text, text)
     if scheme in NOT_YET:
         raise SinkError(f"--output {text}: {NOT_YET[scheme]}. Use http://@:PORT/ (a browser, MJPEG for other "
                         "programs), a video file or display://0.")
@@ -119,6 +123,10 @@ def open_output(uri: OutputURI, headless: bool, fps: float | None) -> Sink:
         return VideoFileSink(uri.location, fps)
     if uri.scheme == "folder":
         return ImageFolderSink(uri.location)
+    if uri.scheme == "rtsp":
+        from .rtsp import RtspSink
+
+        return RtspSink(uri.location, fps)
     from .web import WebSink  # the server thread starts only when asked for
 
     return WebSink(uri.host, uri.port)
@@ -150,7 +158,13 @@ def list_outputs() -> list[str]:
     from .sources import opencv_has
 
     window = "yes" if opencv_has("GUI") else "no - this OpenCV has no GUI (pip install opencv-python)"
-    return [f"outputs: video files, image folders, http://@:PORT/ - yes; display://0 - {window}; "
+    try:
+        import av  # noqa: F401
+
+        rtsp = "yes"
+    except ImportError:
+        rtsp = 'no - pip install -e ".[live]"'
+    return [f"outputs: video files, image folders, http://@:PORT/ - yes; display://0 - {window}; rtsp:// - {rtsp}; "
             f"{', '.join(f'{scheme}://' for scheme in NOT_YET)} - not in this release"]
 
 

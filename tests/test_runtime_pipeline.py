@@ -239,7 +239,7 @@ def test_output_choices(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("rtsp://localhost:8554/out", "RTSP publishing .* not implemented"),
+    ("rtp://localhost:5004", "RTP publishing is not implemented"),
     ("webrtc://@:8555/cam", "WebRTC .* not implemented"),
     ("v4l2:///dev/video9", "virtual webcam .* not implemented"),
     ("ftp://host/x", "unknown scheme 'ftp'"),
