@@ -31,6 +31,7 @@ from .errors import RuntimeToolkitError, SinkError
 from .pipeline import LANDMARK_OUTPUT, EnhanceConfig, Enhancer, StopSignals, run_stream, summarize
 from .files import write_json_atomic
 from .outputs import file_outputs, list_outputs, open_outputs, parse_output
+from .pipelined import run_pipelined
 from .progress import Progress
 from .records import BestCropStore, EventLog, OutputClaim
 from .sources import list_sources, open_source
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=_positive_int, help="stop after N frames")
     p.add_argument("--headless", action="store_true", help="never open a window")
     p.add_argument("--no-fps", action="store_true", help="do not draw the FPS overlay")
+    p.add_argument("--pipelined", action="store_true",
+                   help="run capture+detection, SR and compose+outputs on three threads joined by bounded queues "
+                        "(same results for files; see docs/runtime.md)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar / status line (also off when stderr is not a terminal)")
     p.add_argument("--detector-model", help="YuNet ONNX file (default: the per-user cache, see "
@@ -141,13 +145,15 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
         start = time.perf_counter()
         total = min(filter(None, (source.frame_count, args.max_frames)), default=None)
         progress = Progress(total, enabled=False if args.quiet else None)
-        stats = run_stream(source, sink, enhancer, args.max_frames, stop=stop, progress=progress)
+        loop = run_pipelined if args.pipelined else run_stream
+        stats = loop(source, sink, enhancer, args.max_frames, stop=stop, progress=progress)
         _close_output(sink, stats)
         wall = time.perf_counter() - start
         extra = {"source": args.source, "models": [str(a.path) for a in artifacts],
                  "backends": [b.name for b in backends], "view": args.view, "upscale": args.upscale,
                  "min_face_px": round(min_face, 1), "detect_every": args.detect_every,
-                 "frames_dropped": source.frames_dropped, "reconnects": getattr(source, "reconnects", 0),
+                 "pipelined": args.pipelined, "frames_dropped": source.frames_dropped,
+                 "reconnects": getattr(source, "reconnects", 0),
                  "stopped_by_signal": stop.received if stop is not None else None}
     return summarize(stats, timer, wall, extra)
 

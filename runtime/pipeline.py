@@ -61,6 +61,19 @@ class FrameResult:
 
 
 @dataclass
+class PreparedFrame:
+    """A frame after detection, tracking and face preparation, before SR."""
+
+    frame: np.ndarray
+    index: int
+    tracks: list[Track]
+    jobs: list[FaceJob]
+    routes: list[Route]
+    skipped_tiny: int
+    over_limit: int
+
+
+@dataclass
 class RunStats:
     frames_read: int = 0
     frames: int = 0
@@ -73,6 +86,7 @@ class RunStats:
     timeouts: int = 0
     track_ids: set = field(default_factory=set)
     error: str | None = None  # why an output failed and the run stopped
+    queues: dict = field(default_factory=dict)  # pipelined runs: queue name -> {"max": n, "mean": x}
 
 
 LANDMARK_OUTPUT = "landmarks"  # the extra output of a model exported with --with-landmarks
@@ -127,21 +141,39 @@ class Enhancer:
 
     def process(self, frame: np.ndarray, index: int, fps: float | None = None) -> FrameResult:
         """One frame (grey, BGR or BGRA, any size) -> its view and what was found."""
+        prepared = self.prepare(frame, index)
+        return self.finish(prepared, self.enhance(prepared), fps)
+
+    # The three parts of `process`, which `runtime.pipelined` runs on separate threads (each part keeps the
+    # state it owns: the tracker in `prepare`, the crop store and events in `finish`).
+    def prepare(self, frame: np.ndarray, index: int, timer: StageTimer | None = None) -> PreparedFrame:
+        """Detect/track, choose the faces, cut them out and route them."""
+        timer = timer or self.timer
         frame = to_bgr(frame)
-        with self.timer.stage("detect"):
+        with timer.stage("detect"):
             tracks = self._tracks(frame, index)
         selected, tiny, over = select_faces(tracks, self.config.min_face, self.config.max_faces)
-        with self.timer.stage("prepare"):
+        with timer.stage("prepare"):
             jobs = face_jobs(frame, selected)
             routes = [route(job.square.side, self._display_px(frame, job, len(jobs)), self.fits,
                             self.config.enhance_all) for job in jobs]
-        with self.timer.stage("sr"):
-            faces = self._enhance(jobs, routes)
-        with self.timer.stage("compose"):
-            view = self._render(frame, faces, fps)
-        with self.timer.stage("encode"):
-            self._record(index, faces)
-        return FrameResult(index, view, tracks, faces, tiny, over, frame)
+        return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over)
+
+    def enhance(self, prepared: PreparedFrame, timer: StageTimer | None = None) -> list[EnhancedFace]:
+        """The routed faces through their models (one batch per model)."""
+        with (timer or self.timer).stage("sr"):
+            return self._enhance(prepared.jobs, prepared.routes)
+
+    def finish(self, prepared: PreparedFrame, faces: list[EnhancedFace], fps: float | None = None,
+               timer: StageTimer | None = None) -> FrameResult:
+        """Compose the view and record crops and events."""
+        timer = timer or self.timer
+        with timer.stage("compose"):
+            view = self._render(prepared.frame, faces, fps)
+        with timer.stage("encode"):
+            self._record(prepared.index, faces)
+        return FrameResult(prepared.index, view, prepared.tracks, faces, prepared.skipped_tiny, prepared.over_limit,
+                           prepared.frame)
 
     def _display_px(self, frame: np.ndarray, job: FaceJob, face_count: int) -> float:
         """How large the face is shown in the chosen view."""
@@ -342,5 +374,6 @@ def summarize(stats: RunStats, timer: StageTimer, wall_s: float, extra: dict | N
         "wall_s": round(wall_s, 3),
         "fps": round(stats.frames / wall_s, 3) if wall_s > 0 else None,
         "stages_ms": timer.summary(),
+        **({"queue_depth": stats.queues} if stats.queues else {}),
         "error": stats.error,
     }

@@ -51,6 +51,14 @@ class StageTimer:
             self.samples[name].add(total)
         self._current = {}
 
+    def merge(self, other: "StageTimer") -> None:
+        """Add another timer's samples (a pipeline thread's) to this one's."""
+        for name, stats in other.samples.items():
+            mine = self.samples[name]
+            mine.count += stats.count
+            mine.total += stats.total
+            mine.recent.extend(stats.recent)
+
     def summary(self) -> dict[str, dict]:
         """{stage: {frames, mean_ms, median_ms}} per frame, for every stage that ran (the median over the
         last RECENT_SAMPLES frames)."""

@@ -29,12 +29,14 @@ def _playable_frames(path: Path) -> int:
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
+@pytest.mark.parametrize("signum, code, loop", [(signal.SIGTERM, 143, ()), (signal.SIGINT, 130, ()),
+                                                (signal.SIGHUP, 129, ()), (signal.SIGTERM, 143, ("--pipelined",))])
 def test_stop_signal_finishes_the_frame_and_closes_every_output(tmp_path, shared_dir, detector_path,
-                                                               fast_sr_artifact, signum, code):
+                                                               fast_sr_artifact, signum, code, loop):
     out, events, summary = tmp_path / "out.avi", tmp_path / "events.jsonl", tmp_path / "summary.json"
     proc = _start_cli("--source", shared_dir / "data/scenes/street-video-1080p.mp4", "--model", fast_sr_artifact,
-                      "--output", out, "--events", events, "--summary", summary, "--detector-model", detector_path)
+                      "--output", out, "--events", events, "--summary", summary, "--detector-model", detector_path,
+                      *loop)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (events.is_file() and events.stat().st_size > 2000):
         time.sleep(0.1)  # some frames written

@@ -1,0 +1,171 @@
+"""The pipelined loop: capture + detection/preparation, SR, and compose + outputs on three threads joined by
+bounded queues, so the network does not wait for the decoder and the encoder does not wait for the network.
+
+    reader thread: source.read -> Enhancer.prepare  --q1-->  SR thread: Enhancer.enhance  --q2-->  caller's
+    thread: Enhancer.finish -> sink.write
+
+Each stage runs on one thread and the queues are FIFO, so frames keep their order and each piece of state has
+one owner (the tracker: the reader; crops, events and outputs: the caller's thread): a file gives the same frames,
+tracks and crops as `pipeline.run_stream`. Full queues block the stage before them (back-pressure): files never
+drop a frame; a live source keeps only its newest frame meanwhile (counted in `frames_dropped`). OpenCV and
+ONNX Runtime release the GIL in their heavy calls, which is what lets the threads overlap.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from .errors import SinkError, SourceError
+from .pipeline import Enhancer, RunStats, StopSignals, _count
+from .progress import Progress
+from .sinks import Sink
+from .sources import ReadStatus, Source
+from .timing import FpsMeter, StageTimer
+
+log = logging.getLogger(__name__)
+
+QUEUE_DEPTH = 4  # frames between two stages
+_END = object()  # no more frames
+
+
+class _QueueStats:
+    def __init__(self):
+        self.samples = self.total = self.max = 0
+
+    def sample(self, depth: int) -> None:
+        self.samples += 1
+        self.total += depth
+        self.max = max(self.max, depth)
+
+    def summary(self) -> dict:
+        return {"max": self.max, "mean": round(self.total / self.samples, 2) if self.samples else 0.0}
+
+
+class _Stage(threading.Thread):
+    """A thread that turns items of `inbox` into items of `outbox` until _END; an exception is passed on."""
+
+    def __init__(self, name: str, work, inbox: queue.Queue | None, outbox: queue.Queue, stopping: threading.Event):
+        super().__init__(name=name, daemon=True)
+        self.work, self.inbox, self.outbox, self.stopping = work, inbox, outbox, stopping
+
+    def put(self, item) -> bool:
+        """Blocking put that gives up when the run is stopping; False then."""
+        while not self.stopping.is_set():
+            try:
+                self.outbox.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        try:
+            self.work(self)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread, which re-raises it
+            self.put(err)
+        finally:
+            self.put(_END)
+
+
+def run_pipelined(source: Source, sink: Sink, enhancer: Enhancer, max_frames: int | None = None,
+                  read_timeout: float = 1.0, stop: StopSignals | None = None, progress: Progress | None = None,
+                  depth: int = QUEUE_DEPTH) -> RunStats:
+    """Same contract as `pipeline.run_stream` (stats, stop signals, a failing output ends the run)."""
+    stats, fps_meter, stopping = RunStats(), FpsMeter(), threading.Event()
+    prepared_q, enhanced_q = queue.Queue(depth), queue.Queue(depth)
+    reader_timer, sr_timer = StageTimer(), StageTimer()
+    depths = {"prepared": _QueueStats(), "enhanced": _QueueStats()}
+
+    def read_and_prepare(stage: _Stage) -> None:
+        read = 0
+        while (max_frames is None or read < max_frames) and not stopping.is_set():
+            with reader_timer.stage("decode"):
+                status, frame = source.read(read_timeout)
+            if status is ReadStatus.EOS:
+                return
+            if status is not ReadStatus.OK:
+                stats.timeouts += status is ReadStatus.TIMEOUT
+                stats.read_errors += status is ReadStatus.ERROR
+                continue
+            stats.frames_read += 1
+            try:
+                item = enhancer.prepare(frame, stats.frames_read - 1, reader_timer)
+            except SourceError as err:
+                log.warning("frame skipped: %s", err)
+                stats.bad_frames += 1
+                continue
+            finally:
+                reader_timer.frame_done()
+            read += 1
+            if not stage.put(item):
+                return
+
+    def super_resolve(stage: _Stage) -> None:
+        while not stopping.is_set():
+            try:
+                item = stage.inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return  # _Stage passes _END on
+            if isinstance(item, BaseException):
+                stage.put(item)
+                return
+            faces = enhancer.enhance(item, sr_timer)
+            sr_timer.frame_done()
+            if not stage.put((item, faces)):
+                return
+
+    stages = [_Stage("prepare", read_and_prepare, None, prepared_q, stopping),
+              _Stage("sr", super_resolve, prepared_q, enhanced_q, stopping)]
+    for stage in stages:
+        stage.start()
+    try:
+        _finish_frames(enhanced_q, sink, enhancer, stats, fps_meter, stop, progress, depths, prepared_q)
+    except SinkError as err:  # an output failed: stop, keep what was written, say so in the summary
+        stats.error = str(err)
+        log.error("stopping after %d frames: %s", stats.frames, err)
+    except KeyboardInterrupt:
+        log.info("interrupted after %d frames", stats.frames)
+    finally:
+        stopping.set()
+        for stage in stages:
+            stage.join(timeout=10.0)
+        if progress is not None:
+            progress.close()
+    enhancer.timer.merge(reader_timer)
+    enhancer.timer.merge(sr_timer)
+    stats.queues = {name: q.summary() for name, q in depths.items()}
+    return stats
+
+
+def _finish_frames(enhanced_q: queue.Queue, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_meter: FpsMeter,
+                   stop: StopSignals | None, progress: Progress | None, depths: dict, prepared_q: queue.Queue) -> None:
+    """The caller's thread: compose, record and write each frame in order, until the end or a stop."""
+    timer = enhancer.timer
+    while True:
+        if stop is not None and stop.stop_requested:
+            log.info("stopped by signal after %d frames", stats.frames)
+            return
+        item = enhanced_q.get()
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        depths["prepared"].sample(prepared_q.qsize())
+        depths["enhanced"].sample(enhanced_q.qsize())
+        prepared, faces = item
+        result = enhancer.finish(prepared, faces, fps_meter.fps, timer)
+        with timer.stage("encode"):
+            sink.write(result.view, result)
+        timer.frame_done()
+        _count(stats, result)
+        fps_meter.tick()
+        if progress is not None:
+            progress.update(stats.frames, stats.faces, fps_meter.fps)
+        if sink.wants_stop:
+            log.info("stopped from the window")
+            return
+        if sink.wants_next_view:
+            enhancer.next_view()
