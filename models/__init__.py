@@ -17,12 +17,13 @@ import torch.nn as nn
 
 from .dic import DIC, DIC_CONFIGS, DICConfig
 from .io import ExtraOutput, ModelIO
+from .msfsr import MSFSR, MSFSR_CONFIGS, MSFSRConfig
 from .pfsr import PFSR, PFSR_CONFIGS, PFSR_X4_CONFIGS, PFSRConfig
 from .weights import WeightsError, load_into, read_metadata, read_state_dict
 
 __all__ = [
     "create_model", "list_models", "model_spec", "model_io", "shipped_weights", "load_weights", "ModelIO",
-    "load_landmark_weights", "WeightsError", "DIC", "DICConfig", "PFSR", "PFSRConfig",
+    "load_landmark_weights", "WeightsError", "DIC", "DICConfig", "PFSR", "PFSRConfig", "MSFSR", "MSFSRConfig",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,14 @@ _register(ModelSpec("pfsr", PFSR, PFSR_CONFIGS, PFSRConfig.from_dict, _pfsr_io,
                     "PFSR (BMVC 2019), 16->128 in three progressive x2 steps, light (10.5 GFLOP at width 512)"))
 _register(ModelSpec("pfsr_x4", PFSR, PFSR_X4_CONFIGS, PFSRConfig.from_dict, _pfsr_io, ("pfsr_x4_utk.safetensors",),
                     "PFSR x4 variant (this project's), 32->128 in two progressive x2 steps, for 20-40 px faces"))
+
+
+def _msfsr_io(config: MSFSRConfig) -> ModelIO:
+    return ModelIO(input_size=config.input_size, scale=config.scale)
+
+
+_register(ModelSpec("msfsr", MSFSR, MSFSR_CONFIGS, MSFSRConfig.from_dict, _msfsr_io, ("msfsr_utk.safetensors",),
+                    "MSFSR (CVPRW 2020), 16->128 in three x2 stages guided by 11 facial boundary maps"))
 
 
 def list_models() -> list[str]:

@@ -1,0 +1,168 @@
+"""MSFSR: the upstream parameter layout (strict loading of per-stage state dicts built from a transcription of
+upstream's module tree), sizes, and export through the project's pipeline."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from models import create_model, model_io
+from models.msfsr import MSFSR, MSFSR_CONFIGS, MSFSRStage, load_official_stages
+from models.weights import WeightsError
+
+
+# --- a test-only transcription of upstream's Generator tree (model/MSFSR.py): layout only, written out flat ---
+def _bn_relu(c):
+    return [nn.BatchNorm2d(c), nn.ReLU()]
+
+
+class _CALayer(nn.Module):
+    def __init__(self, c, r=16):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv_du = nn.Sequential(nn.Conv2d(c, c // r, 1), nn.ReLU(), nn.Conv2d(c // r, c, 1), nn.Sigmoid())
+
+
+class _RCAB(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), _CALayer(c))
+
+
+class _SE(nn.Module):
+    def __init__(self, c, r=8):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(c, c // r, bias=False), nn.ReLU(), nn.Linear(c // r, c, bias=False),
+                                nn.Sigmoid())
+
+
+class _ResnetBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv_block = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=False), *_bn_relu(c),
+                                        nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=False), nn.BatchNorm2d(c))
+
+
+class _Residual(nn.Module):
+    def __init__(self, i, o):
+        super().__init__()
+        self.convBlock = nn.Sequential(nn.BatchNorm2d(i), nn.ReLU(), nn.Conv2d(i, o // 2, 1), *_bn_relu(o // 2),
+                                       nn.Conv2d(o // 2, o // 2, 3, 1, 1), *_bn_relu(o // 2), nn.Conv2d(o // 2, o, 1))
+        if i != o:
+            self.skipConv = nn.Conv2d(i, o, 1)
+
+
+class _HourGlass(nn.Module):
+    def __init__(self, c, n):
+        super().__init__()
+        self._add(c, n)
+
+    def _add(self, c, n):
+        setattr(self, f"res{n}_1", _Residual(c, c))
+        setattr(self, f"pool{n}_1", nn.MaxPool2d(2, 2))
+        setattr(self, f"res{n}_2", _Residual(c, c))
+        if n > 1:
+            self._add(c, n - 1)
+        else:
+            self.res_center = _Residual(c, c)
+        setattr(self, f"res{n}_3", _Residual(c, c))
+        setattr(self, f"unsample{n}", nn.Upsample(scale_factor=2))
+
+
+class _UpstreamGenerator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.BUM = nn.Sequential(nn.Conv2d(3, 64, 5, padding=2), *_bn_relu(64), _RCAB(64), nn.Conv2d(64, 32, 3, padding=1),
+                                 *_bn_relu(32), nn.Conv2d(32, 12, 3, padding=1), nn.PixelShuffle(2))
+        self.BFM_head = nn.Sequential(nn.Conv2d(3, 64, 3, 2, 1, bias=False), *_bn_relu(64), _ResnetBlock(64), _SE(64),
+                                      nn.ReflectionPad2d(1), nn.Conv2d(64, 64, 3, bias=False), nn.Tanh(), _SE(64))
+        self.BEM = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), *_bn_relu(64), _Residual(64, 128),
+                                 _ResnetBlock(128), _ResnetBlock(128), _HourGlass(128, 3), _HourGlass(128, 3),
+                                 nn.Conv2d(128, 11, 1), *_bn_relu(11))
+        self.BFM_Tail = nn.Sequential(nn.Conv2d(75, 64, 3, 1, 1, bias=False), *_bn_relu(64), _SE(64),
+                                      nn.ConvTranspose2d(64, 64, 3, 2, 1, output_padding=1, bias=False), *_bn_relu(64),
+                                      _ResnetBlock(64), _SE(64), nn.ReflectionPad2d(1), nn.Conv2d(64, 3, 3, bias=False),
+                                      nn.Tanh())
+
+
+def _random_state(module: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Random values in every tensor (BatchNorm statistics included), so a wrong mapping shows in the output."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in module.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = value
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(value.shape, generator=generator) + 0.5
+        else:
+            state[key] = torch.randn(value.shape, generator=generator) * 0.1
+    return state
+
+
+def test_official_stage_layout_loads_strictly_and_computes_the_same():
+    upstream = _UpstreamGenerator()
+    ours = MSFSRStage(MSFSR_CONFIGS["default"])
+    assert {k: tuple(v.shape) for k, v in upstream.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    state = _random_state(upstream, 0)
+    ours.load_state_dict(state, strict=True)
+    ours.eval()
+    x = torch.rand(2, 3, 16, 16)
+    coarse, boundaries, output = ours(x)
+    assert coarse.shape == (2, 3, 32, 32) and boundaries.shape == (2, 11, 16, 16) and output.shape == (2, 3, 32, 32)
+    assert output.abs().max() <= 1.0 and output.std() > 0.01  # Tanh output, not a constant
+
+
+def test_three_official_stage_files_load_into_the_network_and_chain():
+    model = MSFSR(MSFSR_CONFIGS["default"]).eval()
+    states = [_random_state(_UpstreamGenerator(), seed) for seed in range(3)]
+    load_official_stages(model, states)
+    stages = [MSFSRStage(MSFSR_CONFIGS["default"]).eval() for _ in range(3)]
+    for stage, state in zip(stages, states):
+        stage.load_state_dict(state)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        expected = stages[2](stages[1](stages[0](x)[2])[2])[2]  # upstream test.py chains stage outputs
+        assert torch.allclose(model.unroll(x)[0][0], expected, atol=1e-6)
+    bad = dict(states[0])
+    bad.pop("BUM.0.weight")
+    with pytest.raises(WeightsError, match="missing: BUM.0.weight"):
+        load_official_stages(model, [bad, states[1], states[2]])
+
+
+def test_sizes_of_the_configs():
+    count = lambda cfg: sum(p.numel() for p in MSFSR(cfg).parameters())  # noqa: E731
+    assert count(MSFSR_CONFIGS["default"]) == 6_343_539  # 2.11 M per stage, as upstream
+    assert 0.9e6 < count(MSFSR_CONFIGS["lite"]) < 1.1e6
+    io = model_io("msfsr", MSFSR_CONFIGS["lite"])
+    assert (io.input_size, io.output_size, io.is_recurrent) == (16, 128, False)
+
+
+def test_lite_exports_with_parity(tmp_path):
+    from export.build import build
+    from training.checkpoints import save_weights
+
+    torch.manual_seed(0)
+    model = create_model("msfsr", "lite")
+    for module in model.modules():  # PyTorch's default init: outputs far from 0, so parity means something
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            module.reset_parameters()
+    weights = save_weights(model, tmp_path / "lite.safetensors", metadata={"config": model.config.to_dict()})
+    result = build("msfsr", weights=str(weights), outdir=tmp_path)
+    assert result.manifest.checks["parity"]["passed"]
+    assert result.manifest.outputs[0].shape[1:] == (3, 128, 128)
+
+
+def test_boundary_maps_peak_on_the_polylines():
+    import numpy as np
+
+    from training.boundaries import boundary_maps, segment_distances
+
+    grid = np.array([[0.0, 0.0], [5.0, 3.0], [12.0, 0.0]])
+    np.testing.assert_allclose(segment_distances(np.array([[0.0, 0.0], [10.0, 0.0]]), grid), [0.0, 3.0, 2.0])
+    landmarks = np.random.default_rng(0).uniform(20, 108, (68, 2))
+    maps = boundary_maps(landmarks, 64, 128, sigma=1.5)
+    assert maps.shape == (11, 64, 64) and maps.max() <= 1.0
+    x, y = np.round((landmarks[36] + 0.5) * 0.5 - 0.5).astype(int)  # a left-eye point, on map 5
+    assert maps[5, y, x] > 0.7 and maps[5].mean() < 0.2
