@@ -166,3 +166,32 @@ def test_boundary_maps_peak_on_the_polylines():
     assert maps.shape == (11, 64, 64) and maps.max() <= 1.0
     x, y = np.round((landmarks[36] + 0.5) * 0.5 - 0.5).astype(int)  # a left-eye point, on map 5
     assert maps[5, y, x] > 0.7 and maps[5].mean() < 0.2
+
+
+def test_msfsr_task_trains_stage_by_stage():
+    import numpy as np
+
+    from training.tasks import get_task, sample_batch
+    from test_training import _fake_split
+
+    torch.manual_seed(0)
+    task = get_task("msfsr")
+    model = task.build_model(task.resolve_config({"features": 16, "boundary_width": 16, "boundary_blocks": 1,
+                                                  "hourglasses": 1}))
+    task.set_iteration(0, 100)
+    assert task.active == 1 and not task.final_model_ready
+    task.set_iteration(20, 100)
+    assert task.active == 2
+    task.set_iteration(99, 100)
+    assert task.active == 3 and task.final_model_ready
+    batch = sample_batch(_fake_split(), np.arange(4))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss, parts = task.loss(model, batch)
+        assert set(parts) == {"l1", "boundary"}
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
