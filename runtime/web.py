@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlparse
 import cv2
 import numpy as np
 
+from .compose import comparison
 from .errors import SinkError
 from .sinks import Sink
 from .timing import FpsMeter
@@ -111,8 +112,6 @@ class LiveState:
         self.next_event_id += 1
         if face.native is None:
             return
-        from .compose import comparison  # noqa: PLC0415 (compose imports nothing of this module)
-
         crop = cv2.imencode(".jpg", comparison(face, 128), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
         version = self.gallery.pop(face.track_id, (0, b""))[0] + 1
         self.gallery[face.track_id] = (version, crop)
