@@ -90,7 +90,7 @@ class LiveState:
         self._jpeg: tuple[int, bytes] = (-1, b"")
         self.events: deque[dict] = deque(maxlen=EVENTS_KEPT)
         self.next_event_id = 1
-        self.gallery: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
+        self.gallery: OrderedDict[int, list] = OrderedDict()  # track -> [version, face, JPEG once asked for]
         self.frames = self.faces = 0
         self.fps = FpsMeter()
         self.closed = False
@@ -112,9 +112,8 @@ class LiveState:
         self.next_event_id += 1
         if face.native is None:
             return
-        crop = cv2.imencode(".jpg", comparison(face, 128), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
-        version = self.gallery.pop(face.track_id, (0, b""))[0] + 1
-        self.gallery[face.track_id] = (version, crop)
+        version = self.gallery.pop(face.track_id, [0])[0] + 1
+        self.gallery[face.track_id] = [version, face, None]  # encoded only when a browser asks for it
         while len(self.gallery) > GALLERY_TRACKS:
             self.gallery.popitem(last=False)
 
@@ -143,12 +142,18 @@ class LiveState:
 
     def gallery_list(self) -> list[dict]:
         with self.lock:
-            return [{"track": track, "version": version} for track, (version, _) in reversed(self.gallery.items())]
+            return [{"track": track, "version": entry[0]} for track, entry in reversed(self.gallery.items())]
 
     def track_jpeg(self, track: int) -> bytes | None:
+        """The track's latest comparison crop as JPEG (encoded once per version, on first request)."""
         with self.lock:
             entry = self.gallery.get(track)
-            return entry[1] if entry else None
+            if entry is None:
+                return None
+            if entry[2] is None:
+                crop = comparison(entry[1], 128)
+                entry[2] = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+            return entry[2]
 
 
 def _handler(state: LiveState) -> type[BaseHTTPRequestHandler]:
