@@ -148,12 +148,17 @@ def _validation_batches(split, device, batch_size: int):
 def _mean_y_psnr(task, model: nn.Module, split, device, batch_size: int) -> float:
     was_training = model.training
     model.eval()
-    scores, c = [], CROP_BORDER
+    scores = []
     for idx, batch in _validation_batches(split, device, batch_size):
-        sr = to_uint8(task.predict(model, batch.lr)[0][-1])
-        scores.extend(psnr(rgb_to_y(sr[i])[c:-c, c:-c], rgb_to_y(split.hr[k])[c:-c, c:-c]) for i, k in enumerate(idx))
+        scores.extend(_y_psnrs(to_uint8(task.predict(model, batch.lr)[0][-1]), split, idx))
     model.train(was_training)
     return float(np.mean(scores))
+
+
+def _y_psnrs(sr: np.ndarray, split, idx: np.ndarray) -> list[float]:
+    """Y-PSNR (official DIC metric) of uint8 SR images against the split's HR images `idx`."""
+    c = CROP_BORDER
+    return [psnr(rgb_to_y(sr[i])[c:-c, c:-c], rgb_to_y(split.hr[k])[c:-c, c:-c]) for i, k in enumerate(idx)]
 
 
 def weighted_heatmap_mse(heatmaps: torch.Tensor, target: torch.Tensor, foreground_weight: float) -> torch.Tensor:
@@ -231,12 +236,11 @@ class DICTask(_Task):
         """Y-PSNR of the last step and NME of the last step's heatmaps (landmarks found on its SR image)."""
         was_training = model.training
         model.eval()
-        scores, nmes, sharpness, c = [], [], [], CROP_BORDER
+        scores, nmes, sharpness = [], [], []
         for idx, batch in _validation_batches(split, device, batch_size):
             sr_steps, heatmap_steps = self.predict(model, batch.lr)
             sr = to_uint8(sr_steps[-1])
-            scores.extend(psnr(rgb_to_y(sr[i])[c:-c, c:-c], rgb_to_y(split.hr[k])[c:-c, c:-c])
-                          for i, k in enumerate(idx))
+            scores.extend(_y_psnrs(sr, split, idx))
             sharpness.extend(sharpness_ratio(sr[i], split.hr[k]) for i, k in enumerate(idx))
             nmes.extend(landmark_nme(heatmap_peaks(heatmap_steps[-1].float()).cpu().numpy(), split.landmarks[idx]))
         model.train(was_training)
