@@ -60,13 +60,52 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, keep_op_types=F
     model = onnx.load(str(src))
     keep_op_types, keep_nodes = list(keep_op_types), list(keep_nodes)
     _check_node_names(model, keep_nodes, "fp16 keep-fp32 node")
+    casts = _casts_to_fp32(model)
+    keep_nodes += casts
     kept = [n.name for n in model.graph.node if n.op_type in keep_op_types or n.name in keep_nodes]
+    fp32_outputs = [o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
     converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=keep_op_types,
                                                  node_block_list=keep_nodes)
+    _outputs_back_to_fp32(converted.graph, fp32_outputs)
     onnx.save(converted, str(dst))
-    log.info("fp16: %d of %d nodes kept in fp32 (%s)", len(kept), len(model.graph.node), ", ".join(keep_op_types))
+    log.info("fp16: %d of %d nodes kept in fp32 (%s; %d Cast to float32)", len(kept), len(model.graph.node),
+             ", ".join(keep_op_types), len(casts))
     return {"converter": _version("onnxconverter-common", "onnxconverter_common.float16"),
             "io_dtype": "float32", "fp32_op_types": keep_op_types, "fp32_nodes": kept}
+
+
+def _casts_to_fp32(model) -> list[str]:
+    """Names of the Cast(to=float32) nodes, which must stay fp32 (unnamed ones get a name here).
+
+    The converter retypes every float32 value it does not block to float16 but leaves a Cast's `to`
+    attribute alone, so a converted Cast(to=float32) would declare a float16 output: the checker rejects it.
+    Such casts turn integers into floats (arg-max index -> landmark coordinates) and stay exact in fp32
+    (up to 2**24; float16 only up to 2048); the converter puts a Cast to float16 after them.
+    """
+    import onnx
+
+    names = []
+    for i, node in enumerate(model.graph.node):
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if node.op_type == "Cast" and to == onnx.TensorProto.FLOAT:
+            node.name = node.name or f"fp16_keep_cast_{i}"  # the block list is by name
+            names.append(node.name)
+    return names
+
+
+def _outputs_back_to_fp32(graph, names) -> None:
+    """keep_io_types misses a graph output written by a kept-fp32 node: the converter ends it with a Cast to
+    float16. Make that Cast one to float32 again (the output dtypes are the manifest's contract)."""
+    import onnx
+
+    producers = {o: n for n in graph.node for o in n.output}
+    for out in graph.output:
+        if out.name in names and out.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            cast = producers.get(out.name)
+            if cast is None or cast.op_type != "Cast":
+                raise ExportError(f"fp16: graph output {out.name!r} became float16 and is not written by a Cast")
+            next(a for a in cast.attribute if a.name == "to").i = onnx.TensorProto.FLOAT
+            out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
 
 
 # --- int8 ---------------------------------------------------------------------------------------
