@@ -18,12 +18,14 @@ import torch.nn as nn
 from .dic import DIC, DIC_CONFIGS, DICConfig
 from .io import ExtraOutput, ModelIO
 from .msfsr import MSFSR, MSFSR_CONFIGS, MSFSRConfig
+from .panini import PANINI_CONFIGS, Panini, PaniniConfig
 from .pfsr import PFSR, PFSR_CONFIGS, PFSR_X4_CONFIGS, PFSRConfig
 from .weights import WeightsError, load_into, read_metadata, read_state_dict
 
 __all__ = [
     "create_model", "list_models", "model_spec", "model_io", "shipped_weights", "load_weights", "ModelIO",
     "load_landmark_weights", "WeightsError", "DIC", "DICConfig", "PFSR", "PFSRConfig", "MSFSR", "MSFSRConfig",
+    "Panini", "PaniniConfig",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,15 @@ def _msfsr_io(config: MSFSRConfig) -> ModelIO:
 
 _register(ModelSpec("msfsr", MSFSR, MSFSR_CONFIGS, MSFSRConfig.from_dict, _msfsr_io, ("msfsr_utk.safetensors",),
                     "MSFSR (CVPRW 2020), 16->128 in three x2 stages guided by 11 facial boundary maps"))
+
+
+def _panini_io(config: PaniniConfig) -> ModelIO:
+    return ModelIO(input_size=config.in_size, scale=config.scale)
+
+
+_register(ModelSpec("panini", Panini, PANINI_CONFIGS, PaniniConfig.from_dict, _panini_io, ("panini_utk.safetensors",),
+                    "Panini-Net (AAAI 2022), StyleGAN2 decoder + degradation-aware feature interpolation; "
+                    "official 64->1024 (SR) and 512->1024 (MFR), and a CPU-trained 16->128 lite"))
 
 
 def list_models() -> list[str]:

@@ -124,7 +124,7 @@ def test_batch_profile_parsing():
 
 
 def test_unknown_model(tmp_path):
-    with pytest.raises(ExportError, match="unknown model 'dc'; available: dic, dicgan, msfsr, pfsr"):
+    with pytest.raises(ExportError, match="unknown model 'dc'; available: dic, dicgan, msfsr, panini, pfsr"):
         build("dc", random_init=True, outdir=tmp_path)
 
 
@@ -217,7 +217,7 @@ def test_cli_reports_errors_with_exit_code(tmp_path, capsys, caplog):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--model", "dc"], "unknown model 'dc'; available: dic, dicgan, msfsr, pfsr"),
+    (["--model", "dc"], "unknown model 'dc'; available: dic, dicgan, msfsr, panini, pfsr"),
     (["--model", "dic", "--batch", "0:1:2"], "--batch: batch profile 0:1:2"),
     (["--model", "pfsr", "--steps", "2"], "--steps 2 was given, but this model is not recurrent"),
     (["--model", "pfsr", "--with-landmarks"], "export without --with-landmarks"),
