@@ -451,6 +451,22 @@ def test_enhancer_keeps_faces_shown_at_their_recorded_size(backend):
     assert too_large.faces[0].sr is None and "crossover" in too_large.faces[0].route
 
 
+def test_large_faces_go_to_a_64_px_input_model_with_a_1024_px_output(make_artifact):
+    """Panini_SR's I/O (64 -> 1024) beside a 16 -> 128 model: each face goes to the model that fits it, and the
+    1024-px output is resized into the face's place in the frame."""
+    small = load_artifact(make_artifact("x8", mode="linear", in_size=16, out_size=128))
+    large = load_artifact(make_artifact("panini_io", mode="linear", in_size=64, out_size=1024, batch_max=2))
+    frame = np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    faces = [_det(100, 100, 14), _det(400, 200, 60)]
+    with create_backend("onnxruntime", small, providers=CPU) as b16, \
+            create_backend("onnxruntime", large, providers=CPU) as b64:
+        result = Enhancer([b16, b64], FakeDetector(faces), EnhanceConfig(upscale=4.0)).process(frame, 0)
+    small_face, large_face = sorted(result.faces, key=lambda f: f.box[0])
+    assert small_face.lr.shape == (16, 16, 3) and small_face.sr.shape == (128, 128, 3)
+    assert large_face.lr.shape == (64, 64, 3) and large_face.sr.shape == (1024, 1024, 3)
+    assert result.view.shape == (1920, 2560, 3)
+
+
 # --- face gating ------------------------------------------------------------------------------------------------
 def test_tracks_get_an_id_only_when_confirmed():
     tracker = IoUTracker(confirm_hits=3, confirm_score=0.72)
