@@ -31,6 +31,7 @@ from .errors import RuntimeToolkitError, SinkError
 from .pipeline import LANDMARK_OUTPUT, EnhanceConfig, Enhancer, StopSignals, run_stream, summarize
 from .files import write_json_atomic
 from .outputs import file_outputs, list_outputs, open_outputs, parse_output
+from .multi import Lane, run_sources
 from .pipelined import run_pipelined
 from .progress import Progress
 from .records import BestCropStore, EventLog, OutputClaim
@@ -65,8 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="Sources and views: docs/runtime.md")
     p.add_argument("--list-sources", action="store_true",
                    help="list the cameras found and the source and output kinds this install supports, then exit")
-    p.add_argument("--source", help="0, /dev/video0, csi://0, video file, image, image folder, "
-                                                   "rtsp://... or http://... URL, or a GStreamer pipeline (with '!')")
+    p.add_argument("--source", action="append",
+                   help="0, /dev/video0, csi://0, video file, image, image folder, rtsp://... or http://... URL, or a "
+                        "GStreamer pipeline (with '!'); repeat for several sources in one process (one model, "
+                        "faces batched across sources; every --output/--events/--save-crops then needs "
+                        "'{source}', which becomes 0, 1, ...)")
     p.add_argument("--model", action="append",
                    help="model artifact: manifest .json, .onnx or .engine, or triton://HOST:PORT/NAME (a model "
                         "served by Triton); repeat for models of other input sizes (e.g. a x8 16 -> 128 and a x4 "
@@ -123,25 +127,15 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
         raise RuntimeToolkitError("--draw-landmarks needs a model with a 'landmarks' output; export one with "
                                   "`python -m export.build --model dic --with-landmarks`.")
     min_face = args.min_face or MIN_FACE_INPUT_FRACTION * min(a.input_hw[0] for a in artifacts)
-    detector = FaceDetector(detector_model_path(args.detector_model), max_side=args.detect_max_side,
-                            min_face_px=min_face)
-    timer = StageTimer()
     with ExitStack() as stack:
         backends = [stack.enter_context(create_backend(args.backend, artifact)) for artifact in artifacts]
-        source = stack.enter_context(open_source(args.source))
-        for path, flag in _file_outputs(args):
-            stack.enter_context(OutputClaim(path, flag, args.overwrite, append=flag == "--events" and
-                                            args.append_events))
-        stills = source.uri.scheme in ("image", "folder")  # no second frame to confirm a face with
-        config = EnhanceConfig(view=args.view, detect_every=args.detect_every, max_faces=args.max_faces,
-                               min_face=min_face, upscale=args.upscale, show_fps=not args.no_fps,
-                               enhance_all=args.enhance_all, confirm_hits=1 if stills else TRACK_CONFIRM_HITS,
-                               confirm_score=0.0 if stills else TRACK_CONFIRM_SCORE, independent_frames=stills,
-                               draw_landmarks=args.draw_landmarks)
-        sink = stack.enter_context(open_outputs(args.output, args.headless, source.fps))
-        crops = BestCropStore(args.save_crops) if args.save_crops else None
-        events = stack.enter_context(EventLog(args.events, args.append_events)) if args.events else None
-        enhancer = Enhancer(backends, detector, config, crops, events, timer)
+        extra = {"models": [str(a.path) for a in artifacts], "backends": [b.name for b in backends],
+                 "view": args.view, "upscale": args.upscale, "min_face_px": round(min_face, 1),
+                 "detect_every": args.detect_every}
+        if len(args.source) > 1:
+            return _run_sources(args, stack, backends, min_face, stop, extra)
+        lane = _open_lane(args, stack, backends, min_face)
+        source, sink, enhancer = lane.source, lane.sink, lane.enhancer
         start = time.perf_counter()
         total = min(filter(None, (source.frame_count, args.max_frames)), default=None)
         progress = Progress(total, enabled=False if args.quiet else None)
@@ -149,13 +143,77 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
         stats = loop(source, sink, enhancer, args.max_frames, stop=stop, progress=progress)
         _close_output(sink, stats)
         wall = time.perf_counter() - start
-        extra = {"source": args.source, "models": [str(a.path) for a in artifacts],
-                 "backends": [b.name for b in backends], "view": args.view, "upscale": args.upscale,
-                 "min_face_px": round(min_face, 1), "detect_every": args.detect_every,
-                 "pipelined": args.pipelined, "frames_dropped": source.frames_dropped,
-                 "reconnects": getattr(source, "reconnects", 0),
+        extra = {"source": args.source[0], **extra, "pipelined": args.pipelined,
+                 "frames_dropped": source.frames_dropped, "reconnects": getattr(source, "reconnects", 0),
                  "stopped_by_signal": stop.received if stop is not None else None}
-    return summarize(stats, timer, wall, extra)
+    return summarize(stats, enhancer.timer, wall, extra)
+
+
+def _open_lane(args: argparse.Namespace, stack: ExitStack, backends, min_face: float, number: int | None = None):
+    """Source, outputs, records and enhancer (with its own detector and tracker) of one source."""
+    def named(text):  # "{source}" -> this source's index
+        return text if text is None or number is None else text.replace("{source}", str(number))
+
+    source_text = args.source[number or 0]
+    outputs = [named(text) for text in args.output] if args.output else None
+    events_path, crops_dir = named(args.events), named(args.save_crops)
+    detector = FaceDetector(detector_model_path(args.detector_model), max_side=args.detect_max_side,
+                            min_face_px=min_face)
+    source = stack.enter_context(open_source(source_text))
+    claims = [(events_path, "--events"), (crops_dir, "--save-crops")]
+    claims += [(path, "--output") for path in file_outputs(outputs)]
+    for path, flag in claims:
+        if path:
+            stack.enter_context(OutputClaim(path, flag, args.overwrite,
+                                            append=flag == "--events" and args.append_events))
+    stills = source.uri.scheme in ("image", "folder")  # no second frame to confirm a face with
+    config = EnhanceConfig(view=args.view, detect_every=args.detect_every, max_faces=args.max_faces,
+                           min_face=min_face, upscale=args.upscale, show_fps=not args.no_fps,
+                           enhance_all=args.enhance_all, confirm_hits=1 if stills else TRACK_CONFIRM_HITS,
+                           confirm_score=0.0 if stills else TRACK_CONFIRM_SCORE, independent_frames=stills,
+                           draw_landmarks=args.draw_landmarks)
+    sink = stack.enter_context(open_outputs(outputs, args.headless, source.fps))
+    crops = BestCropStore(crops_dir) if crops_dir else None
+    events = stack.enter_context(EventLog(events_path, args.append_events)) if events_path else None
+    return Lane(source, sink, Enhancer(backends, detector, config, crops, events, StageTimer()))
+
+
+def _run_sources(args, stack: ExitStack, backends, min_face: float, stop, extra: dict) -> dict:
+    """Several sources in one process (runtime.multi): a summary per source and one for them all."""
+    lanes = [_open_lane(args, stack, backends, min_face, number) for number in range(len(args.source))]
+    sr_timer = StageTimer()
+    start = time.perf_counter()
+    all_stats = run_sources(lanes, backends, args.max_frames, stop=stop, sr_timer=sr_timer)
+    for lane in lanes:
+        _close_output(lane.sink, lane.stats)
+    wall = time.perf_counter() - start
+    per_source = [summarize(stats, lane.enhancer.timer, wall,
+                            {"source": text, "frames_dropped": lane.source.frames_dropped})
+                  for text, lane, stats in zip(args.source, lanes, all_stats)]
+    frames, faces = sum(s["frames"] for s in per_source), sum(s["faces"] for s in per_source)
+    errors = [s["error"] for s in per_source if s["error"]]
+    return {**extra, "sources": per_source, "frames": frames, "faces": faces, "wall_s": round(wall, 3),
+            "fps_total": round(frames / wall, 3) if wall > 0 else None,
+            "faces_per_s": round(faces / wall, 3) if wall > 0 else None,
+            "sr_ms": sr_timer.summary().get("sr"), "sr_batches": all_stats[0].queues.get("sr_batches"),
+            "stopped_by_signal": stop.received if stop is not None else None,
+            "error": "; ".join(errors) or None}
+
+
+def _check_sources(args) -> None:
+    """With several sources, every per-source path needs '{source}' (else they would write one file)."""
+    if len(args.source) < 2:
+        return
+    if args.pipelined:
+        raise RuntimeToolkitError("--pipelined is for one source; several sources always run pipelined "
+                                  "(a reader and an output thread per source, one shared SR thread)")
+    flagged = [("--output", text) for text in args.output or []]
+    flagged += [(flag, value) for flag, value in (("--events", args.events), ("--save-crops", args.save_crops))
+                if value]
+    for flag, value in flagged:
+        if "{source}" not in value:
+            raise RuntimeToolkitError(f"{flag} {value}: with {len(args.source)} sources each needs '{{source}}' in "
+                                      f"it (it becomes 0, 1, ...), e.g. {flag} out_{{source}}.mp4")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopSignals().install()
     try:
         _check_summary_path(args.summary)
+        _check_sources(args)
         for text in args.output or []:  # a typo in an output fails before the models load
             parse_output(text)
         summary = run(args, stop)
@@ -199,13 +258,6 @@ def _close_output(sink, stats) -> None:
     except SinkError as err:
         stats.error = stats.error or str(err)
         log.error("%s", err)
-
-
-def _file_outputs(args) -> list[tuple[str, str]]:
-    """(path, flag) of every file or folder the run writes."""
-    outputs = [(args.events, "--events"), (args.save_crops, "--save-crops")]
-    outputs += [(path, "--output") for path in file_outputs(args.output)]
-    return [(path, flag) for path, flag in outputs if path]
 
 
 def _check_summary_path(path: str | None) -> None:

@@ -7,6 +7,8 @@ per frame is returned, not stored.
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -58,6 +60,7 @@ class FrameResult:
     skipped_tiny: int
     over_limit: int
     frame: np.ndarray | None = None  # the frame as processed (BGR)
+    captured_at: float | None = None  # time.perf_counter() when the frame came out of the source
 
 
 @dataclass
@@ -71,6 +74,10 @@ class PreparedFrame:
     routes: list[Route]
     skipped_tiny: int
     over_limit: int
+    captured_at: float | None = None
+
+
+LATENCY_SAMPLES = 4096  # the latest frames' capture-to-output latencies kept for the percentiles
 
 
 @dataclass
@@ -87,6 +94,7 @@ class RunStats:
     track_ids: set = field(default_factory=set)
     error: str | None = None  # why an output failed and the run stopped
     queues: dict = field(default_factory=dict)  # pipelined runs: queue name -> {"max": n, "mean": x}
+    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))  # seconds, capture -> output
 
 
 LANDMARK_OUTPUT = "landmarks"  # the extra output of a model exported with --with-landmarks
@@ -149,6 +157,7 @@ class Enhancer:
     def prepare(self, frame: np.ndarray, index: int, timer: StageTimer | None = None) -> PreparedFrame:
         """Detect/track, choose the faces, cut them out and route them."""
         timer = timer or self.timer
+        captured_at = time.perf_counter()
         frame = to_bgr(frame)
         with timer.stage("detect"):
             tracks = self._tracks(frame, index)
@@ -157,12 +166,12 @@ class Enhancer:
             jobs = face_jobs(frame, selected)
             routes = [route(job.square.side, self._display_px(frame, job, len(jobs)), self.fits,
                             self.config.enhance_all) for job in jobs]
-        return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over)
+        return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over, captured_at)
 
     def enhance(self, prepared: PreparedFrame, timer: StageTimer | None = None) -> list[EnhancedFace]:
         """The routed faces through their models (one batch per model)."""
         with (timer or self.timer).stage("sr"):
-            return self._enhance(prepared.jobs, prepared.routes)
+            return enhance_frames(self.backends, [prepared])[0]
 
     def finish(self, prepared: PreparedFrame, faces: list[EnhancedFace], fps: float | None = None,
                timer: StageTimer | None = None) -> FrameResult:
@@ -173,7 +182,7 @@ class Enhancer:
         with timer.stage("encode"):
             self._record(prepared.index, faces)
         return FrameResult(prepared.index, view, prepared.tracks, faces, prepared.skipped_tiny, prepared.over_limit,
-                           prepared.frame)
+                           prepared.frame, prepared.captured_at)
 
     def _display_px(self, frame: np.ndarray, job: FaceJob, face_count: int) -> float:
         """How large the face is shown in the chosen view."""
@@ -182,25 +191,6 @@ class Enhancer:
         if self.config.view == "gallery":
             return gallery_layout(frame.shape[1], frame.shape[0], face_count).thumb
         return self.output_hw[0]
-
-    def _enhance(self, jobs: list[FaceJob], routes: list[Route]) -> list[EnhancedFace]:
-        """Each routed face through its model, one batch per model; the others keep their source pixels."""
-        results = {}
-        for number, backend in enumerate(self.backends):
-            members = [i for i, r in enumerate(routes) if r.model == number]
-            if not members:
-                continue
-            small = [resize_crop(jobs[i].crop, backend.artifact.input_hw) for i in members]
-            outputs = infer_batched(backend, to_model_input(small))
-            images = from_model_output(outputs[backend.artifact.image_output.name])
-            points = outputs.get(LANDMARK_OUTPUT, [None] * len(members))
-            results.update({i: (lr, sr, p) for i, lr, sr, p in zip(members, small, images, points)})
-        faces = []
-        for i, job in enumerate(jobs):
-            lr, sr, points = results.get(i, (None, None, None))
-            faces.append(EnhancedFace(job.track_id, job.box, job.square, lr, sr, native=job.crop,
-                                      route=routes[i].reason, model=routes[i].model, landmarks=points))
-        return faces
 
     def _tracks(self, frame: np.ndarray, index: int) -> list[Track]:
         if self.config.independent_frames:  # unrelated photos: a new tracker, detection on every one
@@ -241,6 +231,31 @@ class Enhancer:
         if points is not None:
             event["landmarks"] = np.round(points, 1).tolist()  # [K, 2] (x, y) in frame pixels
         return event
+
+
+def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list[list[EnhancedFace]]:
+    """The routed faces of one or more frames (several cameras) through their models, one batch per model
+    for all of them; the other faces keep their source pixels. Returns each frame's faces, in order."""
+    jobs = [(f, i) for f, frame in enumerate(frames) for i in range(len(frame.jobs))]
+    results = {}
+    for number, backend in enumerate(backends):
+        members = [(f, i) for f, i in jobs if frames[f].routes[i].model == number]
+        if not members:
+            continue
+        small = [resize_crop(frames[f].jobs[i].crop, backend.artifact.input_hw) for f, i in members]
+        outputs = infer_batched(backend, to_model_input(small))
+        images = from_model_output(outputs[backend.artifact.image_output.name])
+        points = outputs.get(LANDMARK_OUTPUT, [None] * len(members))
+        results.update({key: (lr, sr, p) for key, lr, sr, p in zip(members, small, images, points)})
+    enhanced = []
+    for f, frame in enumerate(frames):
+        faces = []
+        for i, (job, decision) in enumerate(zip(frame.jobs, frame.routes)):
+            lr, sr, points = results.get((f, i), (None, None, None))
+            faces.append(EnhancedFace(job.track_id, job.box, job.square, lr, sr, native=job.crop,
+                                      route=decision.reason, model=decision.model, landmarks=points))
+        enhanced.append(faces)
+    return enhanced
 
 
 class StopSignals:
@@ -356,6 +371,16 @@ def _count(stats: RunStats, result: FrameResult) -> None:
     stats.skipped_tiny += result.skipped_tiny
     stats.over_limit += result.over_limit
     stats.track_ids.update(face.track_id for face in result.faces)
+    if result.captured_at is not None:
+        stats.latencies.append(time.perf_counter() - result.captured_at)
+
+
+def latency_summary(latencies) -> dict | None:
+    """p50/p95 of the capture-to-output latency in ms (the latest LATENCY_SAMPLES frames)."""
+    if not latencies:
+        return None
+    p50, p95 = np.percentile(np.asarray(latencies) * 1000, [50, 95])
+    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "frames": len(latencies)}
 
 
 def summarize(stats: RunStats, timer: StageTimer, wall_s: float, extra: dict | None = None) -> dict:
@@ -374,6 +399,7 @@ def summarize(stats: RunStats, timer: StageTimer, wall_s: float, extra: dict | N
         "wall_s": round(wall_s, 3),
         "fps": round(stats.frames / wall_s, 3) if wall_s > 0 else None,
         "stages_ms": timer.summary(),
+        "latency_ms": latency_summary(stats.latencies),
         **({"queue_depth": stats.queues} if stats.queues else {}),
         "error": stats.error,
     }

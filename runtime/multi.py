@@ -1,0 +1,189 @@
+"""Several sources (cameras, files) in one process: one model instance, faces of all sources batched together.
+
+    reader thread per source: source.read -> Enhancer.prepare (its own tracker) --+
+                                                                                   +--> shared queue --> SR thread
+    ... one per source ...                                                         |    (gathers frames of every
+                                                                                   |     source, one batch per model)
+    finish thread per source: Enhancer.finish -> its outputs   <-- its own queue --+
+
+The SR thread takes the oldest frame waiting, then every other frame already waiting or arriving within
+`gather_s` (a small deadline, so a quiet camera is not held back), until the faces fill the largest max batch
+of the models. Each source keeps its order (queues are FIFO, one reader and one finisher per source), its own
+tracker, crops, events, outputs and summary; a source that fails or ends stops alone. A backend error stops
+every source: the model is shared.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .backends import Backend
+from .errors import RuntimeToolkitError, SinkError, SourceError
+from .pipeline import Enhancer, PreparedFrame, RunStats, StopSignals, _count, enhance_frames
+from .sinks import Sink
+from .sources import ReadStatus, Source
+from .timing import FpsMeter, StageTimer
+
+log = logging.getLogger(__name__)
+
+QUEUE_DEPTH = 4  # frames per source between two stages
+GATHER_S = 0.005  # how long the SR thread waits for other sources' frames to join a batch
+_END = object()
+
+
+@dataclass
+class Lane:
+    """One source with its own enhancer (tracker, crops, events) and outputs."""
+
+    source: Source
+    sink: Sink
+    enhancer: Enhancer
+    stats: RunStats = field(default_factory=RunStats)
+    finished: queue.Queue = field(default_factory=lambda: queue.Queue(QUEUE_DEPTH))
+
+
+def run_sources(lanes: list[Lane], backends: list[Backend], max_frames: int | None = None,
+                stop: StopSignals | None = None, read_timeout: float = 1.0, gather_s: float = GATHER_S,
+                sr_timer: StageTimer | None = None) -> list[RunStats]:
+    """Run every lane until its source ends (or `max_frames` frames of it are written); returns their stats."""
+    stopping = threading.Event()
+    prepared_q: queue.Queue = queue.Queue(QUEUE_DEPTH * len(lanes))
+    sr_timer = sr_timer or StageTimer()
+    batches = {"batches": 0, "frames": 0, "faces": 0}
+    errors: list[BaseException] = []
+    max_faces = max(b.max_batch for b in backends)
+
+    def put(q: queue.Queue, item) -> bool:
+        while not stopping.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(number: int, lane: Lane) -> None:
+        done = 0
+        try:
+            while (max_frames is None or done < max_frames) and not stopping.is_set() and lane.stats.error is None:
+                with lane.enhancer.timer.stage("decode"):
+                    status, frame = lane.source.read(read_timeout)
+                if status is ReadStatus.EOS:
+                    break
+                if status is not ReadStatus.OK:
+                    lane.stats.timeouts += status is ReadStatus.TIMEOUT
+                    lane.stats.read_errors += status is ReadStatus.ERROR
+                    continue
+                lane.stats.frames_read += 1
+                try:
+                    prepared = lane.enhancer.prepare(frame, lane.stats.frames_read - 1)
+                except SourceError as err:
+                    log.warning("source %d: frame skipped: %s", number, err)
+                    lane.stats.bad_frames += 1
+                    continue
+                done += 1
+                if not put(prepared_q, (number, prepared)):
+                    return
+        except BaseException as err:  # noqa: BLE001 - this source ends; the others go on
+            lane.stats.error = f"source {number}: {err}"
+            log.error("%s", lane.stats.error)
+        put(prepared_q, (number, _END))
+
+    def gather() -> list[tuple[int, object]]:
+        items = [prepared_q.get(timeout=0.2)]
+        faces = _face_count(items[0][1])
+        deadline = time.perf_counter() + gather_s
+        while faces < max_faces:
+            try:
+                item = prepared_q.get(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                break
+            items.append(item)
+            faces += _face_count(item[1])
+        return items
+
+    def super_resolve() -> None:
+        open_lanes = len(lanes)
+        try:
+            while open_lanes and not stopping.is_set():
+                try:
+                    items = gather()
+                except queue.Empty:
+                    continue
+                frames = [(n, p) for n, p in items if p is not _END]
+                if frames:
+                    with sr_timer.stage("sr"):
+                        faces = enhance_frames(backends, [p for _, p in frames])
+                    sr_timer.frame_done()
+                    batches["batches"] += 1
+                    batches["frames"] += len(frames)
+                    batches["faces"] += sum(len(f) for f in faces)
+                    enhanced = iter(faces)
+                for number, prepared in items:  # each source's frames in the order they came
+                    result = _END if prepared is _END else (prepared, next(enhanced))
+                    open_lanes -= prepared is _END
+                    if not put(lanes[number].finished, result):
+                        return
+        except BaseException as err:  # noqa: BLE001 - the shared model failed: every source stops
+            errors.append(err)
+            stopping.set()
+
+    def finish(number: int, lane: Lane) -> None:
+        fps_meter, output_failed = FpsMeter(), False
+        while not stopping.is_set():
+            try:
+                item = lane.finished.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            prepared, faces = item
+            if output_failed:
+                continue  # drain what is in flight
+            try:
+                result = lane.enhancer.finish(prepared, faces, fps_meter.fps)
+                with lane.enhancer.timer.stage("encode"):
+                    lane.sink.write(result.view, result)
+            except SinkError as err:
+                lane.stats.error, output_failed = f"source {number}: {err}", True  # the reader stops on it
+                log.error("stopping source %d after %d frames: %s", number, lane.stats.frames, err)
+                continue
+            lane.enhancer.timer.frame_done()
+            _count(lane.stats, result)
+            fps_meter.tick()
+
+    threads = [threading.Thread(target=read, args=(n, lane), name=f"read-{n}", daemon=True)
+               for n, lane in enumerate(lanes)]
+    threads.append(threading.Thread(target=super_resolve, name="sr", daemon=True))
+    threads += [threading.Thread(target=finish, args=(n, lane), name=f"finish-{n}", daemon=True)
+                for n, lane in enumerate(lanes)]
+    for thread in threads:
+        thread.start()
+    try:
+        while any(t.is_alive() for t in threads[-len(lanes):]):
+            if stop is not None and stop.stop_requested:
+                log.info("stopped by signal")
+                break
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        log.info("interrupted")
+    finally:
+        stopping.set()
+        for thread in threads:
+            thread.join(timeout=10.0)
+    if errors:
+        if isinstance(errors[0], RuntimeToolkitError):
+            raise errors[0]
+        raise RuntimeToolkitError(f"the shared model failed, every source stopped: {errors[0]}") from errors[0]
+    for lane in lanes:
+        lane.stats.queues = {"sr_batches": dict(batches)}
+    return [lane.stats for lane in lanes]
+
+
+def _face_count(prepared) -> int:
+    if prepared is _END or not isinstance(prepared, PreparedFrame):
+        return 0
+    return sum(r.model is not None for r in prepared.routes)
