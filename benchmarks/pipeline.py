@@ -3,6 +3,8 @@
     python -m benchmarks.pipeline --quick                     # 10 frames, tiny random model (CI runs this)
     python -m benchmarks.pipeline --model artifacts/dic_s2_fp32.json
     python -m benchmarks.pipeline --model M.json --soak 10000 # loop the video, memory over 10,000 frames
+    python -m benchmarks.pipeline --model M.json --compare    # sequential vs pipelined, 1/2/4 sources in one
+                                                              # process vs one process each (benchmarks.throughput)
 
 Runs the real runtime (detect -> track -> prepare -> batched SR -> compose -> encode to a null sink)
 and reports FPS, the per-stage breakdown, the share of time spent outside the network, and peak
@@ -125,6 +127,12 @@ def parse_args(argv=None):
     p.add_argument("--detect-every", type=int, default=3)
     p.add_argument("--detector-model")
     p.add_argument("--outdir", type=Path)
+    p.add_argument("--compare", action="store_true",
+                   help="run the runtime CLI sequential, --pipelined, and with --sources in one process vs as "
+                        "many processes (real video files written)")
+    p.add_argument("--threads", type=int, help="with --compare: the runtime's --threads (default: its own)")
+    p.add_argument("--sources", default="1,2,4", type=lambda t: [int(v) for v in t.split(",")],
+                   help="with --compare: source counts (default 1,2,4)")
     args = p.parse_args(argv)
     if args.frames is None:
         args.frames = 10 if args.quick else 105
@@ -151,6 +159,14 @@ def main(argv=None) -> int:
     video = find_video(args.video)
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or quick_artifact(Path(scratch))
+        if args.compare:
+            from . import throughput
+
+            payload = {"command": command_line(), "machine": machine_info(),
+                       "result": throughput.compare(args, video, Path(model).resolve())}
+            write_results(f"throughput_{Path(model).stem}", payload, throughput.to_markdown(payload), args.outdir,
+                          throughput.plot)
+            return 0
         payload = {"command": command_line(), "machine": machine_info(), "result": run_pipeline(args, video, model)}
         kind = f"pipeline_{Path(model).stem}"  # one report per artifact, e.g. pipeline_pfsr_s1_fp16
     write_results(kind, payload, to_markdown(payload), args.outdir, plot)

@@ -21,14 +21,14 @@ from pathlib import Path
 import cv2
 
 from .assets import detector_model_path
-from .backends import BACKENDS, create_backend, load_model
+from .backends import BACKENDS, create_backend, load_model, resolve_backend_name
 from .compose import VIEWS
 from .constants import (
     DETECT_MAX_SIDE, MAX_FACES, MIN_FACE_INPUT_FRACTION, TRACK_CONFIRM_HITS, TRACK_CONFIRM_SCORE,
 )
 from .detect import FaceDetector
 from .errors import RuntimeToolkitError, SinkError
-from .pipeline import LANDMARK_OUTPUT, EnhanceConfig, Enhancer, StopSignals, run_stream, summarize
+from .pipeline import LANDMARK_OUTPUT, EnhanceConfig, Enhancer, StopSignals, peak_rss_mb, run_stream, summarize
 from .files import write_json_atomic
 from .outputs import file_outputs, list_outputs, open_outputs, parse_output
 from .multi import Lane, run_sources
@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipelined", action="store_true",
                    help="run capture+detection, SR and compose+outputs on three threads joined by bounded queues "
                         "(same results for files; see docs/runtime.md)")
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads of each heavy stage: ONNX Runtime's intra-op threads for the SR model and "
+                        "OpenCV's pool (detection, resizing, encoding). Default: their own choice (all cores); with "
+                        "--pipelined or several sources, stages run at once and 1 can be faster (measure it: "
+                        "`python -m benchmarks.pipeline --compare`)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar / status line (also off when stderr is not a terminal)")
     p.add_argument("--detector-model", help="YuNet ONNX file (default: the per-user cache, see "
@@ -127,11 +132,14 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
         raise RuntimeToolkitError("--draw-landmarks needs a model with a 'landmarks' output; export one with "
                                   "`python -m export.build --model dic --with-landmarks`.")
     min_face = args.min_face or MIN_FACE_INPUT_FRACTION * min(a.input_hw[0] for a in artifacts)
+    if args.threads:
+        cv2.setNumThreads(args.threads)
     with ExitStack() as stack:
-        backends = [stack.enter_context(create_backend(args.backend, artifact)) for artifact in artifacts]
+        backends = [stack.enter_context(create_backend(args.backend, artifact, **_backend_options(args, artifact)))
+                    for artifact in artifacts]
         extra = {"models": [str(a.path) for a in artifacts], "backends": [b.name for b in backends],
                  "view": args.view, "upscale": args.upscale, "min_face_px": round(min_face, 1),
-                 "detect_every": args.detect_every}
+                 "detect_every": args.detect_every, "threads": args.threads}
         if len(args.source) > 1:
             return _run_sources(args, stack, backends, min_face, stop, extra)
         lane = _open_lane(args, stack, backends, min_face)
@@ -147,6 +155,12 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
                  "frames_dropped": source.frames_dropped, "reconnects": getattr(source, "reconnects", 0),
                  "stopped_by_signal": stop.received if stop is not None else None}
     return summarize(stats, enhancer.timer, wall, extra)
+
+
+def _backend_options(args, artifact) -> dict:
+    if args.threads and resolve_backend_name(args.backend, artifact) == "onnxruntime":
+        return {"intra_op_threads": args.threads}
+    return {}
 
 
 def _open_lane(args: argparse.Namespace, stack: ExitStack, backends, min_face: float, number: int | None = None):
@@ -196,6 +210,7 @@ def _run_sources(args, stack: ExitStack, backends, min_face: float, stop, extra:
             "fps_total": round(frames / wall, 3) if wall > 0 else None,
             "faces_per_s": round(faces / wall, 3) if wall > 0 else None,
             "sr_ms": sr_timer.summary().get("sr"), "sr_batches": all_stats[0].queues.get("sr_batches"),
+            "peak_rss_mb": peak_rss_mb(),
             "stopped_by_signal": stop.received if stop is not None else None,
             "error": "; ".join(errors) or None}
 

@@ -7,6 +7,7 @@ per frame is returned, not stored.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -375,6 +376,16 @@ def _count(stats: RunStats, result: FrameResult) -> None:
         stats.latencies.append(time.perf_counter() - result.captured_at)
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (Linux/macOS), None where unknown."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)  # bytes on macOS, KiB on Linux
+
+
 def latency_summary(latencies) -> dict | None:
     """p50/p95 of the capture-to-output latency in ms (the latest LATENCY_SAMPLES frames)."""
     if not latencies:
@@ -400,6 +411,7 @@ def summarize(stats: RunStats, timer: StageTimer, wall_s: float, extra: dict | N
         "fps": round(stats.frames / wall_s, 3) if wall_s > 0 else None,
         "stages_ms": timer.summary(),
         "latency_ms": latency_summary(stats.latencies),
+        "peak_rss_mb": peak_rss_mb(),
         **({"queue_depth": stats.queues} if stats.queues else {}),
         "error": stats.error,
     }

@@ -76,6 +76,25 @@ def test_pipeline_quick_reports_stages(tmp_path, capsys):
     assert result["peak_rss_mb"] > 0
 
 
+def test_pipeline_compare_runs_the_cli_every_way_with_the_same_work(tmp_path):
+    from runtime.shared_data import shared_dir
+    from benchmarks.pipeline import main as pipeline_main
+
+    root = shared_dir()
+    if root is None or not (root / "data/scenes/street-video-1080p.mp4").is_file():
+        pytest.skip("../shared street video not found")
+    assert pipeline_main(["--quick", "--compare", "--frames", "9", "--sources", "1,2", "--outdir", str(tmp_path)]) == 0
+    (report,) = tmp_path.glob("throughput_*.json")
+    result = json.loads(report.read_text())["result"]
+    rows = {row["run"]: row for row in result["rows"]}
+    assert set(rows) == {"sequential", "pipelined", "2 sources, 1 process", "2 processes"}
+    assert result["same_work"] and rows["sequential"]["faces"] >= 7 * 3
+    assert rows["2 sources, 1 process"]["faces"] == rows["2 processes"]["faces"] == 2 * rows["sequential"]["faces"]
+    assert rows["2 processes"]["processes"] == 2 and rows["2 sources, 1 process"]["sr_batches"]["frames"] == 18
+    assert all(row["latency_p95_ms"] >= row["latency_p50_ms"] > 0 and row["peak_rss_mb"] > 0 for row in rows.values())
+    assert "Pipelined / sequential" in (tmp_path / report.with_suffix(".md").name).read_text()
+
+
 def test_report_collects_every_models_speed_file(tmp_path):
     from benchmarks.report import section
 
