@@ -6,7 +6,8 @@
     http://@:8080/         a built-in web page: live view, gallery of tracks, events and FPS; MJPEG at
                            /stream.mjpg, events as JSON lines at /events, /snapshot.jpg ("@" = all interfaces)
     rtsp://HOST:PORT/PATH  H.264 published to an RTSP server (PyAV; reconnects when the server goes away)
-    rtp://, webrtc://, v4l2://   not in this release: a clear error (see NOT_YET)
+    rtp://HOST:PORT[?sdp=FILE]  H.264 as RTP over UDP (PyAV); the SDP for receivers is logged / written to FILE
+    webrtc://, v4l2://     not in this release: a clear error (see NOT_YET)
 
 `--output` may repeat; `open_outputs` fans each frame out to all of them (`Outputs`). An unknown scheme is an
 error, never a folder name.
@@ -28,11 +29,10 @@ log = logging.getLogger(__name__)
 SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
 # schemes of the videoOutput vocabulary that this release does not publish yet, and what to use instead
 NOT_YET = {
-    "rtp": "RTP publishing is not implemented yet (use rtsp:// to an RTSP server)",
     "webrtc": "WebRTC (aiortc) is not implemented yet",
     "v4l2": "a virtual webcam (v4l2loopback + pyvirtualcam) is not implemented yet",
 }
-OUTPUT_SCHEMES = ("display", "file", "folder", "http", "rtsp")
+OUTPUT_SCHEMES = ("display", "file", "folder", "http", "rtsp", "rtp")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class OutputURI:
     text: str
     host: str = ""
     port: int = 0
+    sdp: str | None = None  # rtp: where to write the session description
 
 
 def parse_output(text: str) -> OutputURI:
@@ -68,11 +69,23 @@ def parse_output(text: str) -> OutputURI:
         if not rest.split("/", 1)[0]:
             raise SinkError(f"--output {text}: expected rtsp://HOST[:PORT]/PATH, e.g. rtsp://127.0.0.1:8554/enhanced")
         return OutputURI("rtsp", text, text)
+    if scheme == "rtp":
+        return _rtp(text, rest)
     if scheme in NOT_YET:
         raise SinkError(f"--output {text}: {NOT_YET[scheme]}. Use http://@:PORT/ (a browser, MJPEG for other "
                         "programs), a video file or display://0.")
     raise SinkError(f"--output {text}: unknown scheme {scheme!r}; expected a video file, a folder, display://0 or "
                     "http://@:PORT/.")
+
+
+def _rtp(text: str, rest: str) -> OutputURI:
+    hostport, _, query = rest.partition("?")
+    host, _, port = hostport.rstrip("/").rpartition(":")
+    sdp = query[len("sdp="):] if query.startswith("sdp=") else None
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or (query and not sdp):
+        raise SinkError(f"--output {text}: expected rtp://HOST:PORT (the receiver's address) with an optional "
+                        "?sdp=FILE, e.g. rtp://192.168.1.20:5004?sdp=enhanced.sdp")
+    return OutputURI("rtp", f"rtp://{host}:{port}", text, host=host, port=int(port), sdp=sdp)
 
 
 def _http(text: str, rest: str) -> OutputURI:
@@ -127,6 +140,10 @@ def open_output(uri: OutputURI, headless: bool, fps: float | None) -> Sink:
         from .rtsp import RtspSink
 
         return RtspSink(uri.location, fps)
+    if uri.scheme == "rtp":
+        from .rtsp import RtpSink
+
+        return RtpSink(uri.location, fps, uri.sdp)
     from .web import WebSink  # the server thread starts only when asked for
 
     return WebSink(uri.host, uri.port)
@@ -164,7 +181,7 @@ def list_outputs() -> list[str]:
         rtsp = "yes"
     except ImportError:
         rtsp = 'no - pip install -e ".[live]"'
-    return [f"outputs: video files, image folders, http://@:PORT/ - yes; display://0 - {window}; rtsp:// - {rtsp}; "
+    return [f"outputs: video files, image folders, http://@:PORT/ - yes; display://0 - {window}; rtsp://, rtp:// - {rtsp}; "
             f"{', '.join(f'{scheme}://' for scheme in NOT_YET)} - not in this release"]
 
 

@@ -1,8 +1,11 @@
-"""`--output rtsp://HOST:PORT/PATH`: publish the views as H.264 to an RTSP server (a VMS, MediaMTX, an FFmpeg
-listener) through PyAV's bundled FFmpeg (`pip install -e ".[live]"`).
+"""Publish the views as H.264 through PyAV's bundled FFmpeg (`pip install -e ".[live]"`):
 
-The connection opens at the first frame (its size sets the stream's). When the server goes away the sink
-drops frames (counted) and reconnects with backoff, so a VMS restart never ends the run.
+- `--output rtsp://HOST:PORT/PATH`: to an RTSP server (a VMS, MediaMTX, an FFmpeg listener), over TCP. The
+  connection opens at the first frame (its size sets the stream's). When the server goes away the sink drops
+  frames (counted) and reconnects with backoff, so a VMS restart never ends the run.
+- `--output rtp://HOST:PORT[?sdp=FILE]`: plain RTP over UDP to a receiver (payload type 96, SPS/PPS repeated
+  in-band so a receiver can join at any key frame). The SDP a receiver needs (`ffplay -protocol_whitelist
+  file,udp,rtp FILE`, VLC, GStreamer's sdpdemux) is logged and, with `?sdp=FILE`, written there.
 """
 from __future__ import annotations
 
@@ -25,8 +28,8 @@ def _pyav():
     try:
         import av
     except ImportError as err:
-        raise SinkError("--output rtsp://... needs PyAV (FFmpeg with an RTSP muxer): pip install -e \".[live]\" "
-                        "(or pip install av).") from err
+        raise SinkError("--output rtsp://... and rtp://... need PyAV (FFmpeg with RTSP/RTP muxers): "
+                        "pip install -e \".[live]\" (or pip install av).") from err
     return av
 
 
@@ -113,3 +116,43 @@ class RtspSink(Sink):
             self._container = self._stream = None
         log.info("--output %s: %d frames published, %d dropped, %d reconnects", self.url, self.frames,
                  self.dropped, self.reconnects)
+
+
+RTP_PAYLOAD_TYPE = 96  # the first dynamic payload type, FFmpeg's default for H.264
+
+
+class RtpSink(RtspSink):
+    """H.264 as RTP over UDP to HOST:PORT; `sdp_path` receives the session description."""
+
+    def __init__(self, url: str, fps: float | None = None, sdp_path: str | None = None):
+        super().__init__(url, fps)
+        self.sdp_path = sdp_path
+        host_port = url.split("://", 1)[1].split("/", 1)[0]
+        self.host, _, port = host_port.rpartition(":")
+        self.port = int(port)
+
+    def _connect(self, width: int, height: int) -> None:
+        container = self.av.open(self.url, mode="w", format="rtp")
+        # a key frame every 2 s with SPS/PPS in-band: a receiver can join at any time (UDP has no session)
+        options = dict(ENCODER_OPTIONS, **{"x264-params": f"repeat-headers=1:keyint={2 * self.fps}"})
+        stream = container.add_stream("libx264", rate=self.fps, options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = Fraction(1, self.fps)
+        self._container, self._stream = container, stream
+        if self.frames == 0:
+            self._publish_sdp()
+
+    def sdp(self) -> str:
+        return (f"v=0\no=- 0 0 IN IP4 {self.host}\ns=fsr-edge enhanced view\nc=IN IP4 {self.host}\nt=0 0\n"
+                f"m=video {self.port} RTP/AVP {RTP_PAYLOAD_TYPE}\na=rtpmap:{RTP_PAYLOAD_TYPE} H264/90000\n"
+                f"a=fmtp:{RTP_PAYLOAD_TYPE} packetization-mode=1\n")
+
+    def _publish_sdp(self) -> None:
+        log.info("--output %s: H.264 RTP, receive it with this SDP%s:\n%s", self.url,
+                 f" (written to {self.sdp_path})" if self.sdp_path else "", self.sdp())
+        if self.sdp_path:
+            try:
+                with open(self.sdp_path, "w") as file:
+                    file.write(self.sdp())
+            except OSError as err:
+                raise SinkError(f"--output {self.url}: cannot write the SDP file {self.sdp_path}: {err}") from err

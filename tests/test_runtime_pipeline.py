@@ -239,7 +239,8 @@ def test_output_choices(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("rtp://localhost:5004", "RTP publishing is not implemented"),
+    ("rtp://localhost", "expected rtp://HOST:PORT"),
+    ("rtp://localhost:5004?fmt=x", "expected rtp://HOST:PORT"),
     ("webrtc://@:8555/cam", "WebRTC .* not implemented"),
     ("v4l2:///dev/video9", "virtual webcam .* not implemented"),
     ("ftp://host/x", "unknown scheme 'ftp'"),

@@ -1,11 +1,13 @@
 """`--output rtsp://...`: the runtime publishes H.264 to an RTSP listener started inside the test (PyAV's FFmpeg
-with rtsp_flags=listen, on 127.0.0.1), and the frames are read back."""
+with rtsp_flags=listen, on 127.0.0.1), and the frames are read back. `--output rtp://...`: the same over RTP/UDP,
+received with the SDP file the runtime writes."""
 from __future__ import annotations
 
 import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 
 av = pytest.importorskip("av", reason="PyAV is not installed (pip install -e \".[live]\")")
@@ -105,3 +107,49 @@ def test_sink_reconnects_when_the_server_comes_back():
     assert len(first.sizes) == 5
     assert second is not None and len(second.sizes) >= 5
     assert sink.reconnects >= 1 and sink.dropped >= 1
+
+
+class _RtpReceiver(threading.Thread):
+    """Receives the RTP stream described by an SDP file (as ffplay or VLC would) and keeps the frame sizes."""
+
+    def __init__(self, sdp_path, wanted: int):
+        super().__init__(daemon=True)
+        self.sdp_path, self.wanted, self.sizes, self.error = sdp_path, wanted, [], None
+
+    def run(self) -> None:
+        try:
+            with av.open(str(self.sdp_path), format="sdp", timeout=20,
+                         options={"protocol_whitelist": "file,udp,rtp", "reorder_queue_size": "0"}) as container:
+                for packet in container.demux(video=0):
+                    try:
+                        frames = packet.decode()
+                    except av.error.InvalidDataError:  # joined mid-stream: P-frames before the next key frame
+                        continue
+                    self.sizes += [(frame.width, frame.height) for frame in frames]
+                    if len(self.sizes) >= self.wanted:
+                        return
+        except av.error.FFmpegError as err:
+            self.error = err
+
+
+def test_rtp_stream_is_received_with_the_written_sdp(tmp_path, shared_dir, detector_path, fast_sr_artifact):
+    from runtime.outputs import open_output, parse_output
+
+    port, sdp = _free_port(), tmp_path / "enhanced.sdp"
+    uri = parse_output(f"rtp://127.0.0.1:{port}?sdp={sdp}")
+    assert (uri.scheme, uri.location, uri.sdp) == ("rtp", f"rtp://127.0.0.1:{port}", str(sdp))
+    sink = open_output(uri, headless=True, fps=10)  # a key frame every 20 frames
+    frame = np.zeros((360, 640, 3), np.uint8)
+    sink.write(frame)  # the first frame opens the stream and writes the SDP
+    assert f"m=video {port} RTP/AVP 96" in sdp.read_text()
+    receiver = _RtpReceiver(sdp, wanted=10)
+    receiver.start()
+    time.sleep(1.0)  # the receiver binds the port; RTP sent before that is lost, as with any UDP receiver
+    for i in range(60):
+        frame[:] = (i * 4) % 256
+        sink.write(frame)
+        time.sleep(0.02)
+    sink.close()
+    receiver.join(timeout=30)
+    assert len(receiver.sizes) >= 10, receiver.error  # joined mid-stream: SPS/PPS are repeated in-band
+    assert set(receiver.sizes) == {(640, 360)}
