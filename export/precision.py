@@ -200,9 +200,11 @@ def accuracy_gate(fp32: "ModelArtifact", converted: "ModelArtifact", precision: 
 
     lr, hr, source = face_pairs(count, "val", fp32.input_hw[0])
     name = fp32.image_output.name
+    log.info("accuracy gate: fp32 on %d val faces ...", len(lr))
     t0 = time.perf_counter()
     ref, provider = run_onnx(fp32, lr)
     t1 = time.perf_counter()
+    log.info("accuracy gate: fp32 took %.1f s; %s on the same faces (about as long) ...", t1 - t0, precision.name)
     out, _ = run_onnx(converted, lr)
     t2 = time.perf_counter()
     check_finite(ref, "the fp32 model")

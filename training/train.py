@@ -279,9 +279,11 @@ def _train_step(run: Run, args, train_split) -> tuple[float, dict, int]:
 
 def _log_window(run: Run, args, window: list[dict], faces: int, seconds: float, start_wall: float) -> None:
     means = ", ".join(f"{k} {np.mean([w[k] for w in window]):.5f}" for k in window[0])
-    log.info("iter %d/%d  %s  %s  lr %.2e  %.2f faces/s  %.2f s/it  elapsed %.1f min",
+    per_iter = seconds / len(window)
+    log.info("iter %d/%d  %s  %s  lr %.2e  %.2f faces/s  %.2f s/it  elapsed %.1f min  eta %.0f min",
              run.iteration, args.iters, means, run.task.status(), run.scheduler.get_last_lr()[0],
-             faces / seconds, seconds / len(window), (time.time() - start_wall) / 60)
+             faces / seconds, per_iter, (time.time() - start_wall) / 60,
+             (args.iters - run.iteration) * per_iter / 60)  # at the latest window's speed, without validation
 
 
 def train(args: argparse.Namespace) -> dict:
