@@ -216,6 +216,8 @@ class MSFSRStage(nn.Module):
 class MSFSR(nn.Module):
     """Three chained stages, 16 -> 128. `forward(lr)` -> list of (coarse, boundaries, output) per stage."""
 
+    supports_landmarks = False
+
     def __init__(self, config: MSFSRConfig | None = None):
         super().__init__()
         self.config = config or MSFSRConfig()

@@ -426,6 +426,8 @@ class AdaptiveFeatureSelectMaskGen(nn.Module):
 class Panini(nn.Module):
     """Panini_SR / Panini_MFR. forward(lr in [0, 1], [n, 3, in, in]) -> SR in [0, 1], [n, 3, out, out]."""
 
+    supports_landmarks = False
+
     def __init__(self, config: PaniniConfig | None = None):
         super().__init__()
         self.config = config = config or PaniniConfig()
