@@ -7,13 +7,16 @@
                            /stream.mjpg, events as JSON lines at /events, /snapshot.jpg ("@" = all interfaces)
     rtsp://HOST:PORT/PATH  H.264 published to an RTSP server (PyAV; reconnects when the server goes away)
     rtp://HOST:PORT[?sdp=FILE]  H.264 as RTP over UDP (PyAV); the SDP for receivers is logged / written to FILE
-    webrtc://, v4l2://     not in this release: a clear error (see NOT_YET)
+    webrtc://@:PORT/NAME   WebRTC (aiortc): a viewer page at http://HOST:PORT/NAME plays the stream with low latency;
+                           NAME defaults to "stream"; no STUN/TURN, so LAN only
+    v4l2://                not in this release: a clear error (see NOT_YET)
 
 `--output` may repeat; `open_outputs` fans each frame out to all of them (`Outputs`). An unknown scheme is an
 error, never a folder name.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from dataclasses import dataclass
@@ -29,15 +32,15 @@ log = logging.getLogger(__name__)
 SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
 # schemes of the videoOutput vocabulary that this release does not publish yet, and what to use instead
 NOT_YET = {
-    "webrtc": "WebRTC (aiortc) is not implemented yet",
     "v4l2": "a virtual webcam (v4l2loopback + pyvirtualcam) is not implemented yet",
 }
-OUTPUT_SCHEMES = ("display", "file", "folder", "http", "rtsp", "rtp")
+OUTPUT_SCHEMES = ("display", "file", "folder", "http", "rtsp", "rtp", "webrtc")
+WEBRTC_NAME = re.compile(r"^[A-Za-z0-9_.-]*$")  # one path segment; empty: "stream"
 
 
 @dataclass(frozen=True)
 class OutputURI:
-    """One parsed --output: `scheme` (display, file, folder, http), `location` (path, window, host:port)."""
+    """One parsed --output: `scheme` (see OUTPUT_SCHEMES), `location` (path, window, host:port, URL)."""
 
     scheme: str
     location: str
@@ -45,6 +48,7 @@ class OutputURI:
     host: str = ""
     port: int = 0
     sdp: str | None = None  # rtp: where to write the session description
+    name: str = ""  # webrtc: the viewer page's path
 
 
 def parse_output(text: str) -> OutputURI:
@@ -71,6 +75,8 @@ def parse_output(text: str) -> OutputURI:
         return OutputURI("rtsp", text, text)
     if scheme == "rtp":
         return _rtp(text, rest)
+    if scheme == "webrtc":
+        return _webrtc(text, rest)
     if scheme in NOT_YET:
         raise SinkError(f"--output {text}: {NOT_YET[scheme]}. Use http://@:PORT/ (a browser, MJPEG for other "
                         "programs), a video file or display://0.")
@@ -88,6 +94,17 @@ def _rtp(text: str, rest: str) -> OutputURI:
     return OutputURI("rtp", f"rtp://{host}:{port}", text, host=host, port=int(port), sdp=sdp)
 
 
+def _webrtc(text: str, rest: str) -> OutputURI:
+    hostport, _, name = rest.partition("/")
+    host, _, port = hostport.rpartition(":")
+    name = name.rstrip("/")
+    if not port.isdigit() or not 0 < int(port) < 65536 or not WEBRTC_NAME.match(name):
+        raise SinkError(f"--output {text}: expected webrtc://HOST:PORT/NAME with a port and a one-word NAME, e.g. "
+                        "webrtc://@:8555/enhanced (@ = every interface; the page is http://HOST:8555/enhanced).")
+    host = "0.0.0.0" if host in ("@", "") else host
+    return OutputURI("webrtc", hostport, text, host=host, port=int(port), name=name or "stream")
+
+
 def _http(text: str, rest: str) -> OutputURI:
     hostport = rest.split("/", 1)[0]
     host, _, port = hostport.rpartition(":")
@@ -99,7 +116,8 @@ def _http(text: str, rest: str) -> OutputURI:
 
 
 class Outputs(Sink):
-    """Every output of a run; a frame goes to each in turn. `wants_stop` when any of them asks (a window)."""
+    """Every output of a run; a frame goes to each in turn. `wants_stop` / `wants_next_view` when any of them
+    asks (a window's keys)."""
 
     def __init__(self, sinks: list[Sink]):
         self.sinks = sinks
@@ -107,6 +125,10 @@ class Outputs(Sink):
     @property
     def wants_stop(self) -> bool:
         return any(sink.wants_stop for sink in self.sinks)
+
+    @property
+    def wants_next_view(self) -> bool:  # the window's v key (found by tests/test_runtime_window.py)
+        return any(sink.wants_next_view for sink in self.sinks)
 
     def write(self, view: np.ndarray, result=None) -> None:
         for sink in self.sinks:
@@ -144,6 +166,10 @@ def open_output(uri: OutputURI, headless: bool, fps: float | None) -> Sink:
         from .rtsp import RtpSink
 
         return RtpSink(uri.location, fps, uri.sdp)
+    if uri.scheme == "webrtc":
+        from .webrtc import WebRtcSink
+
+        return WebRtcSink(uri.host, uri.port, uri.name)
     from .web import WebSink  # the server thread starts only when asked for
 
     return WebSink(uri.host, uri.port)
@@ -181,7 +207,9 @@ def list_outputs() -> list[str]:
         rtsp = "yes"
     except ImportError:
         rtsp = 'no - pip install -e ".[live]"'
-    return [f"outputs: video files, image folders, http://@:PORT/ - yes; display://0 - {window}; rtsp://, rtp:// - {rtsp}; "
+    webrtc = "yes" if importlib.util.find_spec("aiortc") else 'no - pip install -e ".[live]"'
+    return [f"outputs: video files, image folders, http://@:PORT/ - yes; display://0 - {window}; "
+            f"rtsp://, rtp:// - {rtsp}; webrtc:// - {webrtc}; "
             f"{', '.join(f'{scheme}://' for scheme in NOT_YET)} - not in this release"]
 
 

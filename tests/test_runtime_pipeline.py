@@ -20,7 +20,7 @@ from runtime.faces import Square, crop_square, from_model_output, select_faces, 
 from runtime.frames import to_bgr
 from runtime.pipeline import EnhanceConfig, Enhancer, run_stream
 from runtime.records import BestCropStore, EventLog, sharpness
-from runtime.outputs import open_outputs, parse_output
+from runtime.outputs import Outputs, open_outputs, parse_output
 from runtime.sinks import ImageFolderSink, NullSink, VideoFileSink
 from runtime.sources import ReadStatus, Source, SourceURI
 from runtime.timing import StageTimer
@@ -238,10 +238,18 @@ def test_output_choices(tmp_path, monkeypatch):
         open_outputs([str(tmp_path / "x.gif")], False)
 
 
+def test_outputs_pass_on_a_windows_keys():
+    class Keys(NullSink):
+        wants_stop, wants_next_view = False, True
+
+    outputs = Outputs([NullSink(), Keys()])
+    assert outputs.wants_next_view and not outputs.wants_stop
+
+
 @pytest.mark.parametrize("text, message", [
     ("rtp://localhost", "expected rtp://HOST:PORT"),
     ("rtp://localhost:5004?fmt=x", "expected rtp://HOST:PORT"),
-    ("webrtc://@:8555/cam", "WebRTC .* not implemented"),
+    ("webrtc://@/cam", "expected webrtc://HOST:PORT/NAME with a port"),
     ("v4l2:///dev/video9", "virtual webcam .* not implemented"),
     ("ftp://host/x", "unknown scheme 'ftp'"),
     ("http://@/", "with a port"),

@@ -1,0 +1,122 @@
+"""`--output display://0` as a person sees it: the runtime's window on a virtual X screen (Xvfb), a screenshot
+of it compared with the video's frames, and the window's keys (v: next view, q: quit) pressed with xdotool.
+
+Needs Xvfb, xdotool and xwd (Debian: xvfb, xdotool, x11-apps) and an OpenCV with a GUI. The base install keeps
+opencv-python-headless, so the test builds a small environment beside it once (~/.cache/fsr-edge/gui-env:
+the project's packages plus opencv-python of the same version) and runs the runtime there.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GUI_ENV = Path.home() / ".cache" / "fsr-edge" / "gui-env"
+pytestmark = pytest.mark.shared
+
+
+def _gui_python() -> Path:
+    python = GUI_ENV / "bin" / "python"
+    check = [str(python), "-c", "import cv2, re, sys; "
+                                "sys.exit(not re.search(r'(QT|GTK\\+):\\s+YES', cv2.getBuildInformation()))"]
+    if python.is_file() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    version = importlib.metadata.version("opencv-python-headless")
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(GUI_ENV)], check=True)
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", f"opencv-python=={version}"],
+                             capture_output=True, text=True, timeout=600)
+    if install.returncode != 0 or subprocess.run(check, capture_output=True).returncode != 0:
+        pytest.skip(f"no GUI OpenCV could be installed into {GUI_ENV}: {install.stderr[-300:]}")
+    return python
+
+
+@pytest.fixture(scope="module")
+def screen():
+    missing = [tool for tool in ("Xvfb", "xdotool", "xwd") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (Debian: apt-get install xvfb xdotool x11-apps)")
+    display = f":{70 + os.getpid() % 20}"
+    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1920x1200x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    if server.poll() is not None:
+        pytest.skip(f"Xvfb could not start on {display}")
+    yield display
+    server.terminate()
+    server.wait(10)
+
+
+def read_xwd(data: bytes) -> np.ndarray:
+    """A 24/32-bit TrueColor XWD screenshot (what `xwd -root` writes) -> BGR uint8."""
+    header = np.frombuffer(data[:100], ">u4")
+    header_size, width, height = int(header[0]), int(header[4]), int(header[5])
+    bits_per_pixel, bytes_per_line, ncolors = int(header[11]), int(header[12]), int(header[19])
+    step = bits_per_pixel // 8
+    assert step in (3, 4), f"expected a 24/32-bit screenshot, got {bits_per_pixel} bits per pixel"
+    start = header_size + 12 * ncolors
+    pixels = np.frombuffer(data[start:start + height * bytes_per_line], np.uint8).reshape(height, bytes_per_line)
+    return pixels[:, :width * step].reshape(height, width, step)[:, :, :3].copy()  # B, G, R(, X): LSB first
+
+
+def _best_match(shot: np.ndarray, video: Path) -> float:
+    """Smallest mean absolute difference (grey levels) between the screen and any video frame, over the
+    vertical offsets a window frame or toolbar may add."""
+    small = lambda image: cv2.resize(image, None, fx=0.125, fy=0.125, interpolation=cv2.INTER_AREA)  # noqa: E731
+    screen = small(shot).astype(np.int16)
+    capture, best = cv2.VideoCapture(str(video)), 255.0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frame = small(frame).astype(np.int16)
+        h, w = frame.shape[:2]
+        for dy in range(0, screen.shape[0] - h + 1):
+            best = min(best, float(np.abs(screen[dy:dy + h, :w] - frame).mean()))
+    return best
+
+
+def _wait_for_window(display: str, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "fsr-edge"], capture_output=True,
+                               text=True, env={**os.environ, "DISPLAY": display})
+        if found.stdout.strip():
+            return found.stdout.split()[0]
+        time.sleep(0.2)
+    raise AssertionError("the runtime's window did not appear")
+
+
+def test_the_window_shows_the_video_and_its_keys_work(screen, shared_dir, detector_path, fast_sr_artifact):
+    python = _gui_python()
+    video = shared_dir / "data" / "scenes" / "street-video-1080p.mp4"
+    env = {**os.environ, "DISPLAY": screen, "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen(
+        [str(python), "-m", "runtime.enhance", "--source", str(video), "--model", str(fast_sr_artifact),
+         "--output", "display://0", "--detector-model", str(detector_path), "--detect-every", "3", "--no-fps", "-q"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        window = _wait_for_window(screen)
+        time.sleep(1.0)
+        shot = read_xwd(subprocess.run(["xwd", "-root", "-silent"], env=env, capture_output=True, check=True).stdout)
+        subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True)
+        subprocess.run(["xdotool", "key", "v"], env=env, check=True)
+        time.sleep(0.5)
+        subprocess.run(["xdotool", "key", "q"], env=env, check=True)
+        out, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 0, err[-2000:]
+    assert "view: gallery" in err and "stopped from the window" in err
+    summary = json.loads(out[out.index("{"):])
+    assert 0 < summary["frames"] < 105  # q ended the run before the video did
+    assert _best_match(shot, video) < 12.0  # the screen shows a frame of the video (boxes and labels aside)
