@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "onnxruntime")
     p.add_argument("--output", action="append",
                    help="where the views go; repeat for several: a video file (.mp4/.avi/.mkv), an image folder, "
-                        "display://0 (a window), http://@:PORT/ (a web page + MJPEG; @ = every interface). "
-                        "Default: a window when a display exists")
+                        "display://0 (a window), http://@:PORT/ (a web page + MJPEG; @ = every interface), "
+                        "rtsp://HOST:PORT/PATH (publish to an RTSP server), rtp://HOST:PORT[?sdp=FILE], "
+                        "webrtc://@:PORT/NAME (a low-latency viewer page). Default: a window when a display exists")
     p.add_argument("--view", default="overlay", choices=VIEWS)
     p.add_argument("--upscale", type=_positive_float, default=1.0,
                    help="overlay view: scale of the output frame (faces are pasted at this scale; default 1)")

@@ -1,0 +1,182 @@
+"""`--output webrtc://HOST:PORT/NAME`: the URI is parsed (bad ones are errors with an example), the viewer page is
+served, and peers that act like the page (aiortc in this process: a recvonly video transceiver, the offer POSTed
+as JSON, the answer set) receive the written views, two at once.
+
+VP8 is lossy: a received frame's mean colour must be within COLOUR_TOLERANCE per channel of a written colour
+(solid 320x240 frames came back within 3 when this was written)."""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from runtime.errors import SinkError
+from runtime.outputs import parse_output
+
+HAS_AIORTC = importlib.util.find_spec("aiortc") is not None
+requires_aiortc = pytest.mark.skipif(not HAS_AIORTC, reason='aiortc is not installed (pip install -e ".[live]")')
+
+WIDTH, HEIGHT = 320, 240
+COLOURS = [(180, 90, 40), (40, 180, 90), (90, 40, 180)]  # BGR, a new one every 5 written frames (0.2 s)
+COLOUR_TOLERANCE = 12
+FRAMES_PER_VIEWER = 30  # about 1 s at the track's 30 fps
+
+
+@pytest.mark.parametrize("text, host, port, name", [
+    ("webrtc://@:8555/cam", "0.0.0.0", 8555, "cam"),
+    ("webrtc://127.0.0.1:9000", "127.0.0.1", 9000, "stream"),
+    ("webrtc://192.168.1.5:9000/", "192.168.1.5", 9000, "stream"),
+    ("WEBRTC://:8555/front-door_1", "0.0.0.0", 8555, "front-door_1"),
+])
+def test_webrtc_uri_is_parsed(text, host, port, name):
+    uri = parse_output(text)
+    assert (uri.scheme, uri.host, uri.port, uri.name) == ("webrtc", host, port, name)
+
+
+@pytest.mark.parametrize("text", [
+    "webrtc://@/cam", "webrtc://@:0/cam", "webrtc://@:70000/cam", "webrtc://@:port/cam", "webrtc://@:8555/a/b",
+    "webrtc://@:8555/cam?x=1",
+])
+def test_webrtc_bad_uris_are_errors_with_an_example(tmp_path, monkeypatch, text):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SinkError, match=r"expected webrtc://HOST:PORT/NAME .* e\.g\. webrtc://@:8555/enhanced"):
+        parse_output(text)
+    assert not any(tmp_path.iterdir())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, body: bytes) -> dict:
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=15) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def webrtc_sink():
+    from runtime.webrtc import WebRtcSink
+
+    sink = WebRtcSink("127.0.0.1", _free_port(), "cam")
+    yield sink
+    sink.close()
+
+
+@requires_aiortc
+def test_webrtc_page_and_offer_errors(webrtc_sink):
+    base = f"http://127.0.0.1:{webrtc_sink.port}"
+    for path in ("/cam", "/"):
+        page = urllib.request.urlopen(base + path, timeout=5).read().decode()
+        assert '"/cam/offer"' in page and "<video" in page and "recvonly" in page
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        urllib.request.urlopen(base + "/other", timeout=5)
+    for body in (b"not json", json.dumps({"sdp": "v=0", "type": "answer"}).encode(),
+                 json.dumps({"sdp": "garbage", "type": "offer"}).encode()):
+        with pytest.raises(urllib.error.HTTPError, match="400"):
+            _post(base + "/cam/offer", body)
+    assert webrtc_sink.viewers == 0  # a refused offer leaves no connection behind
+
+
+@requires_aiortc
+def test_webrtc_port_in_use_is_an_error():
+    from runtime.webrtc import WebRtcSink
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(SinkError, match="cannot listen"):
+            WebRtcSink("127.0.0.1", taken.getsockname()[1])
+
+
+async def _view(offer_url: str) -> list[np.ndarray]:
+    """What the viewer page does, with aiortc: offer a recvonly video transceiver, set the answer, play frames."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    track_arrived = asyncio.get_running_loop().create_future()
+    pc.on("track", track_arrived.set_result)
+    try:
+        await pc.setLocalDescription(await pc.createOffer())  # aiortc puts every candidate in the offer
+        body = json.dumps({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}).encode()
+        answer = await asyncio.to_thread(_post, offer_url, body)
+        await pc.setRemoteDescription(RTCSessionDescription(**answer))
+        track = await asyncio.wait_for(track_arrived, 5)
+        frames = []
+        for _ in range(FRAMES_PER_VIEWER):
+            frame = await asyncio.wait_for(track.recv(), 10)
+            frames.append(frame.to_ndarray(format="bgr24"))
+        return frames
+    finally:
+        await pc.close()
+
+
+async def _two_viewers(offer_url: str) -> list[list[np.ndarray]]:
+    return await asyncio.gather(_view(offer_url), _view(offer_url))
+
+
+def _nearest_colour(frame: np.ndarray) -> int:
+    """The index of the written colour this frame shows (its mean within COLOUR_TOLERANCE), else -1."""
+    mean = frame.reshape(-1, 3).mean(axis=0)
+    for index, colour in enumerate(COLOURS):
+        if np.abs(mean - colour).max() <= COLOUR_TOLERANCE:
+            return index
+    return -1
+
+
+@requires_aiortc
+def test_webrtc_streams_the_written_views_to_two_viewers(webrtc_sink):
+    from aioice.ice import get_host_addresses
+
+    if not get_host_addresses(True, True):
+        pytest.skip("no network interface besides loopback: aioice offers no loopback ICE candidates")
+    stop = threading.Event()
+
+    def write_frames():
+        index = 0
+        while not stop.is_set():
+            colour = COLOURS[(index // 5) % len(COLOURS)]
+            webrtc_sink.write(np.full((HEIGHT, WIDTH, 3), colour, np.uint8))
+            index += 1
+            stop.wait(0.04)
+
+    writer = threading.Thread(target=write_frames, daemon=True)
+    writer.start()
+    try:
+        viewers = asyncio.run(asyncio.wait_for(_two_viewers(f"http://127.0.0.1:{webrtc_sink.port}/cam/offer"), 30))
+    finally:
+        stop.set()
+        writer.join()
+    for frames in viewers:
+        assert len(frames) == FRAMES_PER_VIEWER
+        assert all(frame.shape == (HEIGHT, WIDTH, 3) for frame in frames)
+        shown = [_nearest_colour(frame) for frame in frames]
+        means = [frame.reshape(-1, 3).mean(axis=0).round(1).tolist() for frame in frames]
+        assert -1 not in shown, f"frames unlike any written colour: {means}"
+        assert len(set(shown)) >= 2, "the stream did not follow the written views"
+    deadline = time.monotonic() + 5
+    while webrtc_sink.viewers and time.monotonic() < deadline:  # the viewers closed their connections
+        time.sleep(0.1)
+    assert webrtc_sink.viewers == 0
+
+
+@requires_aiortc
+def test_webrtc_close_stops_its_threads():
+    from runtime.webrtc import WebRtcSink
+
+    sink = WebRtcSink("127.0.0.1", _free_port(), "cam")
+    sink.write(np.zeros((HEIGHT, WIDTH, 3), np.uint8))
+    sink.close()
+    sink.close()  # twice is harmless
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("webrtc-")]
