@@ -54,11 +54,14 @@ PAGE = """<!doctype html>
 <script>
 const OFFER_URL = "__OFFER_URL__";
 function say(text) { document.getElementById('state').textContent = text; }
-function gathered(pc) {  // the server takes one offer with every candidate (no trickle ICE)
+function gathered(pc) {  // the server takes one offer with the candidates (no trickle ICE)
   if (pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise(resolve => pc.addEventListener('icegatheringstatechange', () => {
-    if (pc.iceGatheringState === 'complete') resolve();
-  }));
+  return new Promise(resolve => {
+    pc.addEventListener('icegatheringstatechange', () => {
+      if (pc.iceGatheringState === 'complete') resolve();
+    });
+    setTimeout(resolve, 2000);  // some browsers take long to finish gathering: host candidates come first
+  });
 }
 function retry(pc, why) {
   say(why + ' - retrying…');

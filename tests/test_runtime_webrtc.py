@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -20,6 +23,7 @@ import pytest
 
 from runtime.errors import SinkError
 from runtime.outputs import parse_output
+from tests.screens import screenshot, virtual_screen  # noqa: F401  (a fixture)
 
 HAS_AIORTC = importlib.util.find_spec("aiortc") is not None
 requires_aiortc = pytest.mark.skipif(not HAS_AIORTC, reason='aiortc is not installed (pip install -e ".[live]")')
@@ -180,3 +184,54 @@ def test_webrtc_close_stops_its_threads():
     sink.close()
     sink.close()  # twice is harmless
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("webrtc-")]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@requires_aiortc
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
+def test_a_real_browser_on_a_virtual_screen_plays_the_stream(virtual_screen, tmp_path):
+    """Chromium (not headless: a window on Xvfb, as a person would open it) plays the stream; the screenshot
+    shows the written frame: an orange field with a white rectangle."""
+    from aioice.ice import get_host_addresses
+
+    from runtime.webrtc import WebRtcSink
+
+    addresses = [a for a in get_host_addresses(use_ipv4=True, use_ipv6=False) if a != "127.0.0.1"]
+    if not addresses:
+        pytest.skip("no non-loopback interface: WebRTC host candidates need one")
+    port = _free_port()
+    sink = WebRtcSink("0.0.0.0", port, "cam")
+    frame = np.zeros((360, 640, 3), np.uint8)
+    frame[:] = (0, 160, 255)  # BGR orange
+    frame[100:260, 200:440] = 255
+    browser = subprocess.Popen(
+        [CHROMIUM, "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--autoplay-policy=no-user-gesture-required", "--disable-features=WebRtcHideLocalIpsWithMdns",
+         "--window-position=0,0", "--window-size=1000,700", f"http://{addresses[0]}:{port}/cam"],
+        env={**os.environ, "DISPLAY": virtual_screen}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, shot = time.monotonic() + 40, None
+        while time.monotonic() < deadline:
+            sink.write(frame)
+            time.sleep(0.05)
+            if sink.viewers:
+                shot = screenshot(virtual_screen)
+                if _orange(shot).sum() > 0.8 * (640 * 360 - 240 * 160):
+                    break
+    finally:
+        browser.terminate()
+        browser.wait(10)
+        sink.close()
+    assert shot is not None, "the browser never connected"
+    ys, xs = np.nonzero(_orange(shot))
+    top, left, bottom, right = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
+    assert abs((right - left) - 640) <= 4 and abs((bottom - top) - 360) <= 4  # the whole frame, at 1:1
+    inside = shot[top:bottom, left:right]
+    white = np.all(inside > 230, axis=-1).mean()
+    assert abs(white - (240 * 160) / (640 * 360)) < 0.02  # the white rectangle in its middle
+
+
+def _orange(image: np.ndarray) -> np.ndarray:
+    return np.all(np.abs(image.astype(int) - (0, 160, 255)) < 40, axis=-1)

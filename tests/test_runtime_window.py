@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+from tests.screens import screenshot, virtual_screen as screen  # noqa: F401  (a fixture)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GUI_ENV = Path.home() / ".cache" / "fsr-edge" / "gui-env"
@@ -38,34 +39,6 @@ def _gui_python() -> Path:
     if install.returncode != 0 or subprocess.run(check, capture_output=True).returncode != 0:
         pytest.skip(f"no GUI OpenCV could be installed into {GUI_ENV}: {install.stderr[-300:]}")
     return python
-
-
-@pytest.fixture(scope="module")
-def screen():
-    missing = [tool for tool in ("Xvfb", "xdotool", "xwd") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (Debian: apt-get install xvfb xdotool x11-apps)")
-    display = f":{70 + os.getpid() % 20}"
-    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1920x1200x24", "-nolisten", "tcp"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    if server.poll() is not None:
-        pytest.skip(f"Xvfb could not start on {display}")
-    yield display
-    server.terminate()
-    server.wait(10)
-
-
-def read_xwd(data: bytes) -> np.ndarray:
-    """A 24/32-bit TrueColor XWD screenshot (what `xwd -root` writes) -> BGR uint8."""
-    header = np.frombuffer(data[:100], ">u4")
-    header_size, width, height = int(header[0]), int(header[4]), int(header[5])
-    bits_per_pixel, bytes_per_line, ncolors = int(header[11]), int(header[12]), int(header[19])
-    step = bits_per_pixel // 8
-    assert step in (3, 4), f"expected a 24/32-bit screenshot, got {bits_per_pixel} bits per pixel"
-    start = header_size + 12 * ncolors
-    pixels = np.frombuffer(data[start:start + height * bytes_per_line], np.uint8).reshape(height, bytes_per_line)
-    return pixels[:, :width * step].reshape(height, width, step)[:, :, :3].copy()  # B, G, R(, X): LSB first
 
 
 def _best_match(shot: np.ndarray, video: Path) -> float:
@@ -107,7 +80,7 @@ def test_the_window_shows_the_video_and_its_keys_work(screen, shared_dir, detect
     try:
         window = _wait_for_window(screen)
         time.sleep(1.0)
-        shot = read_xwd(subprocess.run(["xwd", "-root", "-silent"], env=env, capture_output=True, check=True).stdout)
+        shot = screenshot(screen)
         subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True)
         subprocess.run(["xdotool", "key", "v"], env=env, check=True)
         time.sleep(0.5)
