@@ -123,7 +123,7 @@ def test_bad_config_values():
 
 
 def test_registry():
-    assert list_models() == ["dic", "dicgan", "msfsr", "pfsr", "pfsr_x4"]
+    assert list_models() == ["dic", "dicgan", "msfsr", "panini", "pfsr", "pfsr_x4"]
     with pytest.raises(ValueError, match="Did you mean 'dic'"):
         create_model("dci")
 
