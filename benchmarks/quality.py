@@ -120,7 +120,8 @@ def plot(payload: dict, path: Path) -> Path | None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
-    p.add_argument("--models", type=lambda s: s.split(","), default=["dic", "dicgan", "pfsr", "pfsr_x4"])
+    p.add_argument("--models", type=lambda s: s.split(","),
+                   default=["dic", "dicgan", "pfsr", "pfsr_x4", "msfsr", "panini"])
     p.add_argument("--artifacts", help="folder of exported artifacts (manifest .json + .onnx) to evaluate")
     add_face_split_args(p, QUICK_FACES)
     return p.parse_args(argv)
