@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass, field
 
 from .backends import Backend
-from .errors import RuntimeToolkitError, SinkError, SourceError
+from .errors import RuntimeToolkitError, SinkError
 from .pipeline import Enhancer, PreparedFrame, RunStats, StopSignals, _count, enhance_frames
+from .pipelined import put_until_stopped, read_and_prepare_one
 from .sinks import Sink
 from .sources import ReadStatus, Source
 from .timing import FpsMeter, StageTimer
@@ -56,33 +57,20 @@ def run_sources(lanes: list[Lane], backends: list[Backend], max_frames: int | No
     errors: list[BaseException] = []
     max_faces = max(b.max_batch for b in backends)
 
+    reader_timers = [StageTimer() for _ in lanes]  # the finish thread owns the lane's timer (one writer each)
+
     def put(q: queue.Queue, item) -> bool:
-        while not stopping.is_set():
-            try:
-                q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(q, item, stopping)
 
     def read(number: int, lane: Lane) -> None:
         done = 0
         try:
             while (max_frames is None or done < max_frames) and not stopping.is_set() and lane.stats.error is None:
-                with lane.enhancer.timer.stage("decode"):
-                    status, frame = lane.source.read(read_timeout)
-                if status is ReadStatus.EOS:
+                prepared = read_and_prepare_one(lane.source, lane.enhancer, lane.stats, reader_timers[number],
+                                                read_timeout, label=f"source {number}: ")
+                if prepared is ReadStatus.EOS:
                     break
-                if status is not ReadStatus.OK:
-                    lane.stats.timeouts += status is ReadStatus.TIMEOUT
-                    lane.stats.read_errors += status is ReadStatus.ERROR
-                    continue
-                lane.stats.frames_read += 1
-                try:
-                    prepared = lane.enhancer.prepare(frame, lane.stats.frames_read - 1)
-                except SourceError as err:
-                    log.warning("source %d: frame skipped: %s", number, err)
-                    lane.stats.bad_frames += 1
+                if prepared is None:
                     continue
                 done += 1
                 if not put(prepared_q, (number, prepared)):
@@ -174,6 +162,8 @@ def run_sources(lanes: list[Lane], backends: list[Backend], max_frames: int | No
         stopping.set()
         for thread in threads:
             thread.join(timeout=10.0)
+    for lane, timer in zip(lanes, reader_timers):
+        lane.enhancer.timer.merge(timer)
     if errors:
         if isinstance(errors[0], RuntimeToolkitError):
             raise errors[0]

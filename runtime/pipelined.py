@@ -42,6 +42,40 @@ class _QueueStats:
         return {"max": self.max, "mean": round(self.total / self.samples, 2) if self.samples else 0.0}
 
 
+def put_until_stopped(outbox: queue.Queue, item, stopping: threading.Event) -> bool:
+    """Blocking put that gives up when the run is stopping; False then."""
+    while not stopping.is_set():
+        try:
+            outbox.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def read_and_prepare_one(source: Source, enhancer: Enhancer, stats: RunStats, timer: StageTimer,
+                         read_timeout: float, label: str = ""):
+    """Read one frame and prepare it on `timer` (one frame of it): the PreparedFrame; None when there was
+    nothing to pass on (a timeout, a read error or a bad frame, counted in `stats`); ReadStatus.EOS at the end."""
+    with timer.stage("decode"):
+        status, frame = source.read(read_timeout)
+    if status is ReadStatus.EOS:
+        return ReadStatus.EOS
+    if status is not ReadStatus.OK:
+        stats.timeouts += status is ReadStatus.TIMEOUT
+        stats.read_errors += status is ReadStatus.ERROR
+        return None
+    stats.frames_read += 1
+    try:
+        return enhancer.prepare(frame, stats.frames_read - 1, timer)
+    except SourceError as err:
+        log.warning("%sframe skipped: %s", label, err)
+        stats.bad_frames += 1
+        return None
+    finally:
+        timer.frame_done()
+
+
 class _Stage(threading.Thread):
     """A thread that turns items of `inbox` into items of `outbox` until _END; an exception is passed on."""
 
@@ -50,14 +84,7 @@ class _Stage(threading.Thread):
         self.work, self.inbox, self.outbox, self.stopping = work, inbox, outbox, stopping
 
     def put(self, item) -> bool:
-        """Blocking put that gives up when the run is stopping; False then."""
-        while not self.stopping.is_set():
-            try:
-                self.outbox.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(self.outbox, item, self.stopping)
 
     def run(self) -> None:
         try:
@@ -80,23 +107,11 @@ def run_pipelined(source: Source, sink: Sink, enhancer: Enhancer, max_frames: in
     def read_and_prepare(stage: _Stage) -> None:
         read = 0
         while (max_frames is None or read < max_frames) and not stopping.is_set():
-            with reader_timer.stage("decode"):
-                status, frame = source.read(read_timeout)
-            if status is ReadStatus.EOS:
+            item = read_and_prepare_one(source, enhancer, stats, reader_timer, read_timeout)
+            if item is ReadStatus.EOS:
                 return
-            if status is not ReadStatus.OK:
-                stats.timeouts += status is ReadStatus.TIMEOUT
-                stats.read_errors += status is ReadStatus.ERROR
+            if item is None:
                 continue
-            stats.frames_read += 1
-            try:
-                item = enhancer.prepare(frame, stats.frames_read - 1, reader_timer)
-            except SourceError as err:
-                log.warning("frame skipped: %s", err)
-                stats.bad_frames += 1
-                continue
-            finally:
-                reader_timer.frame_done()
             read += 1
             if not stage.put(item):
                 return
