@@ -45,9 +45,15 @@ class RtspSink(Sink):
         self._size: tuple[int, int] | None = None
         self._retry_at, self._failures, self._session_frames = 0.0, 0, 0
 
+    def _open_container(self):
+        return self.av.open(self.url, mode="w", format="rtsp", options={"rtsp_transport": "tcp"}, timeout=5.0)
+
+    def _encoder_options(self) -> dict:
+        return dict(ENCODER_OPTIONS)
+
     def _connect(self, width: int, height: int) -> None:
-        container = self.av.open(self.url, mode="w", format="rtsp", options={"rtsp_transport": "tcp"}, timeout=5.0)
-        stream = container.add_stream("libx264", rate=self.fps, options=dict(ENCODER_OPTIONS))
+        container = self._open_container()
+        stream = container.add_stream("libx264", rate=self.fps, options=self._encoder_options())
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = Fraction(1, self.fps)
         self._container, self._stream = container, stream
@@ -131,14 +137,15 @@ class RtpSink(RtspSink):
         self.host, _, port = host_port.rpartition(":")
         self.port = int(port)
 
-    def _connect(self, width: int, height: int) -> None:
-        container = self.av.open(self.url, mode="w", format="rtp")
+    def _open_container(self):
+        return self.av.open(self.url, mode="w", format="rtp")
+
+    def _encoder_options(self) -> dict:
         # a key frame every 2 s with SPS/PPS in-band: a receiver can join at any time (UDP has no session)
-        options = dict(ENCODER_OPTIONS, **{"x264-params": f"repeat-headers=1:keyint={2 * self.fps}"})
-        stream = container.add_stream("libx264", rate=self.fps, options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = Fraction(1, self.fps)
-        self._container, self._stream = container, stream
+        return dict(ENCODER_OPTIONS, **{"x264-params": f"repeat-headers=1:keyint={2 * self.fps}"})
+
+    def _connect(self, width: int, height: int) -> None:
+        super()._connect(width, height)
         if self.frames == 0:
             self._publish_sdp()
 
