@@ -35,10 +35,6 @@ def rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def quick_artifact(outdir: Path) -> Path:
     from export.build import build
 
@@ -85,7 +81,6 @@ def run_pipeline(args, video: Path, model: Path) -> dict:
     stages = summary["stages_ms"]
     per_frame = sum(s["mean_ms"] for s in stages.values())
     summary["outside_network_share"] = round(1 - stages.get("sr", {"mean_ms": 0})["mean_ms"] / per_frame, 4)
-    summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
     summary["memory"] = memory
     return summary
 
