@@ -156,6 +156,16 @@ class LiveState:
             return entry[2]
 
 
+def send_body(handler: BaseHTTPRequestHandler, body: bytes, content_type: str, code: int = 200) -> None:
+    """A complete, uncached response (also runtime.webrtc's)."""
+    handler.send_response(code)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.send_header("Cache-Control", "no-store")
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def _handler(state: LiveState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt, *args):  # the run's log, at debug level
@@ -191,12 +201,7 @@ def _handler(state: LiveState) -> type[BaseHTTPRequestHandler]:
                 pass  # the client went away
 
         def _send(self, body: bytes, content_type: str) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
+            send_body(self, body, content_type)
 
         def _stream(self) -> None:
             self.send_response(200)

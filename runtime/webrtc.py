@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import SinkError
 from .sinks import Sink
+from .web import send_body
 
 try:
     import av
@@ -170,12 +171,7 @@ def _handler(sink: "WebRtcSink") -> type[BaseHTTPRequestHandler]:
 
         def _send(self, code: int, body: bytes, content_type: str) -> None:
             try:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
+                send_body(self, body, content_type, code)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the viewer went away
 
