@@ -3,24 +3,19 @@ with rtsp_flags=listen, on 127.0.0.1), and the frames are read back. `--output r
 received with the SDP file the runtime writes."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import numpy as np
 import pytest
 
+from tests.ports import free_port
+
 av = pytest.importorskip("av", reason="PyAV is not installed (pip install -e \".[live]\")")
 
 from runtime.enhance import main  # noqa: E402
 
 pytestmark = pytest.mark.shared
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class _Listener(threading.Thread):
@@ -42,7 +37,7 @@ class _Listener(threading.Thread):
 
 
 def test_published_stream_is_read_back(tmp_path, shared_dir, detector_path, fast_sr_artifact):
-    url = f"rtsp://127.0.0.1:{_free_port()}/enhanced"
+    url = f"rtsp://127.0.0.1:{free_port()}/enhanced"
     listener = _Listener(url)
     listener.start()
     listener.ready.wait(5)
@@ -57,7 +52,7 @@ def test_published_stream_is_read_back(tmp_path, shared_dir, detector_path, fast
 
 
 def test_rtsp_without_a_server_keeps_the_run_going(tmp_path, shared_dir, detector_path, fast_sr_artifact, caplog):
-    url = f"rtsp://127.0.0.1:{_free_port()}/nobody"
+    url = f"rtsp://127.0.0.1:{free_port()}/nobody"
     code = main(["--source", str(shared_dir / "data" / "scenes" / "street-video-1080p.mp4"), "--model",
                  str(fast_sr_artifact), "--output", url, "--output", str(tmp_path / "out.mp4"), "--max-frames", "5",
                  "--detect-every", "5", "--headless", "--detector-model", str(detector_path)])
@@ -87,7 +82,7 @@ def test_sink_reconnects_when_the_server_comes_back():
 
     from runtime.rtsp import RtspSink
 
-    url = f"rtsp://127.0.0.1:{_free_port()}/vms"
+    url = f"rtsp://127.0.0.1:{free_port()}/vms"
     first = _ClosingListener(url, limit=5)
     first.start()
     time.sleep(0.5)
@@ -135,7 +130,7 @@ class _RtpReceiver(threading.Thread):
 def test_rtp_stream_is_received_with_the_written_sdp(tmp_path, shared_dir, detector_path, fast_sr_artifact):
     from runtime.outputs import open_output, parse_output
 
-    port, sdp = _free_port(), tmp_path / "enhanced.sdp"
+    port, sdp = free_port(), tmp_path / "enhanced.sdp"
     uri = parse_output(f"rtp://127.0.0.1:{port}?sdp={sdp}")
     assert (uri.scheme, uri.location, uri.sdp) == ("rtp", f"rtp://127.0.0.1:{port}", str(sdp))
     sink = open_output(uri, headless=True, fps=10)  # a key frame every 20 frames

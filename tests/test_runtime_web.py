@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,11 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.shared
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 5.0) -> bytes:
@@ -65,7 +60,7 @@ def long_video(tmp_path_factory, shared_dir) -> Path:
 
 @pytest.fixture
 def live_run(tmp_path, long_video, detector_path, fast_sr_artifact):
-    port = _free_port()
+    port = free_port()
     video, out = long_video, tmp_path / "out.mp4"
     proc = subprocess.Popen(
         [sys.executable, "-m", "runtime.enhance", "--source", str(video), "--model", str(fast_sr_artifact),

@@ -21,6 +21,8 @@ import urllib.request
 import numpy as np
 import pytest
 
+from tests.ports import free_port
+
 from runtime.errors import SinkError
 from runtime.outputs import parse_output
 from tests.screens import screenshot, virtual_screen  # noqa: F401  (a fixture)
@@ -56,12 +58,6 @@ def test_webrtc_bad_uris_are_errors_with_an_example(tmp_path, monkeypatch, text)
     assert not any(tmp_path.iterdir())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _post(url: str, body: bytes) -> dict:
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=15) as response:
@@ -72,7 +68,7 @@ def _post(url: str, body: bytes) -> dict:
 def webrtc_sink():
     from runtime.webrtc import WebRtcSink
 
-    sink = WebRtcSink("127.0.0.1", _free_port(), "cam")
+    sink = WebRtcSink("127.0.0.1", free_port(), "cam")
     yield sink
     sink.close()
 
@@ -179,7 +175,7 @@ def test_webrtc_streams_the_written_views_to_two_viewers(webrtc_sink):
 def test_webrtc_close_stops_its_threads():
     from runtime.webrtc import WebRtcSink
 
-    sink = WebRtcSink("127.0.0.1", _free_port(), "cam")
+    sink = WebRtcSink("127.0.0.1", free_port(), "cam")
     sink.write(np.zeros((HEIGHT, WIDTH, 3), np.uint8))
     sink.close()
     sink.close()  # twice is harmless
@@ -201,7 +197,7 @@ def test_a_real_browser_on_a_virtual_screen_plays_the_stream(virtual_screen, tmp
     addresses = [a for a in get_host_addresses(use_ipv4=True, use_ipv6=False) if a != "127.0.0.1"]
     if not addresses:
         pytest.skip("no non-loopback interface: WebRTC host candidates need one")
-    port = _free_port()
+    port = free_port()
     sink = WebRtcSink("0.0.0.0", port, "cam")
     frame = np.zeros((360, 640, 3), np.uint8)
     frame[:] = (0, 160, 255)  # BGR orange

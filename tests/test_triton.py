@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.ports import free_port
 
 from conftest import REPO_ROOT, write_engine_artifact
 from export import ExportError
@@ -128,7 +129,7 @@ def test_triton_backend_needs_a_triton_model(sr_artifact):
 def test_missing_server_is_one_clear_line():
     pytest.importorskip("tritonclient.grpc", reason="the [triton] extra (tritonclient[grpc]) is not installed")
     with pytest.raises(BackendError, match=r"not reachable .* `python -m runtime.triton_server") as err:
-        load_model(f"triton://127.0.0.1:{_free_port()}/pfsr")
+        load_model(f"triton://127.0.0.1:{free_port()}/pfsr")
     assert "\n" not in str(err.value)
 
 
@@ -138,12 +139,6 @@ def test_launcher_without_its_environment_says_how_to_create_it(tmp_path):
 
 
 # --- against the real server ----------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_env():
     """The server's environment, created on first use; skip with the reason where that is impossible."""
@@ -183,10 +178,10 @@ class Launcher:
     """`python -m runtime.triton_server` as a subprocess, the way a user starts it."""
 
     def __init__(self, repository: Path, ports: tuple[int, int] | None = None):
-        self.grpc, self.http = ports or (_free_port(), _free_port())
+        self.grpc, self.http = ports or (free_port(), free_port())
         self.log = repository.parent / f"launcher-{self.grpc}-{time.monotonic_ns()}.log"
         command = [sys.executable, "-m", "runtime.triton_server", "--repository", str(repository),
-                   "--grpc-port", str(self.grpc), "--http-port", str(self.http), "--metrics-port", str(_free_port()),
+                   "--grpc-port", str(self.grpc), "--http-port", str(self.http), "--metrics-port", str(free_port()),
                    "--log-file", str(self.log.with_suffix(".server.log"))]
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=open(self.log, "w"),
                                         text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
