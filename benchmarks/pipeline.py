@@ -35,6 +35,11 @@ def rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
+def detector_for(args, video: Path) -> str:
+    """--detector-model, else the YuNet file of the shared folder the video comes from."""
+    return str(args.detector_model or video.parents[2] / "models" / "face_detection_yunet_2023mar.onnx")
+
+
 def quick_artifact(outdir: Path) -> Path:
     from export.build import build
 
@@ -54,8 +59,7 @@ def run_pipeline(args, video: Path, model: Path) -> dict:
     from runtime.timing import StageTimer
 
     artifact = load_artifact(model)
-    detector = FaceDetector(detector_model_path(args.detector_model or str(video.parents[2] / "models" /
-                                                                          "face_detection_yunet_2023mar.onnx")))
+    detector = FaceDetector(detector_model_path(detector_for(args, video)))
     timer = StageTimer()
     # Every confirmed face through the network (as --enhance-all), so the benchmark measures the SR cost
     # that routing would otherwise skip at --upscale 1; faces confirmed as the CLI does for videos.

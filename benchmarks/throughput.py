@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .pipeline import detector_for
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,8 +29,7 @@ def _command(video: Path, model: Path, out: Path, args, sources: int = 1, pipeli
                "--summary", str(out / "summary.json")]
     command += ["--source", str(video)] * sources
     command += ["--output", str(out / ("video_{source}.mp4" if sources > 1 else "video.mp4"))]
-    detector = args.detector_model or video.parents[2] / "models" / "face_detection_yunet_2023mar.onnx"  # ../shared
-    command += ["--detector-model", str(detector)]
+    command += ["--detector-model", detector_for(args, video)]
     if args.threads:
         command += ["--threads", str(args.threads)]
     return command + (["--pipelined"] if pipelined else [])
