@@ -48,6 +48,11 @@ def machine_tag(info: dict) -> str:
     return f"cpu-{info['cores']}core"
 
 
+def detector_for(args, video: Path) -> str:
+    """--detector-model, else the YuNet file of the shared folder the video comes from."""
+    return str(args.detector_model or video.parents[2] / "models" / "face_detection_yunet_2023mar.onnx")
+
+
 def time_calls(fn: Callable[[int], object], warmup: int, repeats: int, sync: Callable[[], None] = lambda: None) -> dict:
     """Call fn(i) `warmup` times, then time `repeats` calls (host clock, synchronised). Milliseconds."""
     for i in range(warmup):

@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import pyplot, save_figure, command_line, machine_info, markdown_table, write_results
+from .common import (command_line, detector_for, machine_info, markdown_table, pyplot, save_figure,
+                     write_results)
 
 log = logging.getLogger("benchmarks.pipeline")
 VIDEO = "data/scenes/street-video-1080p.mp4"
@@ -33,11 +34,6 @@ def rss_mb() -> float:
     except (OSError, IndexError, ValueError):
         return 0.0
     return pages * resource.getpagesize() / 2**20
-
-
-def detector_for(args, video: Path) -> str:
-    """--detector-model, else the YuNet file of the shared folder the video comes from."""
-    return str(args.detector_model or video.parents[2] / "models" / "face_detection_yunet_2023mar.onnx")
 
 
 def quick_artifact(outdir: Path) -> Path:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .pipeline import detector_for
+from .common import detector_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
