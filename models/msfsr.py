@@ -232,10 +232,19 @@ class MSFSR(nn.Module):
         return results
 
     def unroll(self, lr: torch.Tensor, steps: int | None = None, last_heatmap: bool = False):
-        """The common SR-model interface: ([128 px output], no heatmaps). MSFSR is not recurrent."""
-        if steps not in (None, 1) or last_heatmap:
-            raise ValueError("MSFSR is not recurrent and has no landmark output")
-        return [self(lr)[-1][2]], []
+        """The common SR-model interface: ([output of stages 1..steps: 32, 64, 128 px], no heatmaps). MSFSR is
+        not recurrent (each stage has its own weights); the list is the per-stage curve that
+        `training.evaluate` reports (smaller outputs bicubic to the HR size there), the export keeps the last."""
+        if last_heatmap:
+            raise ValueError("MSFSR has no landmark output")
+        steps = NUM_STAGES if steps is None else steps
+        if not 1 <= steps <= NUM_STAGES:
+            raise ValueError(f"MSFSR has stages 1..{NUM_STAGES}, got {steps}")
+        outputs, x = [], lr
+        for stage in self.stages[:steps]:
+            x = stage(x)[2]
+            outputs.append(x)
+        return outputs, []
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -2,6 +2,7 @@
 upstream's module tree), sizes, and export through the project's pipeline."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -124,7 +125,7 @@ def test_three_official_stage_files_load_into_the_network_and_chain():
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         expected = stages[2](stages[1](stages[0](x)[2])[2])[2]  # upstream test.py chains stage outputs
-        assert torch.allclose(model.unroll(x)[0][0], expected, atol=1e-6)
+        assert torch.allclose(model.unroll(x)[0][-1], expected, atol=1e-6)
     bad = dict(states[0])
     bad.pop("BUM.0.weight")
     with pytest.raises(WeightsError, match="missing: BUM.0.weight"):
@@ -137,6 +138,28 @@ def test_sizes_of_the_configs():
     assert 0.9e6 < count(MSFSR_CONFIGS["lite"]) < 1.1e6
     io = model_io("msfsr", MSFSR_CONFIGS["lite"])
     assert (io.input_size, io.output_size, io.is_recurrent) == (16, 128, False)
+
+
+def test_unroll_gives_every_stage_output_and_evaluate_reports_the_curve():
+    from training.data import FaceSplit
+    from training.evaluate import evaluate_model
+
+    model = MSFSR(MSFSR_CONFIGS["lite"]).eval()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        stage_outputs = [result[2] for result in model(x)]
+        curve, heatmaps = model.unroll(x)
+        first_two, _ = model.unroll(x, steps=2)
+    assert [out.shape[-1] for out in curve] == [32, 64, 128] and heatmaps == []
+    assert all(torch.equal(a, b) for a, b in zip(curve, stage_outputs))
+    assert len(first_two) == 2 and torch.allclose(first_two[1], curve[1])
+    with pytest.raises(ValueError, match="stages 1..3"):
+        model.unroll(x, steps=4)
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (4, 128, 128, 3), dtype=np.uint8)
+    split = FaceSplit([f"{i}.jpg" for i in range(4)], hr, hr[:, ::8, ::8], np.zeros((4, 68, 2), np.float32))
+    rows = evaluate_model(model, split, batch_size=2)
+    assert [row["step"] for row in rows] == [1, 2, 3] and all(0 < row["psnr"] < 60 for row in rows)
 
 
 def test_lite_exports_with_parity(tmp_path):

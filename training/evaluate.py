@@ -37,6 +37,13 @@ def evaluate_bicubic(split: FaceSplit) -> dict:
             "nme": None, "images": len(split)}
 
 
+def _at_size(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A step's output at the HR size: intermediate outputs of multi-stage models (MSFSR) are smaller."""
+    if images.shape[-1] == size:
+        return images
+    return torch.nn.functional.interpolate(images.float(), size=size, mode="bicubic", align_corners=False)
+
+
 @torch.no_grad()
 def evaluate_model(model, split: FaceSplit, steps: int | None = None, batch_size: int = 25) -> list[dict]:
     """One row per step 1..steps: mean Y-PSNR, SSIM of SR_t and NME of heatmap_t (from the landmark net on SR_t;
@@ -55,7 +62,7 @@ def evaluate_model(model, split: FaceSplit, steps: int | None = None, batch_size
         for per_step in (psnrs, ssims, nmes, sharp):
             per_step.extend([] for _ in range(steps - len(per_step)))
         for t in range(steps):
-            sr = to_uint8(sr_steps[t])
+            sr = to_uint8(_at_size(sr_steps[t], split.hr.shape[1]))
             for i in range(stop - start):
                 p, s = y_psnr_ssim(sr[i], split.hr[start + i])
                 psnrs[t].append(p)
