@@ -126,6 +126,8 @@ def parse_args(argv=None):
                    help="run the runtime CLI sequential, --pipelined, and with --sources in one process vs as "
                         "many processes (real video files written)")
     p.add_argument("--threads", type=int, help="with --compare: the runtime's --threads (default: its own)")
+    p.add_argument("--sr-workers", type=int, default=2,
+                   help="with --compare: also run the pipelined loop with this many 1-thread SR workers (1: skip)")
     p.add_argument("--sources", default="1,2,4", type=lambda t: [int(v) for v in t.split(",")],
                    help="with --compare: source counts (default 1,2,4)")
     args = p.parse_args(argv)

@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipelined", action="store_true",
                    help="run capture+detection, SR and compose+outputs on three threads joined by bounded queues "
                         "(same results for files; see docs/runtime.md)")
+    p.add_argument("--sr-workers", type=_positive_int, default=1,
+                   help="with --pipelined: SR threads running batches of different frames at once (onnxruntime "
+                        "backend). On a CPU, --sr-workers 2 --threads 1 beats one 2-thread run (measure it: "
+                        "`python -m benchmarks.cpu_scaling`); frames are still written in order")
     p.add_argument("--threads", type=_positive_int,
                    help="CPU threads of each heavy stage: ONNX Runtime's intra-op threads for the SR model and "
                         "OpenCV's pool (detection, resizing, encoding). Default: their own choice (all cores); with "
@@ -148,11 +152,14 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
         start = time.perf_counter()
         total = min(filter(None, (source.frame_count, args.max_frames)), default=None)
         progress = Progress(total, enabled=False if args.quiet else None)
-        loop = run_pipelined if args.pipelined else run_stream
-        stats = loop(source, sink, enhancer, args.max_frames, stop=stop, progress=progress)
+        if args.pipelined:
+            stats = run_pipelined(source, sink, enhancer, args.max_frames, stop=stop, progress=progress,
+                                  sr_workers=args.sr_workers)
+        else:
+            stats = run_stream(source, sink, enhancer, args.max_frames, stop=stop, progress=progress)
         _close_output(sink, stats)
         wall = time.perf_counter() - start
-        extra = {"source": args.source[0], **extra, "pipelined": args.pipelined,
+        extra = {"source": args.source[0], **extra, "pipelined": args.pipelined, "sr_workers": args.sr_workers,
                  "frames_dropped": source.frames_dropped, "reconnects": getattr(source, "reconnects", 0),
                  "stopped_by_signal": stop.received if stop is not None else None}
     return summarize(stats, enhancer.timer, wall, extra)
@@ -217,7 +224,11 @@ def _run_sources(args, stack: ExitStack, backends, min_face: float, stop, extra:
 
 
 def _check_sources(args) -> None:
-    """With several sources, every per-source path needs '{source}' (else they would write one file)."""
+    """With several sources, every per-source path needs '{source}' (else they would write one file);
+    --sr-workers belongs to the one-source pipelined loop."""
+    if args.sr_workers > 1 and (len(args.source) > 1 or not args.pipelined):
+        raise RuntimeToolkitError(f"--sr-workers {args.sr_workers} needs --pipelined and one source (several "
+                                  "sources share one SR thread)")
     if len(args.source) < 2:
         return
     if args.pipelined:

@@ -6,7 +6,9 @@ bounded queues, so the network does not wait for the decoder and the encoder doe
 
 Each stage runs on one thread and the queues are FIFO, so frames keep their order and each piece of state has
 one owner (the tracker: the reader; crops, events and outputs: the caller's thread): a file gives the same frames,
-tracks and crops as `pipeline.run_stream`. Full queues block the stage before them (back-pressure): files never
+tracks and crops as `pipeline.run_stream`. With `sr_workers` > 1 several SR threads take frames from the same
+queue (frame-level parallelism: on a CPU, two 1-thread ONNX Runtime runs at once beat one 2-thread run, see
+`benchmarks.cpu_scaling`); frames carry a sequence number and the caller's thread writes them in that order. Full queues block the stage before them (back-pressure): files never
 drop a frame; a live source keeps only its newest frame meanwhile (counted in `frames_dropped`). OpenCV and
 ONNX Runtime release the GIL in their heavy calls, which is what lets the threads overlap.
 """
@@ -16,7 +18,7 @@ import logging
 import queue
 import threading
 
-from .errors import SinkError, SourceError
+from .errors import RuntimeToolkitError, SinkError, SourceError
 from .pipeline import Enhancer, RunStats, StopSignals, _count
 from .progress import Progress
 from .sinks import Sink
@@ -97,11 +99,18 @@ class _Stage(threading.Thread):
 
 def run_pipelined(source: Source, sink: Sink, enhancer: Enhancer, max_frames: int | None = None,
                   read_timeout: float = 1.0, stop: StopSignals | None = None, progress: Progress | None = None,
-                  depth: int = QUEUE_DEPTH) -> RunStats:
-    """Same contract as `pipeline.run_stream` (stats, stop signals, a failing output ends the run)."""
+                  depth: int = QUEUE_DEPTH, sr_workers: int = 1) -> RunStats:
+    """Same contract as `pipeline.run_stream` (stats, stop signals, a failing output ends the run).
+    `sr_workers` SR threads call the models at once: only for backends safe for that (`concurrent_infer`)."""
+    if sr_workers < 1:
+        raise ValueError(f"sr_workers must be >= 1, got {sr_workers}")
+    unsafe = [b.name for b in enhancer.backends if not b.concurrent_infer]
+    if sr_workers > 1 and unsafe:
+        raise RuntimeToolkitError(f"--sr-workers {sr_workers}: the {unsafe[0]} backend cannot run several batches "
+                                  "at once; use --sr-workers 1 (or the onnxruntime backend)")
     stats, fps_meter, stopping = RunStats(), FpsMeter(), threading.Event()
     prepared_q, enhanced_q = queue.Queue(depth), queue.Queue(depth)
-    reader_timer, sr_timer = StageTimer(), StageTimer()
+    reader_timer, sr_timers = StageTimer(), [StageTimer() for _ in range(sr_workers)]
     depths = {"prepared": _QueueStats(), "enhanced": _QueueStats()}
 
     def read_and_prepare(stage: _Stage) -> None:
@@ -112,32 +121,35 @@ def run_pipelined(source: Source, sink: Sink, enhancer: Enhancer, max_frames: in
                 return
             if item is None:
                 continue
-            read += 1
-            if not stage.put(item):
+            if not stage.put((read, item)):  # the sequence number restores the order after parallel SR
                 return
+            read += 1
 
-    def super_resolve(stage: _Stage) -> None:
+    def super_resolve(stage: _Stage, timer: StageTimer) -> None:
         while not stopping.is_set():
             try:
                 item = stage.inbox.get(timeout=0.2)
             except queue.Empty:
                 continue
             if item is _END:
+                put_until_stopped(stage.inbox, _END, stopping)  # the other SR workers must see the end too
                 return  # _Stage passes _END on
             if isinstance(item, BaseException):
                 stage.put(item)
                 return
-            faces = enhancer.enhance(item, sr_timer)
-            sr_timer.frame_done()
-            if not stage.put((item, faces)):
+            number, prepared = item
+            faces = enhancer.enhance(prepared, timer)
+            timer.frame_done()
+            if not stage.put((number, prepared, faces)):
                 return
 
-    stages = [_Stage("prepare", read_and_prepare, None, prepared_q, stopping),
-              _Stage("sr", super_resolve, prepared_q, enhanced_q, stopping)]
+    stages = [_Stage("prepare", read_and_prepare, None, prepared_q, stopping)]
+    stages += [_Stage(f"sr-{n}", lambda stage, timer=timer: super_resolve(stage, timer), prepared_q, enhanced_q,
+                      stopping) for n, timer in enumerate(sr_timers)]
     for stage in stages:
         stage.start()
     try:
-        _finish_frames(enhanced_q, sink, enhancer, stats, fps_meter, stop, progress, depths, prepared_q)
+        _finish_frames(enhanced_q, sink, enhancer, stats, fps_meter, stop, progress, depths, prepared_q, sr_workers)
     except SinkError as err:  # an output failed: stop, keep what was written, say so in the summary
         stats.error = str(err)
         log.error("stopping after %d frames: %s", stats.frames, err)
@@ -149,38 +161,53 @@ def run_pipelined(source: Source, sink: Sink, enhancer: Enhancer, max_frames: in
             stage.join(timeout=10.0)
         if progress is not None:
             progress.close()
-    enhancer.timer.merge(reader_timer)
-    enhancer.timer.merge(sr_timer)
+    for timer in (reader_timer, *sr_timers):
+        enhancer.timer.merge(timer)
     stats.queues = {name: q.summary() for name, q in depths.items()}
     return stats
 
 
 def _finish_frames(enhanced_q: queue.Queue, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_meter: FpsMeter,
-                   stop: StopSignals | None, progress: Progress | None, depths: dict, prepared_q: queue.Queue) -> None:
-    """The caller's thread: compose, record and write each frame in order, until the end or a stop."""
-    timer = enhancer.timer
-    while True:
+                   stop: StopSignals | None, progress: Progress | None, depths: dict, prepared_q: queue.Queue,
+                   sr_workers: int = 1) -> None:
+    """The caller's thread: compose, record and write each frame in order, until every SR worker has ended
+    or a stop. Frames that parallel SR workers finish early wait in `waiting` for their turn."""
+    waiting, next_number, ended = {}, 0, 0
+    while ended < sr_workers:
         if stop is not None and stop.stop_requested:
             log.info("stopped by signal after %d frames", stats.frames)
             return
         item = enhanced_q.get()
         if item is _END:
-            return
+            ended += 1
+            continue
         if isinstance(item, BaseException):
             raise item
         depths["prepared"].sample(prepared_q.qsize())
         depths["enhanced"].sample(enhanced_q.qsize())
-        prepared, faces = item
-        result = enhancer.finish(prepared, faces, fps_meter.fps, timer)
-        with timer.stage("encode"):
-            sink.write(result.view, result)
-        timer.frame_done()
-        _count(stats, result)
-        fps_meter.tick()
-        if progress is not None:
-            progress.update(stats.frames, stats.faces, fps_meter.fps)
-        if sink.wants_stop:
-            log.info("stopped from the window")
-            return
-        if sink.wants_next_view:
-            enhancer.next_view()
+        number, prepared, faces = item
+        waiting[number] = (prepared, faces)
+        while next_number in waiting:
+            if not _write_frame(*waiting.pop(next_number), sink, enhancer, stats, fps_meter, progress):
+                return
+            next_number += 1
+
+
+def _write_frame(prepared, faces, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_meter: FpsMeter,
+                 progress: Progress | None) -> bool:
+    """Compose, record and write one frame; False when the window asked to stop."""
+    timer = enhancer.timer
+    result = enhancer.finish(prepared, faces, fps_meter.fps, timer)
+    with timer.stage("encode"):
+        sink.write(result.view, result)
+    timer.frame_done()
+    _count(stats, result)
+    fps_meter.tick()
+    if progress is not None:
+        progress.update(stats.frames, stats.faces, fps_meter.fps)
+    if sink.wants_stop:
+        log.info("stopped from the window")
+        return False
+    if sink.wants_next_view:
+        enhancer.next_view()
+    return True

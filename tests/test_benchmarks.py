@@ -87,12 +87,14 @@ def test_pipeline_compare_runs_the_cli_every_way_with_the_same_work(tmp_path):
     (report,) = tmp_path.glob("throughput_*.json")
     result = json.loads(report.read_text())["result"]
     rows = {row["run"]: row for row in result["rows"]}
-    assert set(rows) == {"sequential", "pipelined", "2 sources, 1 process", "2 processes"}
+    workers = "pipelined, 2 SR workers x 1 thread"
+    assert set(rows) == {"sequential", "pipelined", workers, "2 sources, 1 process", "2 processes"}
     assert result["same_work"] and rows["sequential"]["faces"] >= 7 * 3
+    assert rows[workers]["faces"] == rows["sequential"]["faces"]
     assert rows["2 sources, 1 process"]["faces"] == rows["2 processes"]["faces"] == 2 * rows["sequential"]["faces"]
     assert rows["2 processes"]["processes"] == 2 and rows["2 sources, 1 process"]["sr_batches"]["frames"] == 18
     assert all(row["latency_p95_ms"] >= row["latency_p50_ms"] > 0 and row["peak_rss_mb"] > 0 for row in rows.values())
-    assert "Pipelined / sequential" in (tmp_path / report.with_suffix(".md").name).read_text()
+    assert ") / sequential:" in (tmp_path / report.with_suffix(".md").name).read_text()
 
 
 def test_report_collects_every_models_speed_file(tmp_path):
@@ -151,3 +153,17 @@ def test_faces_grid_has_a_column_per_method_and_a_row_per_face(tmp_path):
     grid = cv2.imread(str(out))
     assert grid.shape == (LABEL_HEIGHT + 3 * 128, 4 * 128, 3)  # LR, bicubic, pfsr, HR
     assert grid_main(["--faces", "999999", "--out", str(out), "--cache", ""]) == 2
+
+
+def test_cpu_scaling_reports_threads_and_parallel_workers(tmp_path, make_artifact):
+    import os
+
+    from benchmarks.cpu_scaling import main as scaling_main
+
+    model = make_artifact("scaling", mode="linear")
+    assert scaling_main(["--model", str(model), "--seconds", "0.2", "--faces", "2", "--outdir", str(tmp_path)]) == 0
+    (report,) = tmp_path.glob("cpu_scaling_*.json")
+    rows = json.loads(report.read_text())["rows"]
+    cores = os.cpu_count()
+    assert [row["threads"] for row in rows] == list(range(1, cores + 1)) + ([cores] if cores > 1 else [])
+    assert all(row["faces_per_s"] > 0 for row in rows) and rows[0]["speedup"] == 1.0

@@ -22,9 +22,11 @@ class Backend:
     Attributes:
         name: the backend's CLI name.
         last_latency_ms: wall time of the last `infer` call (results on the host), or None.
+        concurrent_infer: `infer` may be called from several threads at once (parallel SR workers).
     """
 
     name = "base"
+    concurrent_infer = False
 
     def __init__(self, artifact: ModelArtifact):
         self.artifact = artifact

@@ -36,6 +36,7 @@ class OnnxRuntimeBackend(Backend):
     """
 
     name = "onnxruntime"
+    concurrent_infer = True  # InferenceSession.run is thread-safe; IO bindings are made per call
 
     def __init__(self, artifact: ModelArtifact, providers: list[str] | None = None,
                  intra_op_threads: int | None = None):
