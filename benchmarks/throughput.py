@@ -4,7 +4,8 @@
     pipelined        ... --pipelined                                     (three threads, bounded queues)
     pipelined, N SR workers ... --pipelined --sr-workers N --threads 1   (N frames in the network at once)
     N in one process ... --source V x N, --output out_{source}.mp4      (one model, faces batched across sources)
-    N processes      N copies of the sequential command at once
+                     ... and with --sr-workers W --threads 1
+    N processes      N copies of the sequential command at once, with the runtime's default threads and with 1
 
 Every run writes real H.264/MPEG-4 files (the encode is part of the work), detects every 3rd frame and sends every
 confirmed face through the network (--enhance-all). Reported: FPS per source, total faces/s, capture-to-output
@@ -25,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _command(video: Path, model: Path, out: Path, args, sources: int = 1, pipelined: bool = False,
-             sr_workers: int = 1) -> list[str]:
+             sr_workers: int = 1, threads: int | None = None) -> list[str]:
     command = [sys.executable, "-m", "runtime.enhance", "--model", str(model), "--max-frames", str(args.frames),
                "--detect-every", str(args.detect_every), "--enhance-all", "--headless", "-q", "--no-fps",
                "--summary", str(out / "summary.json")]
@@ -34,8 +35,8 @@ def _command(video: Path, model: Path, out: Path, args, sources: int = 1, pipeli
     command += ["--detector-model", detector_for(args, video)]
     if sr_workers > 1:  # each worker runs the network on one core
         command += ["--sr-workers", str(sr_workers), "--threads", "1"]
-    elif args.threads:
-        command += ["--threads", str(args.threads)]
+    elif threads or args.threads:
+        command += ["--threads", str(threads or args.threads)]
     return command + (["--pipelined"] if pipelined else [])
 
 
@@ -70,25 +71,31 @@ def _row(name: str, summaries: list[dict], sources: int) -> dict:
 def compare(args, video: Path, model: Path) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="fsr-throughput-") as scratch:
-        def run(name: str, sources: int = 1, processes: int = 1, pipelined: bool = False, sr_workers: int = 1) -> None:
+        def run(name: str, sources: int = 1, processes: int = 1, pipelined: bool = False, sr_workers: int = 1,
+                threads: int | None = None) -> None:
             outs = [Path(scratch) / f"{name}-{i}" for i in range(processes)]
             for out in outs:
                 out.mkdir()
             start = time.perf_counter()
-            procs = [_launch(_command(video, model, out, args, sources, pipelined, sr_workers)) for out in outs]
+            procs = [_launch(_command(video, model, out, args, sources, pipelined, sr_workers, threads))
+                     for out in outs]
             summaries = [_wait(proc, out / "summary.json") for proc, out in zip(procs, outs)]
             rows.append(_row(name, summaries, sources * processes))
             rows[-1]["elapsed_s"] = round(time.perf_counter() - start, 1)  # with process start-up and model loads
             print(json.dumps(rows[-1]), flush=True)
 
+        workers = f"{args.sr_workers} SR workers x 1 thread"
         run("sequential")
         run("pipelined", pipelined=True)
         if args.sr_workers > 1:
-            run(f"pipelined, {args.sr_workers} SR workers x 1 thread", pipelined=True, sr_workers=args.sr_workers)
+            run(f"pipelined, {workers}", pipelined=True, sr_workers=args.sr_workers)
         for n in args.sources:
             if n > 1:
                 run(f"{n} sources, 1 process", sources=n)
+                if args.sr_workers > 1:
+                    run(f"{n} sources, 1 process, {workers}", sources=n, sr_workers=args.sr_workers)
                 run(f"{n} processes", processes=n)
+                run(f"{n} processes x 1 thread", processes=n, threads=1)
     sequential = rows[0]
     pipelined = max((row for row in rows if row["run"].startswith("pipelined")), key=lambda row: row["faces_per_s"])
     stages = sequential["stages_ms"]

@@ -114,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run capture+detection, SR and compose+outputs on three threads joined by bounded queues "
                         "(same results for files; see docs/runtime.md)")
     p.add_argument("--sr-workers", type=_positive_int, default=1,
-                   help="with --pipelined: SR threads running batches of different frames at once (onnxruntime "
-                        "backend). On a CPU, --sr-workers 2 --threads 1 beats one 2-thread run (measure it: "
-                        "`python -m benchmarks.cpu_scaling`); frames are still written in order")
+                   help="with --pipelined or several sources: SR threads running batches of different frames at "
+                        "once (onnxruntime backend). On a CPU, --sr-workers 2 --threads 1 can beat one 2-thread "
+                        "run (measure it: `python -m benchmarks.cpu_scaling`); frames are still written in order")
     p.add_argument("--threads", type=_positive_int,
                    help="CPU threads of each heavy stage: ONNX Runtime's intra-op threads for the SR model and "
                         "OpenCV's pool (detection, resizing, encoding). Default: their own choice (all cores); with "
@@ -205,7 +205,8 @@ def _run_sources(args, stack: ExitStack, backends, min_face: float, stop, extra:
     lanes = [_open_lane(args, stack, backends, min_face, number) for number in range(len(args.source))]
     sr_timer = StageTimer()
     start = time.perf_counter()
-    all_stats = run_sources(lanes, backends, args.max_frames, stop=stop, sr_timer=sr_timer)
+    all_stats = run_sources(lanes, backends, args.max_frames, stop=stop, sr_timer=sr_timer,
+                            sr_workers=args.sr_workers)
     for lane in lanes:
         _close_output(lane.sink, lane.stats)
     wall = time.perf_counter() - start
@@ -214,7 +215,8 @@ def _run_sources(args, stack: ExitStack, backends, min_face: float, stop, extra:
                   for text, lane, stats in zip(args.source, lanes, all_stats)]
     frames, faces = sum(s["frames"] for s in per_source), sum(s["faces"] for s in per_source)
     errors = [s["error"] for s in per_source if s["error"]]
-    return {**extra, "sources": per_source, "frames": frames, "faces": faces, "wall_s": round(wall, 3),
+    return {**extra, "sr_workers": args.sr_workers, "sources": per_source, "frames": frames, "faces": faces,
+            "wall_s": round(wall, 3),
             "fps_total": round(frames / wall, 3) if wall > 0 else None,
             "faces_per_s": round(faces / wall, 3) if wall > 0 else None,
             "sr_ms": sr_timer.summary().get("sr"), "sr_batches": all_stats[0].queues.get("sr_batches"),
@@ -225,10 +227,10 @@ def _run_sources(args, stack: ExitStack, backends, min_face: float, stop, extra:
 
 def _check_sources(args) -> None:
     """With several sources, every per-source path needs '{source}' (else they would write one file);
-    --sr-workers belongs to the one-source pipelined loop."""
-    if args.sr_workers > 1 and (len(args.source) > 1 or not args.pipelined):
-        raise RuntimeToolkitError(f"--sr-workers {args.sr_workers} needs --pipelined and one source (several "
-                                  "sources share one SR thread)")
+    --sr-workers needs a pipelined loop."""
+    if args.sr_workers > 1 and len(args.source) == 1 and not args.pipelined:
+        raise RuntimeToolkitError(f"--sr-workers {args.sr_workers} needs --pipelined (or several sources, which "
+                                  "always run pipelined)")
     if len(args.source) < 2:
         return
     if args.pipelined:

@@ -8,9 +8,10 @@
 
 The SR thread takes the oldest frame waiting, then every other frame already waiting or arriving within
 `gather_s` (a small deadline, so a quiet camera is not held back), until the faces fill the largest max batch
-of the models. Each source keeps its order (queues are FIFO, one reader and one finisher per source), its own
-tracker, crops, events, outputs and summary; a source that fails or ends stops alone. A backend error stops
-every source: the model is shared.
+of the models. With `sr_workers` > 1 several SR threads do this at once (frame-level parallelism on a CPU, see
+`benchmarks.cpu_scaling`). Each source keeps its order (frames carry a per-source number and the finisher writes
+them in that order), its own tracker, crops, events, outputs and summary; a source that fails or ends stops
+alone. A backend error stops every source: the model is shared.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from .backends import Backend
 from .errors import RuntimeToolkitError, SinkError
 from .pipeline import Enhancer, PreparedFrame, RunStats, StopSignals, _count, enhance_frames
-from .pipelined import put_until_stopped, read_and_prepare_one
+from .pipelined import check_sr_workers, put_until_stopped, read_and_prepare_one
 from .sinks import Sink
 from .sources import ReadStatus, Source
 from .timing import FpsMeter, StageTimer
@@ -48,12 +49,16 @@ class Lane:
 
 def run_sources(lanes: list[Lane], backends: list[Backend], max_frames: int | None = None,
                 stop: StopSignals | None = None, read_timeout: float = 1.0, gather_s: float = GATHER_S,
-                sr_timer: StageTimer | None = None) -> list[RunStats]:
-    """Run every lane until its source ends (or `max_frames` frames of it are written); returns their stats."""
+                sr_timer: StageTimer | None = None, sr_workers: int = 1) -> list[RunStats]:
+    """Run every lane until its source ends (or `max_frames` frames of it are written); returns their stats.
+    `sr_workers` SR threads share the model (only for backends with `concurrent_infer`)."""
+    check_sr_workers(backends, sr_workers)
     stopping = threading.Event()
     prepared_q: queue.Queue = queue.Queue(QUEUE_DEPTH * len(lanes))
     sr_timer = sr_timer or StageTimer()
+    sr_timers = [StageTimer() for _ in range(sr_workers)]  # one writer each, merged into sr_timer at the end
     batches = {"batches": 0, "frames": 0, "faces": 0}
+    batches_lock = threading.Lock()
     errors: list[BaseException] = []
     max_faces = max(b.max_batch for b in backends)
 
@@ -72,17 +77,17 @@ def run_sources(lanes: list[Lane], backends: list[Backend], max_frames: int | No
                     break
                 if prepared is None:
                     continue
-                done += 1
-                if not put(prepared_q, (number, prepared)):
+                if not put(prepared_q, (number, done, prepared)):
                     return
+                done += 1
         except BaseException as err:  # noqa: BLE001 - this source ends; the others go on
             lane.stats.error = f"source {number}: {err}"
             log.error("%s", lane.stats.error)
-        put(prepared_q, (number, _END))
+        put(prepared_q, (number, done, _END))  # the end, after `done` frames
 
     def gather() -> list[tuple[int, object]]:
         items = [prepared_q.get(timeout=0.2)]
-        faces = _face_count(items[0][1])
+        faces = _face_count(items[0][2])
         deadline = time.perf_counter() + gather_s
         while faces < max_faces:
             try:
@@ -90,30 +95,29 @@ def run_sources(lanes: list[Lane], backends: list[Backend], max_frames: int | No
             except queue.Empty:
                 break
             items.append(item)
-            faces += _face_count(item[1])
+            faces += _face_count(item[2])
         return items
 
-    def super_resolve() -> None:
-        open_lanes = len(lanes)
+    def super_resolve(timer: StageTimer) -> None:  # until the run stops (after every finisher is done)
         try:
-            while open_lanes and not stopping.is_set():
+            while not stopping.is_set():
                 try:
                     items = gather()
                 except queue.Empty:
                     continue
-                frames = [(n, p) for n, p in items if p is not _END]
+                frames = [prepared for _, _, prepared in items if prepared is not _END]
                 if frames:
-                    with sr_timer.stage("sr"):
-                        faces = enhance_frames(backends, [p for _, p in frames])
-                    sr_timer.frame_done()
-                    batches["batches"] += 1
-                    batches["frames"] += len(frames)
-                    batches["faces"] += sum(len(f) for f in faces)
+                    with timer.stage("sr"):
+                        faces = enhance_frames(backends, frames)
+                    timer.frame_done()
+                    with batches_lock:
+                        batches["batches"] += 1
+                        batches["frames"] += len(frames)
+                        batches["faces"] += sum(len(f) for f in faces)
                     enhanced = iter(faces)
-                for number, prepared in items:  # each source's frames in the order they came
+                for number, sequence, prepared in items:
                     result = _END if prepared is _END else (prepared, next(enhanced))
-                    open_lanes -= prepared is _END
-                    if not put(lanes[number].finished, result):
+                    if not put(lanes[number].finished, (sequence, result)):
                         return
         except BaseException as err:  # noqa: BLE001 - the shared model failed: every source stops
             errors.append(err)
@@ -121,31 +125,41 @@ def run_sources(lanes: list[Lane], backends: list[Backend], max_frames: int | No
 
     def finish(number: int, lane: Lane) -> None:
         fps_meter, output_failed = FpsMeter(), False
-        while not stopping.is_set():
+        waiting, next_sequence, end = {}, 0, None  # parallel SR workers may hand frames over out of order
+        while not stopping.is_set() and next_sequence != end:
             try:
-                item = lane.finished.get(timeout=0.2)
+                sequence, item = lane.finished.get(timeout=0.2)
             except queue.Empty:
                 continue
             if item is _END:
-                return
-            prepared, faces = item
-            if output_failed:
-                continue  # drain what is in flight
-            try:
-                result = lane.enhancer.finish(prepared, faces, fps_meter.fps)
-                with lane.enhancer.timer.stage("encode"):
-                    lane.sink.write(result.view, result)
-            except SinkError as err:
-                lane.stats.error, output_failed = f"source {number}: {err}", True  # the reader stops on it
-                log.error("stopping source %d after %d frames: %s", number, lane.stats.frames, err)
+                end = sequence  # the frame count of this source
                 continue
-            lane.enhancer.timer.frame_done()
-            _count(lane.stats, result)
-            fps_meter.tick()
+            waiting[sequence] = item
+            while next_sequence in waiting:
+                prepared, faces = waiting.pop(next_sequence)
+                next_sequence += 1
+                if not output_failed:
+                    output_failed = not write(number, lane, prepared, faces, fps_meter)
+
+    def write(number: int, lane: Lane, prepared, faces, fps_meter: FpsMeter) -> bool:
+        """Finish and write one frame; False when the output failed (the source stops, in-flight frames drain)."""
+        try:
+            result = lane.enhancer.finish(prepared, faces, fps_meter.fps)
+            with lane.enhancer.timer.stage("encode"):
+                lane.sink.write(result.view, result)
+        except SinkError as err:
+            lane.stats.error = f"source {number}: {err}"  # the reader stops on it
+            log.error("stopping source %d after %d frames: %s", number, lane.stats.frames, err)
+            return False
+        lane.enhancer.timer.frame_done()
+        _count(lane.stats, result)
+        fps_meter.tick()
+        return True
 
     threads = [threading.Thread(target=read, args=(n, lane), name=f"read-{n}", daemon=True)
                for n, lane in enumerate(lanes)]
-    threads.append(threading.Thread(target=super_resolve, name="sr", daemon=True))
+    threads += [threading.Thread(target=super_resolve, args=(timer,), name=f"sr-{n}", daemon=True)
+                for n, timer in enumerate(sr_timers)]
     threads += [threading.Thread(target=finish, args=(n, lane), name=f"finish-{n}", daemon=True)
                 for n, lane in enumerate(lanes)]
     for thread in threads:
@@ -164,6 +178,8 @@ def run_sources(lanes: list[Lane], backends: list[Backend], max_frames: int | No
             thread.join(timeout=10.0)
     for lane, timer in zip(lanes, reader_timers):
         lane.enhancer.timer.merge(timer)
+    for timer in sr_timers:
+        sr_timer.merge(timer)
     if errors:
         if isinstance(errors[0], RuntimeToolkitError):
             raise errors[0]

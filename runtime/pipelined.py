@@ -78,6 +78,16 @@ def read_and_prepare_one(source: Source, enhancer: Enhancer, stats: RunStats, ti
         timer.frame_done()
 
 
+def check_sr_workers(backends, sr_workers: int) -> None:
+    """Several SR threads need backends whose `infer` may run in several threads at once."""
+    if sr_workers < 1:
+        raise ValueError(f"sr_workers must be >= 1, got {sr_workers}")
+    unsafe = [b.name for b in backends if not b.concurrent_infer]
+    if sr_workers > 1 and unsafe:
+        raise RuntimeToolkitError(f"--sr-workers {sr_workers}: the {unsafe[0]} backend cannot run several batches "
+                                  "at once; use --sr-workers 1 (or the onnxruntime backend)")
+
+
 class _Stage(threading.Thread):
     """A thread that turns items of `inbox` into items of `outbox` until _END; an exception is passed on."""
 
@@ -102,12 +112,7 @@ def run_pipelined(source: Source, sink: Sink, enhancer: Enhancer, max_frames: in
                   depth: int = QUEUE_DEPTH, sr_workers: int = 1) -> RunStats:
     """Same contract as `pipeline.run_stream` (stats, stop signals, a failing output ends the run).
     `sr_workers` SR threads call the models at once: only for backends safe for that (`concurrent_infer`)."""
-    if sr_workers < 1:
-        raise ValueError(f"sr_workers must be >= 1, got {sr_workers}")
-    unsafe = [b.name for b in enhancer.backends if not b.concurrent_infer]
-    if sr_workers > 1 and unsafe:
-        raise RuntimeToolkitError(f"--sr-workers {sr_workers}: the {unsafe[0]} backend cannot run several batches "
-                                  "at once; use --sr-workers 1 (or the onnxruntime backend)")
+    check_sr_workers(enhancer.backends, sr_workers)
     stats, fps_meter, stopping = RunStats(), FpsMeter(), threading.Event()
     prepared_q, enhanced_q = queue.Queue(depth), queue.Queue(depth)
     reader_timer, sr_timers = StageTimer(), [StageTimer() for _ in range(sr_workers)]

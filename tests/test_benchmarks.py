@@ -87,10 +87,13 @@ def test_pipeline_compare_runs_the_cli_every_way_with_the_same_work(tmp_path):
     (report,) = tmp_path.glob("throughput_*.json")
     result = json.loads(report.read_text())["result"]
     rows = {row["run"]: row for row in result["rows"]}
-    workers = "pipelined, 2 SR workers x 1 thread"
-    assert set(rows) == {"sequential", "pipelined", workers, "2 sources, 1 process", "2 processes"}
+    workers = "2 SR workers x 1 thread"
+    assert set(rows) == {"sequential", "pipelined", f"pipelined, {workers}", "2 sources, 1 process",
+                         f"2 sources, 1 process, {workers}", "2 processes", "2 processes x 1 thread"}
     assert result["same_work"] and rows["sequential"]["faces"] >= 7 * 3
-    assert rows[workers]["faces"] == rows["sequential"]["faces"]
+    assert rows[f"pipelined, {workers}"]["faces"] == rows["sequential"]["faces"]
+    assert rows[f"2 sources, 1 process, {workers}"]["faces"] == rows["2 processes x 1 thread"]["faces"] == \
+        2 * rows["sequential"]["faces"]
     assert rows["2 sources, 1 process"]["faces"] == rows["2 processes"]["faces"] == 2 * rows["sequential"]["faces"]
     assert rows["2 processes"]["processes"] == 2 and rows["2 sources, 1 process"]["sr_batches"]["frames"] == 18
     assert all(row["latency_p95_ms"] >= row["latency_p50_ms"] > 0 and row["peak_rss_mb"] > 0 for row in rows.values())

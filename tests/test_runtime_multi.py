@@ -57,7 +57,8 @@ def _lane(backend, source, sink=None):
     return Lane(source, sink or ListSink(), Enhancer(backend, FakeDetector([_det(40, 40, 30)]), config))
 
 
-def test_each_source_gets_what_a_run_of_its_own_gives_and_faces_share_batches(shared_backend):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_each_source_gets_what_a_run_of_its_own_gives_and_faces_share_batches(shared_backend, workers):
     from runtime.pipeline import run_stream
 
     alone = []
@@ -66,7 +67,7 @@ def test_each_source_gets_what_a_run_of_its_own_gives_and_faces_share_batches(sh
         run_stream(ListSource(_frames(6, seed)), sink, _lane(shared_backend, None).enhancer)
         alone.append(sink.views)
     lanes = [_lane(shared_backend, ListSource(_frames(6, seed))) for seed in (1, 2, 3)]
-    stats = run_sources(lanes, [shared_backend], gather_s=0.05)
+    stats = run_sources(lanes, [shared_backend], gather_s=0.05, sr_workers=workers)
     for lane, views, stat in zip(lanes, alone, stats):
         assert stat.frames == 6 and stat.error is None
         assert len(lane.sink.views) == 6
@@ -77,11 +78,12 @@ def test_each_source_gets_what_a_run_of_its_own_gives_and_faces_share_batches(sh
     assert batches["batches"] < 18  # frames of different sources went through the model together
 
 
-def test_a_dying_camera_or_a_failing_output_stops_only_its_own_source(shared_backend):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_dying_camera_or_a_failing_output_stops_only_its_own_source(shared_backend, workers):
     lanes = [_lane(shared_backend, ListSource(_frames(8, 1))),
              _lane(shared_backend, DyingSource(_frames(8, 2), good=3)),
              _lane(shared_backend, ListSource(_frames(8, 3)), FailingSink())]
-    healthy, dying, failing = run_sources(lanes, [shared_backend])
+    healthy, dying, failing = run_sources(lanes, [shared_backend], sr_workers=workers)
     assert healthy.frames == 8 and healthy.error is None
     assert dying.frames == 3 and "camera unplugged" in dying.error
     assert failing.frames == 0 and "disk full" in failing.error
@@ -97,7 +99,9 @@ def test_several_sources_need_source_in_each_output_path(tmp_path, fast_sr_artif
 
 
 @pytest.mark.shared
-def test_two_cameras_in_one_process_equal_two_single_runs(tmp_path, shared_dir, detector_path, fast_sr_artifact):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_two_cameras_in_one_process_equal_two_single_runs(tmp_path, shared_dir, detector_path, fast_sr_artifact,
+                                                          workers):
     video = shared_dir / "data" / "scenes" / "street-video-1080p.mp4"
     common = ["--model", fast_sr_artifact, "--max-frames", "12", "--no-fps", "--detect-every", "2",
               "--enhance-all", "--headless", "--detector-model", detector_path]
@@ -110,7 +114,8 @@ def test_two_cameras_in_one_process_equal_two_single_runs(tmp_path, shared_dir, 
 
     single = run("--source", video, "--output", tmp_path / "single", "--events", tmp_path / "single.jsonl")
     both = run("--source", video, "--source", video, "--output", tmp_path / "multi_{source}",
-               "--events", tmp_path / "multi_{source}.jsonl")
+               "--events", tmp_path / "multi_{source}.jsonl", "--sr-workers", workers)
+    assert both["sr_workers"] == workers
     assert [s["frames"] for s in both["sources"]] == [12, 12] and both["frames"] == 24
     assert both["faces"] == 2 * single["faces"] and both["error"] is None
     expected = sorted(p.name for p in (tmp_path / "single").iterdir())
@@ -122,3 +127,49 @@ def test_two_cameras_in_one_process_equal_two_single_runs(tmp_path, shared_dir, 
         events = (tmp_path / f"multi_{number}.jsonl").read_text()
         assert events == (tmp_path / "single.jsonl").read_text() and events
     assert both["sr_batches"]["frames"] == 24
+
+
+class Jittery:
+    """A backend that takes 0-30 ms more per call, at random, and counts calls running at once."""
+
+    def __init__(self, backend):
+        import random
+        import threading
+
+        self.backend, self.random, self.lock = backend, random.Random(0), threading.Lock()
+        self.running = self.most_at_once = 0
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def infer(self, feeds, check_inputs=True):
+        import time
+
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            delay = self.random.choice([0.0, 0.01, 0.03])
+        time.sleep(delay)
+        try:
+            return self.backend.infer(feeds, check_inputs)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_parallel_sr_workers_keep_each_sources_order(shared_backend):
+    from runtime.pipeline import run_stream
+
+    alone = []
+    for seed in (4, 5):
+        sink = ListSink()
+        run_stream(ListSource(_frames(10, seed)), sink, _lane(shared_backend, None).enhancer)
+        alone.append(sink.views)
+    jittery = Jittery(shared_backend)
+    lanes = [_lane(jittery, ListSource(_frames(10, seed))) for seed in (4, 5)]
+    stats = run_sources(lanes, [jittery], gather_s=0.0, sr_workers=3)
+    assert jittery.most_at_once > 1  # batches really ran side by side
+    for lane, views, stat in zip(lanes, alone, stats):
+        assert stat.frames == 10 and stat.error is None
+        for got, want in zip(lane.sink.views, views, strict=True):
+            np.testing.assert_array_equal(got, want)
