@@ -1,7 +1,7 @@
 """`python -m benchmarks.report`: rewrite README's "Performance" section from benchmarks/results/.
 
 Everything between the two markers below in README.md is replaced by, for each machine folder,
-its speed, quality, whole-frame, crossover, detection, gating, pipeline and throughput tables and plots (the Markdown
+its speed, quality, whole-frame, crossover, detection, gating, pipeline, CPU-scaling and throughput tables and plots (the Markdown
 each benchmark wrote).
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 from .common import RESULTS_ROOT
 
 START, END = "<!-- performance:start -->", "<!-- performance:end -->"
-KINDS = ("speed", "quality", "frames", "crossover", "detection", "gating", "pipeline", "throughput", "triton")
+KINDS = ("speed", "quality", "frames", "crossover", "detection", "gating", "pipeline", "cpu_scaling", "throughput",
+         "triton")
 
 
 def section(results_root: Path = RESULTS_ROOT, readme_dir: Path | None = None) -> str:
