@@ -9,8 +9,9 @@ one owner (the tracker: the reader; crops, events and outputs: the caller's thre
 tracks and crops as `pipeline.run_stream`. With `sr_workers` > 1 several SR threads take frames from the same
 queue (frame-level parallelism: on a CPU, two 1-thread ONNX Runtime runs at once beat one 2-thread run, see
 `benchmarks.cpu_scaling`); frames carry a sequence number and the caller's thread writes them in that order.
-Full queues block the stage before them (back-pressure): files never drop a frame; a live source keeps only its newest frame meanwhile (counted in `frames_dropped`). OpenCV and
-ONNX Runtime release the GIL in their heavy calls, which is what lets the threads overlap.
+Full queues block the stage before them (back-pressure): files never drop a frame; a live source keeps only its
+newest frame meanwhile (counted in `frames_dropped`). OpenCV and ONNX Runtime release the GIL in their heavy
+calls, which is what lets the threads overlap.
 """
 from __future__ import annotations
 
