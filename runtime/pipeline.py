@@ -352,6 +352,12 @@ def _step(source: Source, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_m
         log.warning("frame skipped: %s", err)
         stats.bad_frames += 1
         return True
+    return write_result(result, sink, enhancer, stats, fps_meter)
+
+
+def write_result(result: FrameResult, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_meter: FpsMeter) -> bool:
+    """Write a finished frame to the outputs and count it; False when the window asked to stop."""
+    timer = enhancer.timer
     with timer.stage("encode"):
         sink.write(result.view, result)
     timer.frame_done()

@@ -20,7 +20,7 @@ import queue
 import threading
 
 from .errors import RuntimeToolkitError, SinkError, SourceError
-from .pipeline import Enhancer, RunStats, StopSignals, _count
+from .pipeline import Enhancer, RunStats, StopSignals, write_result
 from .progress import Progress
 from .sinks import Sink
 from .sources import ReadStatus, Source
@@ -202,18 +202,8 @@ def _finish_frames(enhanced_q: queue.Queue, sink: Sink, enhancer: Enhancer, stat
 def _write_frame(prepared, faces, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_meter: FpsMeter,
                  progress: Progress | None) -> bool:
     """Compose, record and write one frame; False when the window asked to stop."""
-    timer = enhancer.timer
-    result = enhancer.finish(prepared, faces, fps_meter.fps, timer)
-    with timer.stage("encode"):
-        sink.write(result.view, result)
-    timer.frame_done()
-    _count(stats, result)
-    fps_meter.tick()
+    result = enhancer.finish(prepared, faces, fps_meter.fps, enhancer.timer)
+    go_on = write_result(result, sink, enhancer, stats, fps_meter)
     if progress is not None:
         progress.update(stats.frames, stats.faces, fps_meter.fps)
-    if sink.wants_stop:
-        log.info("stopped from the window")
-        return False
-    if sink.wants_next_view:
-        enhancer.next_view()
-    return True
+    return go_on
