@@ -86,11 +86,11 @@ def _load_model(model_name: str, config, weights: Path | None):
         raise ExportError(str(err)) from err
 
 
-def _check_request(io, steps: int | None, with_landmarks: bool) -> int | None:
+def _check_request(io, steps: int | None, extras: tuple[str, ...]) -> int | None:
     try:
         steps = io.steps_or_default(steps)
-        if with_landmarks:
-            io.extra("landmarks")
+        for name in extras:
+            io.extra(name)
     except ValueError as err:
         raise ExportError(str(err)) from err
     return steps
@@ -105,27 +105,32 @@ def _prepare_outdir(outdir: Path) -> None:
         raise ExportError(f"output folder {outdir} is not writable ({err.strerror}); choose another --outdir") from err
 
 
-def artifact_name(model_name: str, steps: int | None, precision: str, with_landmarks: bool) -> str:
-    """e.g. dic_s2_fp16, dic_s4_fp32_lm, pfsr_int8 (no step count for a model that is not recurrent)."""
+EXTRA_SUFFIXES = {"landmarks": "_lm", "boundaries": "_bd"}
+
+
+def artifact_name(model_name: str, steps: int | None, precision: str, extras: tuple[str, ...] = ()) -> str:
+    """e.g. dic_s2_fp16, dic_s4_fp32_lm, msfsr_fp16_bd, pfsr_int8 (no step count for a model that is not
+    recurrent)."""
     step_part = f"_s{steps}" if steps is not None else ""
-    return f"{model_name.lower()}{step_part}_{precision}" + ("_lm" if with_landmarks else "")
+    return f"{model_name.lower()}{step_part}_{precision}" + "".join(EXTRA_SUFFIXES[name] for name in extras)
 
 
-def declared_io(io, with_landmarks: bool) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def declared_io(io, extras: tuple[str, ...] = ()) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """The graph's inputs and outputs, from the model's declaration (models.io.ModelIO)."""
     from models.io import IMAGE_OUTPUT_NAME, INPUT_NAME
 
     inputs = (TensorSpec(INPUT_NAME, "float32", ("N", 3, io.input_size, io.input_size), (0.0, 1.0)),)
     outputs = [TensorSpec(IMAGE_OUTPUT_NAME, "float32", ("N", 3, io.output_size, io.output_size), (0.0, 1.0))]
-    if with_landmarks:
-        extra = io.extra("landmarks")
+    for name in extras:
+        extra = io.extra(name)
         outputs.append(TensorSpec(extra.name, "float32", ("N", *extra.shape), extra.value_range))
     return inputs, tuple(outputs)
 
 
 def build(model_name: str, *, weights: str | None = None, random_init: bool = False, config=None,
           steps: int | None = None, precision: str = "fp32", batch: BatchProfile = BatchProfile(),
-          with_landmarks: bool = False, opset: int | None = None, outdir: str | os.PathLike = "artifacts",
+          with_landmarks: bool = False, with_boundaries: bool = False, opset: int | None = None,
+          outdir: str | os.PathLike = "artifacts",
           options: PrecisionOptions = PrecisionOptions(), trt_targets: tuple[str, ...] | None = None) -> BuildResult:
     """Export, verify and publish one artifact. Raises ExportError; never leaves partial files."""
     from runtime.files import atomic_path
@@ -143,15 +148,15 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
     model_name = model_name.lower()
     weights_path = _resolve_weights(model_name, weights, random_init)
     model, io = _load_model(model_name, config, weights_path)
-    steps = _check_request(io, steps, with_landmarks)
+    extras = ("landmarks",) * with_landmarks + ("boundaries",) * with_boundaries
+    steps = _check_request(io, steps, extras)
     calibration = _load_calibration(options, io.input_size) if row.needs_calibration else None
     outdir = Path(outdir)
     _prepare_outdir(outdir)
 
-    name = artifact_name(model_name, steps, row.name, with_landmarks)
+    name = artifact_name(model_name, steps, row.name, extras)
     onnx_path, manifest_path = outdir / f"{name}.onnx", outdir / f"{name}.json"
-    inputs, outputs = declared_io(io, with_landmarks)
-    extras = tuple(spec.name for spec in outputs[1:])
+    inputs, outputs = declared_io(io, extras)
     wrapper = UnrolledSR(model, steps, extras, fuse=io.folds_batchnorm)
     reference = UnrolledSR(model, steps, extras, fuse=False)  # parity is checked against the model as trained
     with atomic_path(onnx_path) as published, tempfile.TemporaryDirectory(prefix="fsr-export-") as work:
@@ -266,6 +271,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="fp32", type=str.lower, choices=list(PRECISIONS))
     p.add_argument("--batch", default="1:8:32", help="dynamic batch profile MIN:OPT:MAX (default 1:8:32)")
     p.add_argument("--with-landmarks", action="store_true", help="also output landmarks [N,K,2] in output pixels")
+    p.add_argument("--with-boundaries", action="store_true",
+                   help="MSFSR: also output the last stage's 11 facial boundary maps [N,11,S,S]")
     p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     p.add_argument("--outdir", default="artifacts", help="output folder (default: ./artifacts)")
     p.add_argument("--accuracy-gate", default="fail", choices=ACCURACY_GATES,
@@ -294,7 +301,8 @@ def main(argv=None) -> int:
         result = build(
             args.model, weights=args.weights, random_init=args.random_init, config=args.config,
             steps=args.steps, precision=args.precision, batch=_batch(args.batch),
-            with_landmarks=args.with_landmarks, opset=args.opset, outdir=args.outdir,
+            with_landmarks=args.with_landmarks, with_boundaries=args.with_boundaries, opset=args.opset,
+            outdir=args.outdir,
             options=PrecisionOptions(
                 accuracy_gate=args.accuracy_gate, gate_images=args.gate_images, calibration=args.calibration,
                 calibration_data=args.calibration_data,

@@ -38,18 +38,20 @@ class UnrolledSR(nn.Module):
 
     def __init__(self, model: nn.Module, steps: int | None, extras: tuple[str, ...] = (), fuse: bool = True):
         super().__init__()
-        unknown = set(extras) - {"landmarks"}
-        if unknown:
-            raise ExportError(f"extra outputs {sorted(unknown)} are not exportable yet (known: landmarks)")
+        if len(extras) > 1 or set(extras) - {"landmarks", "boundaries"}:
+            raise ExportError(f"extra outputs {list(extras)}: one of landmarks (DIC) or boundaries (MSFSR) at most")
         self.model = inference_form(model) if fuse else model.eval()
         self.steps = steps
-        self.with_landmarks = "landmarks" in extras
+        self.extra = extras[0] if extras else None
 
     def forward(self, lr: torch.Tensor):
-        sr_steps, heatmaps = self.model.unroll(lr, self.steps, last_heatmap=self.with_landmarks)
+        # The model's last heatmaps: DIC's landmark heatmaps (turned into points), MSFSR's boundary maps (as they are)
+        sr_steps, heatmaps = self.model.unroll(lr, self.steps, last_heatmap=self.extra is not None)
         sr = sr_steps[-1].clamp(0.0, 1.0)
-        if self.with_landmarks:
+        if self.extra == "landmarks":
             return sr, self.model.landmarks(heatmaps[-1], output_size=sr.shape[-1])
+        if self.extra == "boundaries":
+            return sr, heatmaps[-1]
         return sr
 
 

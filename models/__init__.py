@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from .dic import DIC, DIC_CONFIGS, DICConfig
 from .io import ExtraOutput, ModelIO
-from .msfsr import MSFSR, MSFSR_CONFIGS, MSFSRConfig
+from .msfsr import BOUNDARIES_68, MSFSR, MSFSR_CONFIGS, MSFSRConfig
 from .panini import PANINI_CONFIGS, Panini, PaniniConfig
 from .pfsr import PFSR, PFSR_CONFIGS, PFSR_X4_CONFIGS, PFSRConfig
 from .weights import WeightsError, load_into, read_metadata, read_state_dict
@@ -83,7 +83,11 @@ _register(ModelSpec("pfsr_x4", PFSR, PFSR_X4_CONFIGS, PFSRConfig.from_dict, _pfs
 
 
 def _msfsr_io(config: MSFSRConfig) -> ModelIO:
-    return ModelIO(input_size=config.input_size, scale=config.scale)
+    side = config.input_size * config.scale // 2  # the last stage's input
+    boundaries = ExtraOutput("boundaries", (len(BOUNDARIES_68), side, side), (0.0, 1.0),
+                             "the last stage's facial boundary maps (jaw, brows, nose, eyes, lips) at its input size; "
+                             "trained towards [0, 1], not clamped")
+    return ModelIO(input_size=config.input_size, scale=config.scale, extra_outputs=(boundaries,))
 
 
 _register(ModelSpec("msfsr", MSFSR, MSFSR_CONFIGS, MSFSRConfig.from_dict, _msfsr_io, ("msfsr_utk.safetensors",),

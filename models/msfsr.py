@@ -232,19 +232,19 @@ class MSFSR(nn.Module):
         return results
 
     def unroll(self, lr: torch.Tensor, steps: int | None = None, last_heatmap: bool = False):
-        """The common SR-model interface: ([output of stages 1..steps: 32, 64, 128 px], no heatmaps). MSFSR is
-        not recurrent (each stage has its own weights); the list is the per-stage curve that
-        `training.evaluate` reports (smaller outputs bicubic to the HR size there), the export keeps the last."""
-        if last_heatmap:
-            raise ValueError("MSFSR has no landmark output")
+        """The common SR-model interface: ([output of stages 1..steps: 32, 64, 128 px], [their 11 boundary maps
+        at each stage's input size, with `last_heatmap`]). MSFSR is not recurrent (each stage has its own
+        weights); the list is the per-stage curve that `training.evaluate` reports (smaller outputs bicubic to
+        the HR size there); the export keeps the last entries."""
         steps = NUM_STAGES if steps is None else steps
         if not 1 <= steps <= NUM_STAGES:
             raise ValueError(f"MSFSR has stages 1..{NUM_STAGES}, got {steps}")
-        outputs, x = [], lr
+        outputs, boundary_maps, x = [], [], lr
         for stage in self.stages[:steps]:
-            x = stage(x)[2]
+            _, boundaries, x = stage(x)
             outputs.append(x)
-        return outputs, []
+            boundary_maps.append(boundaries)
+        return outputs, boundary_maps if last_heatmap else []
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -162,8 +162,8 @@ def test_unroll_gives_every_stage_output_and_evaluate_reports_the_curve():
     assert [row["step"] for row in rows] == [1, 2, 3] and all(0 < row["psnr"] < 60 for row in rows)
 
 
-def test_lite_exports_with_parity(tmp_path):
-    from export.build import build
+def test_lite_exports_with_parity_and_optional_boundary_maps(tmp_path):
+    from export.build import ExportError, build
     from training.checkpoints import save_weights
 
     torch.manual_seed(0)
@@ -175,6 +175,25 @@ def test_lite_exports_with_parity(tmp_path):
     result = build("msfsr", weights=str(weights), outdir=tmp_path)
     assert result.manifest.checks["parity"]["passed"]
     assert result.manifest.outputs[0].shape[1:] == (3, 128, 128)
+
+    # --with-boundaries: the last stage's 11 boundary maps beside the image, checked against PyTorch too
+    with_maps = build("msfsr", weights=str(weights), outdir=tmp_path, with_boundaries=True)
+    assert with_maps.onnx_path.name == "msfsr_fp32_bd.onnx"
+    assert [(o.name, o.shape[1:]) for o in with_maps.manifest.outputs] == [("sr", (3, 128, 128)),
+                                                                           ("boundaries", (11, 64, 64))]
+    parity = with_maps.manifest.checks["parity"]
+    assert parity["passed"] and parity["maps_max_abs_error"] < 1e-4
+    from runtime.artifact import load_artifact
+    from runtime.backends import create_backend
+
+    lr = torch.rand(2, 3, 16, 16)
+    with create_backend("onnxruntime", load_artifact(with_maps.manifest_path)) as backend:
+        outputs = backend.infer({"lr": lr.numpy()})
+    with torch.no_grad():
+        expected = model.eval().unroll(lr, last_heatmap=True)[1][-1].numpy()
+    np.testing.assert_allclose(outputs["boundaries"], expected, atol=1e-4)
+    with pytest.raises(ExportError, match="no 'boundaries' output"):
+        build("pfsr", random_init=True, config="tiny", outdir=tmp_path, with_boundaries=True)
 
 
 def test_boundary_maps_peak_on_the_polylines():
