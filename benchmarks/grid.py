@@ -67,7 +67,7 @@ def build_grid(split, faces: list[int], names: list[str], weights: dict[str, str
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.grid", description=__doc__.split("\n")[0])
-    p.add_argument("--models", type=lambda s: s.split(","), default=["dic", "dicgan", "pfsr", "panini"])
+    p.add_argument("--models", type=lambda s: s.split(","), default=["dic", "dicgan", "pfsr", "msfsr", "panini"])
     p.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
                    help="weights for a model instead of the shipped ones (repeatable)")
     p.add_argument("--faces", type=lambda s: [int(v) for v in s.split(",")], default=list(DEFAULT_FACES),
