@@ -2,9 +2,9 @@
 
     sequential       python -m runtime.enhance --source V ...            (one loop: decode, detect, SR, compose, encode)
     pipelined        ... --pipelined                                     (three threads, bounded queues)
-    pipelined, N SR workers ... --pipelined --sr-workers N --threads 1   (N frames in the network at once)
+    pipelined, N SR workers ... --pipelined --sr-workers N --threads 1 --max-batch 8  (N batches at once)
     N in one process ... --source V x N, --output out_{source}.mp4      (one model, faces batched across sources)
-                     ... and with --sr-workers W --threads 1
+                     ... and with --sr-workers W --threads 1 --max-batch 8
     N processes      N copies of the sequential command at once, with the runtime's default threads and with 1
 
 Every run writes real H.264/MPEG-4 files (the encode is part of the work), detects every 3rd frame and sends every
@@ -23,6 +23,7 @@ from pathlib import Path
 from .common import detector_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+WORKER_MAX_BATCH = 8  # faces per network call in the SR-worker runs
 
 
 def _command(video: Path, model: Path, out: Path, args, sources: int = 1, pipelined: bool = False,
@@ -33,8 +34,8 @@ def _command(video: Path, model: Path, out: Path, args, sources: int = 1, pipeli
     command += ["--source", str(video)] * sources
     command += ["--output", str(out / ("video_{source}.mp4" if sources > 1 else "video.mp4"))]
     command += ["--detector-model", detector_for(args, video)]
-    if sr_workers > 1:  # each worker runs the network on one core
-        command += ["--sr-workers", str(sr_workers), "--threads", "1"]
+    if sr_workers > 1:  # each worker runs the network on one core, on small batches (less memory, same speed)
+        command += ["--sr-workers", str(sr_workers), "--threads", "1", "--max-batch", str(WORKER_MAX_BATCH)]
     elif threads or args.threads:
         command += ["--threads", str(threads or args.threads)]
     return command + (["--pipelined"] if pipelined else [])
@@ -84,7 +85,7 @@ def compare(args, video: Path, model: Path) -> dict:
             rows[-1]["elapsed_s"] = round(time.perf_counter() - start, 1)  # with process start-up and model loads
             print(json.dumps(rows[-1]), flush=True)
 
-        workers = f"{args.sr_workers} SR workers x 1 thread"
+        workers = f"{args.sr_workers} SR workers x 1 thread, max batch {WORKER_MAX_BATCH}"
         run("sequential")
         run("pipelined", pipelined=True)
         if args.sr_workers > 1:

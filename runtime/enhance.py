@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --pipelined or several sources: SR threads running batches of different frames at "
                         "once (onnxruntime backend). On a CPU, --sr-workers 2 --threads 1 can beat one 2-thread "
                         "run (measure it: `python -m benchmarks.cpu_scaling`); frames are still written in order")
+    p.add_argument("--max-batch", type=_positive_int,
+                   help="at most N faces per network call (default: the model's max batch). On a CPU larger batches "
+                        "are not faster and cost activation memory (PFSR: about 10 MB a face): with several sources "
+                        "or --sr-workers, 8 keeps memory down at the same speed")
     p.add_argument("--threads", type=_positive_int,
                    help="CPU threads of each heavy stage: ONNX Runtime's intra-op threads for the SR model and "
                         "OpenCV's pool (detection, resizing, encoding). Default: their own choice (all cores); with "
@@ -142,9 +146,11 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
     with ExitStack() as stack:
         backends = [stack.enter_context(create_backend(args.backend, artifact, **_backend_options(args, artifact)))
                     for artifact in artifacts]
+        for backend in backends:
+            backend.batch_limit = args.max_batch
         extra = {"models": [str(a.path) for a in artifacts], "backends": [b.name for b in backends],
                  "view": args.view, "upscale": args.upscale, "min_face_px": round(min_face, 1),
-                 "detect_every": args.detect_every, "threads": args.threads}
+                 "detect_every": args.detect_every, "threads": args.threads, "max_batch": args.max_batch}
         if len(args.source) > 1:
             return _run_sources(args, stack, backends, min_face, stop, extra)
         lane = _open_lane(args, stack, backends, min_face)

@@ -87,7 +87,7 @@ def test_pipeline_compare_runs_the_cli_every_way_with_the_same_work(tmp_path):
     (report,) = tmp_path.glob("throughput_*.json")
     result = json.loads(report.read_text())["result"]
     rows = {row["run"]: row for row in result["rows"]}
-    workers = "2 SR workers x 1 thread"
+    workers = "2 SR workers x 1 thread, max batch 8"
     assert set(rows) == {"sequential", "pipelined", f"pipelined, {workers}", "2 sources, 1 process",
                          f"2 sources, 1 process, {workers}", "2 processes", "2 processes x 1 thread"}
     assert result["same_work"] and rows["sequential"]["faces"] >= 7 * 3

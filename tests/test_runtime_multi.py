@@ -173,3 +173,20 @@ def test_parallel_sr_workers_keep_each_sources_order(shared_backend):
         assert stat.frames == 10 and stat.error is None
         for got, want in zip(lane.sink.views, views, strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+def test_batch_limit_caps_the_faces_per_call(shared_backend):
+    """--max-batch: gathering across sources and chunking both stop at the limit (memory on a CPU)."""
+    sizes = []
+
+    class Recording(Jittery):
+        def infer(self, feeds, check_inputs=True):
+            sizes.append(len(next(iter(feeds.values()))))
+            return self.backend.infer(feeds, check_inputs)
+
+    shared_backend.batch_limit = 2
+    recording = Recording(shared_backend)
+    lanes = [_lane(recording, ListSource(_frames(4, seed))) for seed in (1, 2, 3)]
+    stats = run_sources(lanes, [recording], gather_s=0.05)
+    assert all(s.frames == 4 and s.error is None for s in stats)
+    assert sum(sizes) == 12 and max(sizes) == 2

@@ -23,6 +23,8 @@ class Backend:
         name: the backend's CLI name.
         last_latency_ms: wall time of the last `infer` call (results on the host), or None.
         concurrent_infer: `infer` may be called from several threads at once (parallel SR workers).
+        batch_limit: at most this many faces per call (None: the artifact's max batch). On a CPU, where
+            larger batches are not faster, a small limit keeps the activation memory down.
     """
 
     name = "base"
@@ -32,6 +34,7 @@ class Backend:
         self.artifact = artifact
         self.is_active = False
         self.last_latency_ms: float | None = None
+        self.batch_limit: int | None = None
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -43,7 +46,10 @@ class Backend:
 
     @property
     def max_batch(self) -> int:
-        return self.artifact.batch.max
+        return self._limited(self.artifact.batch.max)
+
+    def _limited(self, max_batch: int) -> int:
+        return min(max_batch, self.batch_limit) if self.batch_limit else max_batch
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def activate(self) -> "Backend":

@@ -123,7 +123,7 @@ class TensorRTBackend(Backend):
 
     @property
     def max_batch(self) -> int:
-        return self._max_batch
+        return self._limited(self._max_batch)
 
     def _activate(self) -> None:
         from .cuda_api import load_cuda_api
