@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outdir", type=Path, help="default: benchmarks/results/<machine>/")
     args = p.parse_args(argv)
     payload = {"command": command_line(), "machine": machine_info(), **run(args)}
-    write_results("triton", payload, to_markdown(payload), args.outdir, plot)
+    # one report per model: triton_pfsr_fp32.md, triton_pfsr_x4_fp32.md, ...
+    write_results(f"triton_{args.model.stem}", payload, to_markdown(payload), args.outdir, plot)
     return 0
 
 

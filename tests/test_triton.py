@@ -313,7 +313,8 @@ def test_benchmark_runs_and_writes_its_reports(server_env, pfsr_onnx, tmp_path):
 
     assert main(["--model", str(pfsr_onnx), "--seconds", "0.5", "--rounds", "1", "--clients", "1,2",
                  "--outdir", str(tmp_path)]) == 0
-    rows = {(r["mode"], r["clients"]): r for r in json.loads((tmp_path / "triton.json").read_text())["rows"]}
+    report = tmp_path / f"triton_{pfsr_onnx.stem}.json"
+    rows = {(r["mode"], r["clients"]): r for r in json.loads(report.read_text())["rows"]}
     assert len(rows) == 5 and all(r["requests"] > 0 and r["faces_per_s"] > 0 for r in rows.values())
     assert rows[("triton, dynamic batching off", 2)]["mean_batch"] == 1
-    assert (tmp_path / "triton.md").read_text().count("| triton, dynamic batching") == 4
+    assert report.with_suffix(".md").read_text().count("| triton, dynamic batching") == 4
