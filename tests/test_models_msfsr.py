@@ -220,13 +220,20 @@ def test_msfsr_task_trains_stage_by_stage():
     task = get_task("msfsr")
     model = task.build_model(task.resolve_config({"features": 16, "boundary_width": 16, "boundary_blocks": 1,
                                                   "hourglasses": 1}))
+    batch = sample_batch(_fake_split(), np.arange(4))
     task.set_iteration(0, 100)
     assert task.active == 1 and not task.final_model_ready
     task.set_iteration(20, 100)
     assert task.active == 2
+    task.loss(model, batch)  # stage 2 joined during the run: it starts as a copy of stage 1 (the forward
+    # pass of this loss moves BatchNorm's running statistics, so compare the weights)
+    assert all(torch.equal(a, b) for a, b in zip(model.stages[0].parameters(), model.stages[1].parameters()))
+    assert not torch.equal(model.stages[2].BUM[0].weight, model.stages[1].BUM[0].weight)
+    resumed = get_task("msfsr")
+    resumed.set_iteration(99, 100)  # a resumed run: its stages were trained before, nothing is copied
+    assert resumed.active == 3 and resumed._joining == []
     task.set_iteration(99, 100)
     assert task.active == 3 and task.final_model_ready
-    batch = sample_batch(_fake_split(), np.arange(4))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(8):

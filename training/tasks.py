@@ -8,6 +8,7 @@ the loss, and produce the SR image used for validation. Every task also has
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,7 @@ EXTRA_DIC_CONFIGS = {
     "cpu_demo": DICConfig(num_features=16, num_groups=2, hg_num_feature=32, num_fusion_block=1, num_steps=2),
 }
 
+log = logging.getLogger(__name__)
 __all__ = ["EXTRA_DIC_CONFIGS", "Batch", "DICTask", "DICGANTask", "DICLandmarkTask", "MSFSRTask", "PFSRTask", "ProgressiveSchedule", "TASKS",
            "get_task", "sample_batch", "attention_map", "weighted_heatmap_mse"]
 
@@ -512,8 +514,11 @@ class MSFSRTask(_Task):
     and the boundary targets from the 68 labels at the stage's input size (`training.boundaries`).
 
     Stage by stage: the first `fractions[0]` of the iterations train stage 1 alone, then stages 1-2, then all
-    three (later stages are only candidates for "best" once all run). The paper's GAN term at the last stage
-    is left out (PSNR-oriented weights); loss weights are not published upstream, these are ours.
+    three (later stages are only candidates for "best" once all run). A stage that joins during the run starts
+    from a copy of the stage before it (the stages have the same shapes and all learn a x2 face upscale; the
+    first session's run, with stage 3 from random weights, stayed below bicubic 1,300 iterations after stage 3
+    joined). A resumed run whose stages are already active copies nothing. The paper's GAN term at the last
+    stage is left out (PSNR-oriented weights); loss weights are not published upstream, these are ours.
     """
 
     name = "msfsr"
@@ -525,6 +530,8 @@ class MSFSRTask(_Task):
             foreground_weight
         self.fractions = fractions
         self.active = len(fractions)
+        self._seen_active: int | None = None  # the active count at the previous iteration of this run
+        self._joining: list[int] = []  # stages (0-based) to initialise from the stage before at the next loss
 
     @classmethod
     def from_args(cls, args) -> "MSFSRTask":
@@ -537,6 +544,9 @@ class MSFSRTask(_Task):
     def set_iteration(self, iteration: int, total: int) -> None:
         bounds = np.cumsum(self.fractions) * total
         self.active = int(min(len(self.fractions), 1 + np.searchsorted(bounds, iteration, side="right")))
+        if self._seen_active is not None and self.active > self._seen_active:
+            self._joining += list(range(self._seen_active, self.active))
+        self._seen_active = self.active
 
     def status(self) -> str:
         return f"stages 1-{self.active}"
@@ -544,6 +554,10 @@ class MSFSRTask(_Task):
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict]:
         from .boundaries import BOUNDARY_SIGMAS, boundary_maps
 
+        for stage in self._joining:
+            model.stages[stage].load_state_dict(model.stages[stage - 1].state_dict())
+            log.info("msfsr: stage %d starts from a copy of stage %d", stage + 1, stage)
+        self._joining = []
         x, parts = batch.lr, {"l1": 0.0, "boundary": 0.0}
         total = torch.zeros((), device=x.device)
         landmarks = batch.landmarks.cpu().numpy()
