@@ -33,10 +33,17 @@ def flops_per_face(model, steps: int, landmarks: bool = False) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    shadow = copy.deepcopy(model).to("meta")
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        shadow.unroll(torch.empty(1, 3, 16, 16, device="meta"), steps, last_heatmap=landmarks)
+    side = model_input_side(model)
+    shadow = copy.deepcopy(model).to("meta").requires_grad_(False)  # the counter's module hooks trip over
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:  # parameters that need grad (Panini)
+        shadow.unroll(torch.empty(1, 3, side, side, device="meta"), steps, last_heatmap=landmarks)
     return float(counter.get_total_flops())
+
+
+def model_input_side(model) -> int:
+    """The LR side the model takes (16 for most; Panini and the x4 PFSR declare theirs in the config)."""
+    config = model.config
+    return getattr(config, "in_size", None) or getattr(config, "input_size", None) or 16
 
 
 def _inputs(batch: int, size: int) -> list[np.ndarray]:
