@@ -168,7 +168,7 @@ def to_markdown(payload: dict) -> str:
             f"{payload['seconds']} s in each of {payload['rounds']} interleaved rounds (faces/s over all rounds, "
             f"latency percentiles over all requests); dynamic batching waits up to {payload['queue_delay_us']} µs. "
             f"Mean executed batch = the server's inference_count / execution_count. Load average before / after: "
-            f"{loads[0]} / {loads[1]} (a training job shared the CPU, so rounds vary).\n\n{table}")
+            f"{loads[0]} / {loads[1]} (anything else running shows here).\n\n{table}")
 
 
 def plot(payload: dict, path: Path) -> None:
