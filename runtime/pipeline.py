@@ -336,16 +336,11 @@ def run_stream(source: Source, sink: Sink, enhancer: Enhancer, max_frames: int |
 def _step(source: Source, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_meter: FpsMeter,
           read_timeout: float) -> bool:
     """Read, process and write one frame; False when the run should end."""
-    timer = enhancer.timer
-    with timer.stage("decode"):
-        status, frame = source.read(read_timeout)
-    if status is ReadStatus.EOS:
+    frame = read_frame(source, stats, enhancer.timer, read_timeout)
+    if frame is ReadStatus.EOS:
         return False
-    if status is not ReadStatus.OK:
-        stats.timeouts += status is ReadStatus.TIMEOUT
-        stats.read_errors += status is ReadStatus.ERROR
+    if frame is None:
         return True
-    stats.frames_read += 1
     try:
         result = enhancer.process(frame, stats.frames_read - 1, fps_meter.fps)
     except SourceError as err:
@@ -353,6 +348,21 @@ def _step(source: Source, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_m
         stats.bad_frames += 1
         return True
     return write_result(result, sink, enhancer, stats, fps_meter)
+
+
+def read_frame(source: Source, stats: RunStats, timer: StageTimer, read_timeout: float):
+    """One frame from the source, counted in `stats`: the frame; None after a timeout or a read error;
+    ReadStatus.EOS at the end. Waiting for the frame counts towards its decode time."""
+    with timer.stage("decode"):
+        status, frame = source.read(read_timeout)
+    if status is ReadStatus.EOS:
+        return ReadStatus.EOS
+    if status is not ReadStatus.OK:
+        stats.timeouts += status is ReadStatus.TIMEOUT
+        stats.read_errors += status is ReadStatus.ERROR
+        return None
+    stats.frames_read += 1
+    return frame
 
 
 def write_result(result: FrameResult, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_meter: FpsMeter) -> bool:

@@ -20,7 +20,7 @@ import queue
 import threading
 
 from .errors import RuntimeToolkitError, SinkError, SourceError
-from .pipeline import Enhancer, RunStats, StopSignals, write_result
+from .pipeline import Enhancer, RunStats, StopSignals, read_frame, write_result
 from .progress import Progress
 from .sinks import Sink
 from .sources import ReadStatus, Source
@@ -60,15 +60,9 @@ def read_and_prepare_one(source: Source, enhancer: Enhancer, stats: RunStats, ti
                          read_timeout: float, label: str = ""):
     """Read one frame and prepare it on `timer` (one frame of it): the PreparedFrame; None when there was
     nothing to pass on (a timeout, a read error or a bad frame, counted in `stats`); ReadStatus.EOS at the end."""
-    with timer.stage("decode"):
-        status, frame = source.read(read_timeout)
-    if status is ReadStatus.EOS:
-        return ReadStatus.EOS
-    if status is not ReadStatus.OK:
-        stats.timeouts += status is ReadStatus.TIMEOUT
-        stats.read_errors += status is ReadStatus.ERROR
-        return None
-    stats.frames_read += 1
+    frame = read_frame(source, stats, timer, read_timeout)
+    if frame is ReadStatus.EOS or frame is None:
+        return frame
     try:
         return enhancer.prepare(frame, stats.frames_read - 1, timer)
     except SourceError as err:
