@@ -9,11 +9,14 @@
 
 Every run writes real H.264/MPEG-4 files (the encode is part of the work), detects every 3rd frame and sends every
 confirmed face through the network (--enhance-all). Reported: FPS per source, total faces/s, capture-to-output
-latency p50/p95 and peak memory (the sum over processes where there are several), from each run's own summary.
+latency p50/p95 and peak memory (the sum over processes where there are several), from each run's own summary,
+and how many cores the run kept busy (the processes' user + system CPU time over the wall time): a run that keeps
+every core busy can only go faster by doing less work per face.
 """
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -52,6 +55,12 @@ def _wait(proc: subprocess.Popen, summary: Path) -> dict:
     return json.loads(summary.read_text())
 
 
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished (waited-for) children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _row(name: str, summaries: list[dict], sources: int) -> dict:
     """One table row from the summaries of the processes of one way of running."""
     per_source = [s for summary in summaries for s in summary.get("sources", [summary])]
@@ -77,12 +86,14 @@ def compare(args, video: Path, model: Path) -> dict:
             outs = [Path(scratch) / f"{name}-{i}" for i in range(processes)]
             for out in outs:
                 out.mkdir()
-            start = time.perf_counter()
+            start, cpu_before = time.perf_counter(), _children_cpu_s()
             procs = [_launch(_command(video, model, out, args, sources, pipelined, sr_workers, threads))
                      for out in outs]
             summaries = [_wait(proc, out / "summary.json") for proc, out in zip(procs, outs)]
             rows.append(_row(name, summaries, sources * processes))
-            rows[-1]["elapsed_s"] = round(time.perf_counter() - start, 1)  # with process start-up and model loads
+            elapsed = time.perf_counter() - start  # with process start-up and model loads
+            rows[-1]["elapsed_s"] = round(elapsed, 1)
+            rows[-1]["cores_busy"] = round((_children_cpu_s() - cpu_before) / elapsed, 2)
             print(json.dumps(rows[-1]), flush=True)
 
         workers = f"{args.sr_workers} SR workers x 1 thread, max batch {WORKER_MAX_BATCH}"
@@ -104,7 +115,7 @@ def compare(args, video: Path, model: Path) -> dict:
     return {"sr_share_sequential": None if sr_share is None else round(sr_share, 3),
             # Overlapping the other stages with SR can at most remove them from the frame time, and only when
             # SR does not need the cores they use.
-            "pipelining_bound": None if not sr_share else round(1 / sr_share, 3),"video": str(video), "model": str(model), "frames_per_source": args.frames,
+            "pipelining_bound": None if not sr_share else round(1 / sr_share, 3), "video": str(video), "model": str(model), "frames_per_source": args.frames,
             "detect_every": args.detect_every, "rows": rows,
             "pipelined_speedup": round(pipelined["faces_per_s"] / sequential["faces_per_s"], 3),
             "best_pipelined": pipelined["run"],
@@ -116,9 +127,10 @@ def to_markdown(payload: dict) -> str:
 
     r = payload["result"]
     headers = ["run", "sources", "processes", "FPS per source", "faces/s (total)", "latency p50 ms",
-               "latency p95 ms", "peak RSS MB (sum)", "wall s"]
+               "latency p95 ms", "peak RSS MB (sum)", "CPU cores busy", "wall s"]
     rows = [[row["run"], row["sources"], row["processes"], row["fps_per_source"], row["faces_per_s"],
-             row["latency_p50_ms"], row["latency_p95_ms"], row["peak_rss_mb"], row["wall_s"]] for row in r["rows"]]
+             row["latency_p50_ms"], row["latency_p95_ms"], row["peak_rss_mb"], row.get("cores_busy", "-"),
+             row["wall_s"]] for row in r["rows"]]
     return (f"# Throughput — {Path(r['model']).name} on {payload['machine'].get('gpu') or payload['machine']['cpu']} "
             f"({payload['machine']['cores']} cores)\n\n"
             f"Command: `{payload['command']}`  \nVideo `{Path(r['video']).name}`, {r['frames_per_source']} frames per "
@@ -129,6 +141,8 @@ def to_markdown(payload: dict) -> str:
             f"{100 * r['sr_share_sequential']:.0f}% of the frame time, so overlapping the other stages with it gives "
             f"at most {r['pipelining_bound']}x; more needs SR itself to use the cores better (SR workers).\n\n"
             + markdown_table(headers, rows) +
+            f"\nCPU cores busy: the runs' CPU time over their elapsed time (model loading included), out of "
+            f"{payload['machine']['cores']}.\n"
             "\nLatency is from a frame leaving the decoder to its output being written; with files the readers run "
             "ahead until the queues are full, so the pipelined and multi-source latencies here include that "
             "queueing (a live camera drops frames instead).\n")

@@ -517,14 +517,15 @@ class MSFSRTask(_Task):
     three (later stages are only candidates for "best" once all run). A stage that joins during the run starts
     from a copy of the stage before it (the stages have the same shapes and all learn a x2 face upscale; the
     first session's run, with stage 3 from random weights, stayed below bicubic 1,300 iterations after stage 3
-    joined). A resumed run whose stages are already active copies nothing. The paper's GAN term at the last
+    joined). A resumed run whose stages are already active copies nothing. Most iterations go to the last
+    stage: only its output is the model's result, and stages 1-2 keep training with it. The paper's GAN term at the last
     stage is left out (PSNR-oriented weights); loss weights are not published upstream, these are ours.
     """
 
     name = "msfsr"
 
     def __init__(self, boundary_weight: float = 1.0, coarse_weight: float = 0.5, foreground_weight: float = 10.0,
-                 fractions: tuple[float, ...] = (0.15, 0.25, 0.6)):
+                 fractions: tuple[float, ...] = (0.1, 0.15, 0.75)):
         super().__init__()
         self.boundary_weight, self.coarse_weight, self.foreground_weight = boundary_weight, coarse_weight, \
             foreground_weight
