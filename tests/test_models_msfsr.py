@@ -140,6 +140,26 @@ def test_sizes_of_the_configs():
     assert (io.input_size, io.output_size, io.is_recurrent) == (16, 128, False)
 
 
+def test_upsample_skip_starts_each_stage_at_bilinear_and_keeps_the_parameter_layout():
+    from dataclasses import replace
+
+    skip_config = MSFSR_CONFIGS["lite"]
+    assert skip_config.upsample_skip and not MSFSR_CONFIGS["default"].upsample_skip
+    plain = MSFSRStage(replace(skip_config, upsample_skip=False)).eval()
+    stage = MSFSRStage(skip_config).eval()
+    assert {k: v.shape for k, v in stage.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    for last_conv in (stage.BUM[-2], stage.BFM_Tail[-2]):  # the convs before PixelShuffle and before the Tanh
+        nn.init.zeros_(last_conv.weight)
+        if last_conv.bias is not None:
+            nn.init.zeros_(last_conv.bias)
+    x = torch.rand(2, 3, 16, 16)
+    bilinear = nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        coarse, _, output = stage(x)
+    torch.testing.assert_close(coarse, bilinear)
+    torch.testing.assert_close(output, bilinear)
+
+
 def test_unroll_gives_every_stage_output_and_evaluate_reports_the_curve():
     from training.data import FaceSplit
     from training.evaluate import evaluate_model
