@@ -78,3 +78,13 @@ GALLERY_MAX_ROWS = 3  # the strip wraps onto at most this many rows of smaller t
 #   16-24 px faces (K = 4, 12 faces) and gains 0.36 dB on 12-16 px faces (K = 8).
 # Real framing is less kind than aligned crops, so the rule takes the smaller: faces no larger than the input.
 CROSSOVER_RATIO = 1.0
+# And only when it is shown at least MIN_MAGNIFICATION_RATIO x the model's own scale (output / input side)
+# times its recorded size: a model's output shrunk for display keeps its framing and colour errors but loses
+# the detail it added. Whole frames (`python -m benchmarks.frames`, before this rule): the x4 model shown 2x
+# lost 1.32 dB on 24-32 px faces; the x8 model shown 4x lost 0.13 / 0.04 dB on 12-16 / 16-24 px faces and
+# gained 0.36 dB on 12-16 px faces shown 8x; the x4 model shown 4x: +0.09 dB on 24-32 px faces.
+MIN_MAGNIFICATION_RATIO = 1.0
+# Nor when it is smaller than MIN_INPUT_RATIO x the model's input side: the crop is then interpolated up to
+# the input, a blur the models were not trained on. Whole frames, x4 model (32 px input) shown 4x: 12-16 px
+# faces -0.27 dB, 16-24 px -0.15 dB (-0.12 with a floor of 0.6 x the input), 24-32 px +0.09 dB.
+MIN_INPUT_RATIO = 0.75

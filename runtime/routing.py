@@ -14,20 +14,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .constants import CROSSOVER_RATIO
+from .constants import CROSSOVER_RATIO, MIN_INPUT_RATIO, MIN_MAGNIFICATION_RATIO
 
 
 @dataclass(frozen=True)
 class ModelFit:
-    """What routing needs to know about one model: its input and output sides and its crossover."""
+    """What routing needs to know about one model: its input and output sides and the native face sizes it
+    takes (from `min_native_px` up to its crossover)."""
 
     input_px: int
     output_px: int
     crossover_px: float
+    min_native_px: float = 0.0
+
+    @property
+    def scale(self) -> float:
+        return self.output_px / self.input_px
 
     @classmethod
     def for_sides(cls, input_px: int, output_px: int, ratio: float = CROSSOVER_RATIO) -> "ModelFit":
-        return cls(input_px, output_px, ratio * input_px)
+        return cls(input_px, output_px, ratio * input_px, MIN_INPUT_RATIO * input_px)
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,16 @@ def route(native_px: float, display_px: float, models: list[ModelFit], force: bo
         return Route(best_fit(native_px, models), "forced")
     if display_px <= native_px:
         return Route(None, "shown at or below its recorded size")
-    takers = [i for i, model in enumerate(models) if native_px <= model.crossover_px]
-    if not takers:
+    if all(native_px > model.crossover_px for model in models):
         largest = max(model.crossover_px for model in models)
         return Route(None, f"{native_px:.0f} px is above every model's crossover ({largest:.0f} px)")
+    in_range = [i for i, model in enumerate(models) if model.min_native_px <= native_px <= model.crossover_px]
+    if not in_range:
+        return Route(None, f"{native_px:.0f} px is too small for the models' inputs (the input would be a blur)")
+    magnification = display_px / native_px
+    takers = [i for i in in_range if magnification >= MIN_MAGNIFICATION_RATIO * models[i].scale]
+    if not takers:
+        least = min(models[i].scale for i in in_range)
+        return Route(None, f"shown {magnification:.1f}x its recorded size, less than the x{least:g} its "
+                           "model would add")
     return Route(best_fit(native_px, models, takers), "enhanced")

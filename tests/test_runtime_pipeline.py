@@ -432,6 +432,9 @@ X8, X4 = ModelFit(16, 128, 24.0), ModelFit(32, 128, 48.0)
     (60, 240, None),  # above every model's crossover: interpolate
     (20, 20, None),  # shown at its recorded size: never enhanced
     (20, 15, None),
+    (26, 52, None),  # shown 2x: the x4 model's output would be shrunk, losing what it added
+    (12, 48, 1),  # shown 4x: too little for the x8 model, enough for the x4 one
+    (12, 95, 1),
 ])
 def test_route_picks_the_best_fitting_model_or_none(native, display, expected):
     assert route(native, display, [X8, X4]).model == expected
@@ -441,6 +444,16 @@ def test_route_force_and_a_single_model():
     assert route(20, 20, [X8, X4], force=True) == Route(0, "forced")
     assert route(30, 240, [X8]).model is None  # 30 px > the x8 model's crossover of 24 px
     assert "crossover" in route(30, 240, [X8]).reason
+    assert route(12, 48, [X8]) == Route(None, "shown 4.0x its recorded size, less than the x8 its model would add")
+
+
+def test_route_keeps_faces_too_small_for_the_models_input():
+    x8, x4 = ModelFit.for_sides(16, 128), ModelFit.for_sides(32, 128)
+    assert (x8.min_native_px, x4.min_native_px) == (12.0, 24.0)
+    assert route(20, 80, [x8, x4]).model is None  # x4 would interpolate 20 px up to 32; the x8 needs 8x
+    assert "too small" in route(10, 80, [x8, x4]).reason
+    assert route(12, 96, [x8, x4]).model == 0
+    assert route(26, 104, [x8, x4]).model == 1
 
 
 def test_a_face_the_best_fit_rejects_goes_to_a_model_that_takes_it():
@@ -454,22 +467,26 @@ def test_enhancer_keeps_faces_shown_at_their_recorded_size(backend):
     at_one = _enhancer(backend, [_det(100, 100, 20)]).process(frame, 0)
     assert at_one.faces[0].sr is None and "recorded size" in at_one.faces[0].route
     np.testing.assert_array_equal(at_one.view[60:200, 60:200], frame[60:200, 60:200])  # untouched
-    at_four = _enhancer(backend, [_det(100, 100, 14)], upscale=4.0).process(frame, 0)  # within the input size
-    assert at_four.faces[0].sr is not None and at_four.view.shape == (960, 1280, 3)
-    too_large = _enhancer(backend, [_det(100, 100, 20)], upscale=4.0).process(frame, 0)  # above the crossover
+    at_four = _enhancer(backend, [_det(100, 100, 14)], upscale=4.0).process(frame, 0)  # less than the model's x8
+    assert at_four.faces[0].sr is None and "less than the x8" in at_four.faces[0].route
+    at_eight = _enhancer(backend, [_det(100, 100, 14)], upscale=8.0).process(frame, 0)  # within the input size
+    assert at_eight.faces[0].sr is not None and at_eight.view.shape == (1920, 2560, 3)
+    too_large = _enhancer(backend, [_det(100, 100, 20)], upscale=8.0).process(frame, 0)  # above the crossover
     assert too_large.faces[0].sr is None and "crossover" in too_large.faces[0].route
 
 
 def test_large_faces_go_to_a_64_px_input_model_with_a_1024_px_output(make_artifact):
     """Panini_SR's I/O (64 -> 1024) beside a 16 -> 128 model: each face goes to the model that fits it, and the
-    1024-px output is resized into the face's place in the frame."""
+    1024-px output is resized into the face's place in the frame (forced: shown 4x, less than either model's
+    scale, routing alone would keep both faces)."""
     small = load_artifact(make_artifact("x8", mode="linear", in_size=16, out_size=128))
     large = load_artifact(make_artifact("panini_io", mode="linear", in_size=64, out_size=1024, batch_max=2))
     frame = np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     faces = [_det(100, 100, 14), _det(400, 200, 60)]
     with create_backend("onnxruntime", small, providers=CPU) as b16, \
             create_backend("onnxruntime", large, providers=CPU) as b64:
-        result = Enhancer([b16, b64], FakeDetector(faces), EnhanceConfig(upscale=4.0)).process(frame, 0)
+        result = Enhancer([b16, b64], FakeDetector(faces), EnhanceConfig(upscale=4.0, enhance_all=True)).process(
+            frame, 0)
     small_face, large_face = sorted(result.faces, key=lambda f: f.box[0])
     assert small_face.lr.shape == (16, 16, 3) and small_face.sr.shape == (128, 128, 3)
     assert large_face.lr.shape == (64, 64, 3) and large_face.sr.shape == (1024, 1024, 3)
