@@ -60,7 +60,8 @@ def route(native_px: float, display_px: float, models: list[ModelFit], force: bo
         return Route(None, f"{native_px:.0f} px is above every model's crossover ({largest:.0f} px)")
     in_range = [i for i, model in enumerate(models) if model.min_native_px <= native_px <= model.crossover_px]
     if not in_range:
-        return Route(None, f"{native_px:.0f} px is too small for the models' inputs (the input would be a blur)")
+        ranges = ", ".join(f"{model.min_native_px:.0f}-{model.crossover_px:.0f}" for model in models)
+        return Route(None, f"{native_px:.0f} px is outside every model's range ({ranges} px)")
     magnification = display_px / native_px
     takers = [i for i in in_range if magnification >= MIN_MAGNIFICATION_RATIO * models[i].scale]
     if not takers:
