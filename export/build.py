@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runtime.contract import BatchProfile, OnnxManifest, TensorSpec, WeightsInfo, write_manifest
@@ -167,6 +167,7 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
         fp32, parity = _verified(reference, fp32_path, inputs, outputs, batch)
         checks, conversion = {"parity": parity}, {}
         if row.convert is not None:
+            options = with_model_defaults(options, row, io, fp32_path)
             conversion, checks["accuracy"] = make_precision_onnx(fp32, published, row, options, calibration)
         checks["tensorrt_compat"] = check_tensorrt_compat(published, trt_targets)
         manifest = OnnxManifest(
@@ -209,6 +210,21 @@ def _load_calibration(options: PrecisionOptions, input_size: int):
         return default_set(input_size=input_size)
     except CalibrationError as err:
         raise ExportError(str(err)) from err
+
+
+def with_model_defaults(options: PrecisionOptions, row, io, fp32_path: Path) -> PrecisionOptions:
+    """Add the model's own int8 fp32 keep-list (`ModelIO.int8_keep_*`) unless --exclude-op-types was given."""
+    from .precision import nodes_reading
+
+    if row.name != "int8" or options.exclude_op_types is not None:
+        return options
+    if not (io.int8_keep_ops or io.int8_keep_weights):
+        return options
+    nodes = nodes_reading(fp32_path, io.int8_keep_weights)
+    log.info("int8: this model keeps %s and %d nodes reading %s in fp32", ", ".join(io.int8_keep_ops) or "no op types",
+             len(nodes), ", ".join(io.int8_keep_weights) or "no weights")
+    return replace(options, exclude_op_types=tuple(row.keep_fp32_ops) + io.int8_keep_ops,
+                   exclude_nodes=tuple(options.exclude_nodes) + nodes)
 
 
 def make_precision_onnx(fp32, out_path: Path, row, options: PrecisionOptions, calibration=None) -> tuple[dict, dict]:

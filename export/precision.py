@@ -279,6 +279,19 @@ def get_precision(name: str) -> Precision:
 # --- helpers ------------------------------------------------------------------------------------
 
 
+def nodes_reading(onnx_path: str | os.PathLike, weight_patterns) -> tuple[str, ...]:
+    """Names of the nodes that take a weight (initializer) whose name matches one of the fnmatch patterns."""
+    from fnmatch import fnmatchcase
+
+    import onnx
+
+    if not weight_patterns:
+        return ()
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    weights = {w.name for w in graph.initializer if any(fnmatchcase(w.name, p) for p in weight_patterns)}
+    return tuple(n.name for n in graph.node if weights.intersection(n.input))
+
+
 def _check_node_names(model, names, what: str) -> None:
     missing = sorted(set(names) - {n.name for n in model.graph.node})
     if missing:

@@ -31,6 +31,9 @@ class ModelIO:
         recurrent_steps: the most steps a recurrent model unrolls; None for a model that is not recurrent.
         extra_outputs: optional outputs an export may add (`--with-landmarks` adds "landmarks").
         folds_batchnorm: BatchNorm is folded into the convolutions for inference (export, benchmarks).
+        int8_keep_ops: op types this model keeps in fp32 at int8, on top of the precision's defaults.
+        int8_keep_weights: fnmatch patterns of weight names: the nodes reading them stay fp32 at int8 (names
+            survive re-export, node names do not).
     """
 
     input_size: int
@@ -38,6 +41,8 @@ class ModelIO:
     recurrent_steps: int | None = None
     extra_outputs: tuple[ExtraOutput, ...] = ()
     folds_batchnorm: bool = False
+    int8_keep_ops: tuple[str, ...] = ()
+    int8_keep_weights: tuple[str, ...] = ()
 
     @property
     def output_size(self) -> int:

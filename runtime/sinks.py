@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,8 +20,12 @@ log = logging.getLogger(__name__)
 
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 DEFAULT_FPS = 25.0
-# cv2.VideoWriter.write reports nothing: every this many frames the file must have grown, else writing failed
+# cv2.VideoWriter.write reports nothing: every this many frames the file is checked for a failed write
 SIZE_CHECK_EVERY = 10
+# A file that has not grown is only an error when it cannot grow: less than this left on the disk or under the
+# process's file size limit (FFmpeg writes in chunks of 256 KB, so a quiet, low-bitrate video can go 30 frames
+# without growing)
+NO_ROOM_BYTES = 1 << 20
 QUIT_KEYS = (ord("q"), 27)  # q, Esc
 PAUSE_KEY, VIEW_KEY = ord(" "), ord("v")
 
@@ -58,9 +63,9 @@ class VideoFileSink(Sink):
     """cv2.VideoWriter, opened at the first frame's size rounded up to even (most codecs need even sizes).
     Later frames of another size are resized to it.
 
-    OpenCV's writer never reports a failed write (a full disk, a file size limit), so the file must grow
-    every SIZE_CHECK_EVERY frames, and on close it is read back: fewer playable frames than written is a
-    SinkError that says how many made it."""
+    OpenCV's writer never reports a failed write (a full disk, a file size limit), so every SIZE_CHECK_EVERY
+    frames a file that has stopped growing with no room left is a SinkError, and on close the file is read back:
+    fewer playable frames than written is a SinkError that says how many made it."""
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None):
         self.path = Path(path)
@@ -98,9 +103,9 @@ class VideoFileSink(Sink):
 
     def _check_growing(self) -> None:
         size = self.path.stat().st_size if self.path.exists() else 0
-        if size <= self._bytes_at_check:
+        if size <= self._bytes_at_check and _room_left(self.path, size) < NO_ROOM_BYTES:
             raise SinkError(f"--output {self.path}: the file stopped growing at {size} bytes while writing frame "
-                            f"{self.frames} (disk full, file size limit or device gone?); check free space.")
+                            f"{self.frames} (disk full or file size limit); check free space.")
         self._bytes_at_check = size
 
     def close(self) -> None:
@@ -112,6 +117,17 @@ class VideoFileSink(Sink):
         if playable < self.frames:
             raise SinkError(f"--output {self.path}: {playable} of {self.frames} written frames are playable (disk "
                             "full or file size limit?); check free space.")
+
+
+def _room_left(path: Path, size: int) -> int:
+    """Bytes the file can still grow by: free space on its disk, or less under RLIMIT_FSIZE."""
+    room = shutil.disk_usage(path.parent).free
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return room
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return room if limit == resource.RLIM_INFINITY else min(room, limit - size)
 
 
 def playable_frames(path: Path) -> int:

@@ -152,3 +152,33 @@ def test_int8_cli_with_too_small_calibration_set(tiny_weights, tmp_path, caplog)
     assert rc == 2
     assert "received 4 inputs, expected at least 32" in caplog.text
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+# --- a model's own int8 keep-list -------------------------------------------------------------------
+
+
+def test_the_model_keep_list_selects_nodes_by_weight_name_and_yields_to_the_user(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.build import with_model_defaults
+    from export.precision import get_precision, nodes_reading
+    from models import MSFSR_CONFIGS, model_io
+
+    weights = [numpy_helper.from_array(np.zeros((3, 3, 1, 1), np.float32), name)
+               for name in ("stages.0.BUM.0.weight", "stages.0.BUM.3.weight")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "stages.0.BUM.0.weight"], ["a"], name="first"),
+         helper.make_node("Conv", ["a", "stages.0.BUM.3.weight"], ["y"], name="second")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])], weights)
+    path = tmp_path / "two_convs.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert nodes_reading(path, ("*stages.*.BUM.0.weight",)) == ("first",)
+
+    int8, fp16 = get_precision("int8"), get_precision("fp16")
+    io = model_io("msfsr", MSFSR_CONFIGS["lite"])
+    chosen = with_model_defaults(PrecisionOptions(), int8, io, path)
+    assert chosen.exclude_op_types == ("Resize", "Tanh", "Add") and chosen.exclude_nodes == ("first",)
+    users = PrecisionOptions(exclude_op_types=("Resize",))
+    assert with_model_defaults(users, int8, io, path) == users  # --exclude-op-types replaces every default
+    assert with_model_defaults(PrecisionOptions(), fp16, io, path) == PrecisionOptions()

@@ -206,3 +206,41 @@ def test_best_crop_store_remembers_a_bounded_number_of_tracks(tmp_path):
     assert len(store._scores) == 3 and list(store._scores) == [5, 6, 7]
     assert store.offer(7, crop, 20, crop) is None  # a remembered track keeps its best
     assert len(list((tmp_path / "crops").iterdir())) == 7  # every saved file stays on disk
+
+
+class _BufferingWriter:
+    """A cv2.VideoWriter that keeps every frame in its buffer: the file does not grow (as FFmpeg's 256 KB
+    chunks do not for a quiet, low-bitrate video)."""
+
+    def __init__(self, *args):
+        pass
+
+    def isOpened(self):
+        return True
+
+    def write(self, frame):
+        pass
+
+    def release(self):
+        pass
+
+
+def test_a_video_file_that_does_not_grow_is_only_an_error_when_it_has_no_room(tmp_path, monkeypatch):
+    import numpy as np
+
+    from runtime import sinks
+    from runtime.errors import SinkError
+
+    monkeypatch.setattr(sinks.cv2, "VideoWriter", _BufferingWriter)
+    frame = np.zeros((32, 32, 3), np.uint8)
+    buffering = sinks.VideoFileSink(tmp_path / "quiet.mp4")
+    for _ in range(3 * sinks.SIZE_CHECK_EVERY):  # plenty of room: buffered, not failed
+        buffering.write(frame)
+    assert buffering.frames == 3 * sinks.SIZE_CHECK_EVERY
+
+    monkeypatch.setattr(sinks, "_room_left", lambda path, size: 4096)  # a full disk
+    full = sinks.VideoFileSink(tmp_path / "full.mp4")
+    with pytest.raises(SinkError, match="check free space"):
+        for _ in range(sinks.SIZE_CHECK_EVERY):
+            full.write(frame)
+    assert full.frames == sinks.SIZE_CHECK_EVERY
