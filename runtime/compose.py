@@ -24,6 +24,7 @@ TEXT_COLOR = (255, 255, 255)
 LANDMARK_COLOR = (0, 255, 255)  # yellow dots (BGR)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 SIDE_BY_SIDE_COLUMNS = 4
+SIDE_BY_SIDE_HEADER = 32  # px above the cells for the status line, which would otherwise cover the first labels
 
 
 @dataclass(frozen=True)
@@ -168,18 +169,19 @@ def gallery(frame: np.ndarray, faces: list[EnhancedFace]) -> np.ndarray:
 
 def side_by_side(faces: list[EnhancedFace], slots: int, tile: int) -> np.ndarray:
     """A grid of `slots` cells, each the recorded crop interpolated next to the enhanced face (or the same
-    crop, labelled "not enhanced"), `tile` x `tile` each. The size depends only on `slots` and `tile`."""
+    crop, labelled "not enhanced"), `tile` x `tile` each, below an empty header for the status line. The size
+    depends only on `slots` and `tile`."""
     columns = min(max(1, slots), SIDE_BY_SIDE_COLUMNS)
     rows = math.ceil(max(1, slots) / columns)
-    canvas = np.zeros((rows * tile, columns * 2 * tile, 3), np.uint8)
+    canvas = np.zeros((SIDE_BY_SIDE_HEADER + rows * tile, columns * 2 * tile, 3), np.uint8)
     for slot, face in enumerate(faces[:slots]):
-        top, left = (slot // columns) * tile, (slot % columns) * 2 * tile
+        top, left = SIDE_BY_SIDE_HEADER + (slot // columns) * tile, (slot % columns) * 2 * tile
         canvas[top:top + tile, left:left + tile] = resize_square(face.native, tile)
         canvas[top:top + tile, left + tile:left + 2 * tile] = face.shown(tile)
         _label(canvas, f"#{face.track_id} recorded", left + 4, top + 16, 0.4)
         _label(canvas, "enhanced" if face.sr is not None else "not enhanced", left + tile + 4, top + 16, 0.4)
     if not faces:
-        _label(canvas, "no faces", 8, min(tile, canvas.shape[0]) // 2)
+        _label(canvas, "no faces", 8, SIDE_BY_SIDE_HEADER + tile // 2)
     return canvas
 
 

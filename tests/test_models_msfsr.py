@@ -2,6 +2,8 @@
 upstream's module tree), sizes, and export through the project's pipeline."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch.nn as nn
 from models import create_model, model_io
 from models.msfsr import MSFSR, MSFSR_CONFIGS, MSFSRStage, load_official_stages
 from models.weights import WeightsError
+from runtime.shared_data import utk_dir
 
 
 # --- a test-only transcription of upstream's Generator tree (model/MSFSR.py): layout only, written out flat ---
@@ -264,3 +267,23 @@ def test_msfsr_task_trains_stage_by_stage():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+# --- shipped weights ------------------------------------------------------------------------------------------
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "weights" / "msfsr_utk.safetensors"
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(utk_dir() is None, reason="../shared/data/faces-utk not available")
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped MSFSR weights absent")
+def test_shipped_weights_beat_bicubic_and_every_stage_improves_on_the_last():
+    from training.data import load_split
+    from training.evaluate import evaluate_bicubic, evaluate_model
+
+    split = load_split("test", cache_dir=SHIPPED.parents[2] / "runs" / "cache").subset(50)
+    model = create_model("msfsr", weights=SHIPPED)
+    assert model.config.upsample_skip  # read from the file's metadata
+    rows = evaluate_model(model, split)
+    bicubic = evaluate_bicubic(split)
+    assert rows[-1]["psnr"] > bicubic["psnr"] + 1.5, (rows, bicubic)
+    assert rows[0]["psnr"] < rows[1]["psnr"] < rows[2]["psnr"], rows

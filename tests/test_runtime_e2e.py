@@ -98,7 +98,7 @@ def test_full_street_video(tmp_path, street, detector_path, fast_sr_artifact):
 @pytest.mark.parametrize("view, extra, shape", [
     ("overlay", ["--upscale", "2"], (2160, 3840, 3)),
     ("gallery", [], (1080 + 216, 1920, 3)),
-    ("side-by-side", ["--max-faces", "8"], (2 * 128, 4 * 2 * 128, 3)),
+    ("side-by-side", ["--max-faces", "8"], (32 + 2 * 128, 4 * 2 * 128, 3)),
 ])
 def test_each_view_renders(tmp_path, street, detector_path, fast_sr_artifact, view, extra, shape):
     out = tmp_path / "frames"

@@ -11,7 +11,7 @@ from runtime.artifact import load_artifact
 from runtime.backends import create_backend
 from runtime.routing import ModelFit, Route, route
 from runtime.compose import (
-    EnhancedFace, GalleryLayout, draw_fps, feather_mask, gallery, gallery_layout, overlay, side_by_side,
+    SIDE_BY_SIDE_HEADER, EnhancedFace, GalleryLayout, draw_fps, feather_mask, gallery, gallery_layout, overlay, side_by_side,
 )
 from runtime.constants import FRAMING_OFFSET, FRAMING_SCALE
 from runtime.detect import Detection, box_size, detection_scale
@@ -160,11 +160,13 @@ def test_gallery_and_side_by_side_have_fixed_sizes():
     for faces in ([], [_face(1)], [_face(i) for i in range(20)]):
         assert gallery(frame, faces).shape == (360, 400, 3)
         grid = side_by_side(faces, slots=6, tile=128)
-        assert grid.shape == (2 * 128, 4 * 2 * 128, 3)
+        assert grid.shape == (SIDE_BY_SIDE_HEADER + 2 * 128, 4 * 2 * 128, 3)
     grid = side_by_side([_face(7)], slots=1, tile=128)
-    assert grid[64, 64].max() == 60 and grid[64, 192].min() == 250  # recorded | enhanced
+    assert not grid[:SIDE_BY_SIDE_HEADER].any()  # the status line's place
+    row = SIDE_BY_SIDE_HEADER + 64
+    assert grid[row, 64].max() == 60 and grid[row, 192].min() == 250  # recorded | enhanced
     grid = side_by_side([_face(7, enhanced=False)], slots=1, tile=128)
-    assert grid[64, 192].max() == 60  # not enhanced: the recorded crop on both sides
+    assert grid[row, 192].max() == 60  # not enhanced: the recorded crop on both sides
     assert not frame.any()
 
 
@@ -313,7 +315,7 @@ def _enhancer(backend, detections, **config):
 
 def test_no_faces(backend):
     frame = np.zeros((240, 320, 3), np.uint8)
-    for view, shape in (("overlay", (240, 320, 3)), ("gallery", (288, 320, 3)), ("side-by-side", (128, 256, 3))):
+    for view, shape in (("overlay", (240, 320, 3)), ("gallery", (288, 320, 3)), ("side-by-side", (32 + 128, 256, 3))):
         result = _enhancer(backend, [], view=view, max_faces=1).process(frame, 0)
         assert result.faces == [] and result.view.shape == shape
 
