@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -173,7 +174,8 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
         manifest = OnnxManifest(
             model=model_name, precision=row.name, onnx=onnx_path.name, onnx_sha256=sha256_of(published),
             opset=file_opset(published), inputs=inputs, outputs=outputs, batch=batch,
-            weights=_weights_info(weights_path), scale=io.scale, steps=steps, max_steps=io.recurrent_steps,
+            weights=_weights_info(weights_path), min_input_ratio=_trained_min_input_ratio(weights_path),
+            scale=io.scale, steps=steps, max_steps=io.recurrent_steps,
             config=model.config.to_dict(), batchnorm_folded=io.folds_batchnorm, checks=checks,
             precision_conversion=conversion, trtexec=trtexec_hint(onnx_path.name, inputs[0], batch),
             versions=package_versions(), created=utc_now())
@@ -193,6 +195,22 @@ def _verified(reference, onnx_path: Path, inputs, outputs, batch: BatchProfile):
     if not parity["passed"]:
         raise ExportError(f"ONNX Runtime does not match PyTorch: {parity}. Nothing was written.")
     return artifact, parity
+
+
+def _trained_min_input_ratio(path: Path | None) -> float | None:
+    """The smallest face (fraction of the input side) the weights were trained on, from their metadata."""
+    from models.weights import read_metadata
+
+    value = read_metadata(path).get("min_input_ratio") if path is not None else None
+    if value is None:
+        return None
+    try:
+        ratio = float(value)
+    except ValueError:
+        ratio = math.nan
+    if not 0 < ratio <= 1:
+        raise ExportError(f"{path}: metadata min_input_ratio {value!r} is not a number in (0, 1]")
+    return ratio
 
 
 def _weights_info(path: Path | None) -> WeightsInfo:

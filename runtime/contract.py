@@ -179,6 +179,9 @@ class OnnxManifest:
     trtexec: str = ""
     versions: dict = field(default_factory=dict)
     created: str = ""
+    # The smallest face, as a fraction of the input side, the weights were trained on (from the weights'
+    # metadata: --real-framing trains on faces down to 0.6x the input); None: routing's default floor
+    min_input_ratio: float | None = None
 
     kind = "onnx"
 
@@ -197,6 +200,9 @@ class OnnxManifest:
         steps = data.get("steps")
         _expect(steps is None or (isinstance(steps, int) and steps >= 1), f"{where}.steps", "steps", steps,
                 "a positive integer, or null for a model that is not recurrent")
+        ratio = data.get("min_input_ratio")
+        _expect(ratio is None or (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 < ratio <= 1),
+                f"{where}.min_input_ratio", "min_input_ratio", ratio, "a number in (0, 1], or null")
         return cls(
             **common,
             onnx=_field(data, "onnx", str, where), onnx_sha256="" if legacy else _sha(data, "onnx_sha256", where),
@@ -205,7 +211,8 @@ class OnnxManifest:
             steps=steps, max_steps=data.get("max_steps"), config=data.get("config") or {},
             batchnorm_folded=bool(data.get("batchnorm_folded", False)), checks=data.get("checks") or {},
             precision_conversion=data.get("precision_conversion") or {}, trtexec=data.get("trtexec", ""),
-            versions=data.get("versions") or {}, created=data.get("created", ""))
+            versions=data.get("versions") or {}, created=data.get("created", ""),
+            min_input_ratio=None if ratio is None else float(ratio))
 
     def failed_checks(self) -> list[str]:
         return [name for name, check in self.checks.items() if isinstance(check, dict) and check.get("passed") is False]

@@ -25,7 +25,7 @@ from .faces import FaceJob, face_jobs, from_model_output, resize_crop, select_fa
 from .frames import to_bgr
 from .records import BestCropStore, EventLog
 from .progress import Progress
-from .routing import ModelFit, Route, route
+from .routing import Route, model_fit, route
 from .sinks import Sink
 from .sources import ReadStatus, Source
 from .timing import FpsMeter, StageTimer
@@ -130,7 +130,7 @@ class Enhancer:
         self.events = events
         self.timer = timer or StageTimer()
         self.tracker = IoUTracker(confirm_hits=config.confirm_hits, confirm_score=config.confirm_score)
-        self.fits = [ModelFit.for_sides(b.artifact.input_hw[0], b.artifact.output_hw[0]) for b in self.backends]
+        self.fits = [model_fit(b.artifact) for b in self.backends]
         self.output_hw = max(b.artifact.output_hw for b in self.backends)
 
     def reset_tracks(self) -> None:

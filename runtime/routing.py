@@ -32,8 +32,18 @@ class ModelFit:
         return self.output_px / self.input_px
 
     @classmethod
-    def for_sides(cls, input_px: int, output_px: int, ratio: float = CROSSOVER_RATIO) -> "ModelFit":
-        return cls(input_px, output_px, ratio * input_px, MIN_INPUT_RATIO * input_px)
+    def for_sides(cls, input_px: int, output_px: int, ratio: float = CROSSOVER_RATIO,
+                  min_input_ratio: float | None = None) -> "ModelFit":
+        floor = MIN_INPUT_RATIO if min_input_ratio is None else min_input_ratio
+        return cls(input_px, output_px, ratio * input_px, floor * input_px)
+
+
+def model_fit(artifact) -> ModelFit:
+    """A loaded artifact's fit; weights trained on faces smaller than the input (their manifest's
+    `min_input_ratio`) take faces down to that size."""
+    manifest = artifact.manifest
+    return ModelFit.for_sides(artifact.input_hw[0], artifact.output_hw[0],
+                              min_input_ratio=manifest.min_input_ratio if manifest is not None else None)
 
 
 @dataclass(frozen=True)

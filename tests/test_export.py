@@ -229,3 +229,30 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, caplog, args, fragment):
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert code == 2 and len(errors) == 1 and fragment in errors[0].getMessage()
     assert "Traceback" not in caplog.text and not list(tmp_path.iterdir())
+
+
+def test_weights_trained_on_smaller_faces_carry_their_floor_into_the_manifest(tmp_path, tiny_weights):
+    """--real-framing writes min_input_ratio into the weights; the export passes it to the runtime's routing."""
+    from runtime.artifact import load_artifact
+    from runtime.routing import model_fit
+    from training.checkpoints import save_weights
+
+    model = create_model("dic", weights=str(tiny_weights))
+    framed = save_weights(model, tmp_path / "framed.safetensors",
+                          metadata={"config": model.config.to_dict(), "min_input_ratio": 0.6})
+    result = build("dic", weights=str(framed), steps=1, outdir=tmp_path / "a")
+    manifest = json.loads(result.manifest_path.read_text())
+    jsonschema.validate(manifest, json.loads(SCHEMA_FILE.read_text()))
+    assert manifest["min_input_ratio"] == 0.6
+    assert model_fit(load_artifact(result.manifest_path)).min_native_px == pytest.approx(9.6)
+    plain = build("dic", weights=str(tiny_weights), steps=1, outdir=tmp_path / "b")
+    assert plain.manifest.min_input_ratio is None and model_fit(load_artifact(plain.manifest_path)).min_native_px == 12
+
+    broken = save_weights(model, tmp_path / "broken.safetensors",
+                          metadata={"config": model.config.to_dict(), "min_input_ratio": "small"})
+    with pytest.raises(ExportError, match="min_input_ratio"):
+        build("dic", weights=str(broken), steps=1, outdir=tmp_path / "c")
+    data = {**manifest, "min_input_ratio": 1.5}
+    (tmp_path / "a" / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(Exception, match="min_input_ratio"):
+        read_manifest(tmp_path / "a" / "bad.json")

@@ -189,3 +189,5 @@ def test_real_framing_runs_resume_exactly(fake_data_dir, tmp_path):
     a = create_model("dic", weights=tmp_path / "a" / "last.safetensors").state_dict()
     b = create_model("dic", weights=tmp_path / "b" / "last.safetensors").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the smallest faces it trained on go with the weights (the export hands them to routing)
+    assert read_metadata(tmp_path / "a" / "last.safetensors")["min_input_ratio"] == "0.6"
