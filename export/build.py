@@ -239,8 +239,8 @@ def with_model_defaults(options: PrecisionOptions, row, io, fp32_path: Path) -> 
     if not (io.int8_keep_ops or io.int8_keep_weights):
         return options
     nodes = nodes_reading(fp32_path, io.int8_keep_weights)
-    log.info("int8: this model keeps %s and %d nodes reading %s in fp32", ", ".join(io.int8_keep_ops) or "no op types",
-             len(nodes), ", ".join(io.int8_keep_weights) or "no weights")
+    log.info("int8: this model keeps %s and %d nodes reading %s in fp32",
+             ", ".join(io.int8_keep_ops) or "no op types", len(nodes), ", ".join(io.int8_keep_weights) or "no weights")
     return replace(options, exclude_op_types=tuple(row.keep_fp32_ops) + io.int8_keep_ops,
                    exclude_nodes=tuple(options.exclude_nodes) + nodes)
 

@@ -234,6 +234,7 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, caplog, args, fragment):
 def test_weights_trained_on_smaller_faces_carry_their_floor_into_the_manifest(tmp_path, tiny_weights):
     """--real-framing writes min_input_ratio into the weights; the export passes it to the runtime's routing."""
     from runtime.artifact import load_artifact
+    from runtime.errors import ModelArtifactError
     from runtime.routing import model_fit
     from training.checkpoints import save_weights
 
@@ -254,5 +255,5 @@ def test_weights_trained_on_smaller_faces_carry_their_floor_into_the_manifest(tm
         build("dic", weights=str(broken), steps=1, outdir=tmp_path / "c")
     data = {**manifest, "min_input_ratio": 1.5}
     (tmp_path / "a" / "bad.json").write_text(json.dumps(data))
-    with pytest.raises(Exception, match="min_input_ratio"):
+    with pytest.raises(ModelArtifactError, match="min_input_ratio"):
         read_manifest(tmp_path / "a" / "bad.json")

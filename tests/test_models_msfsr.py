@@ -269,6 +269,18 @@ def test_msfsr_task_trains_stage_by_stage():
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def test_a_fine_tune_trains_every_stage_from_the_start_and_copies_none():
+    from types import SimpleNamespace
+
+    from training.tasks import get_task
+
+    task = get_task("msfsr", SimpleNamespace(task="sr", boundary_weight=1.0, final_stage_only=True))
+    task.set_iteration(0, 100)
+    assert task.active == 3 and task.final_model_ready and task._joining == []
+    task.set_iteration(50, 100)
+    assert task._joining == []  # trained stages are never overwritten by copies
+
+
 # --- shipped weights ------------------------------------------------------------------------------------------
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "weights" / "msfsr_utk.safetensors"
 

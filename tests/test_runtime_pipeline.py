@@ -11,7 +11,8 @@ from runtime.artifact import load_artifact
 from runtime.backends import create_backend
 from runtime.routing import ModelFit, Route, route
 from runtime.compose import (
-    SIDE_BY_SIDE_HEADER, EnhancedFace, GalleryLayout, draw_fps, feather_mask, gallery, gallery_layout, overlay, side_by_side,
+    SIDE_BY_SIDE_HEADER, EnhancedFace, GalleryLayout, draw_fps, feather_mask, gallery, gallery_layout, overlay,
+    side_by_side,
 )
 from runtime.constants import FRAMING_OFFSET, FRAMING_SCALE
 from runtime.detect import Detection, box_size, detection_scale

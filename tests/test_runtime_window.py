@@ -69,6 +69,17 @@ def _wait_for_window(display: str, timeout: float = 60.0) -> str:
     raise AssertionError("the runtime's window did not appear")
 
 
+def _wait_for_a_picture(display: str, timeout: float = 15.0) -> np.ndarray:
+    """A screenshot once the window shows more than black (a busy machine draws the first frame late)."""
+    deadline = time.monotonic() + timeout
+    time.sleep(1.0)
+    shot = screenshot(display)
+    while shot.mean() < 5 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        shot = screenshot(display)
+    return shot
+
+
 def test_the_window_shows_the_video_and_its_keys_work(screen, shared_dir, detector_path, fast_sr_artifact):
     python = _gui_python()
     video = shared_dir / "data" / "scenes" / "street-video-1080p.mp4"
@@ -79,8 +90,7 @@ def test_the_window_shows_the_video_and_its_keys_work(screen, shared_dir, detect
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         window = _wait_for_window(screen)
-        time.sleep(1.0)
-        shot = screenshot(screen)
+        shot = _wait_for_a_picture(screen)
         subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True)
         subprocess.run(["xdotool", "key", "v"], env=env, check=True)
         time.sleep(0.5)

@@ -70,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-val-psnr", type=float, default=None,
                    help="dicgan: a checkpoint below this val Y-PSNR is never 'best'")
     p.add_argument("--final-stage-only", action="store_true",
-                   help="pfsr: train the whole model from the first iteration (fine-tuning trained weights)")
+                   help="pfsr, msfsr: train the whole model from the first iteration (fine-tuning trained weights)")
     p.add_argument("--boundary-weight", type=float, default=1.0, help="msfsr: boundary map loss weight")
     p.add_argument("--attention-weight", type=float, default=1.0, help="pfsr: facial attention loss weight")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
