@@ -536,7 +536,7 @@ class MSFSRTask(_Task):
 
     @classmethod
     def from_args(cls, args) -> "MSFSRTask":
-        if getattr(args, "final_stage_only", False):  # fine-tuning trained weights: every stage from the start
+        if args.final_stage_only:  # fine-tuning trained weights: every stage from the start
             return cls(boundary_weight=args.boundary_weight, fractions=(0.0, 0.0, 1.0))
         return cls(boundary_weight=args.boundary_weight)
 

@@ -223,10 +223,8 @@ def _reschedule(run: Run, args) -> None:
 def _save_all(run: Run, args, out: Path, is_best: bool, metrics: dict | None) -> None:
     meta = {"config": run.config, "model": args.model, "task": args.task, "config_name": args.config,
             "iteration": run.iteration, **{f"val_{k}": v for k, v in (metrics or {}).items()}}
-    if args.real_framing:  # the runtime may route faces down to this fraction of the input to these weights
-        from .augment import RealFraming
-
-        meta["min_input_ratio"] = RealFraming().smallest_native
+    if run.task.augment is not None:  # --real-framing: the runtime may route faces this small to these weights
+        meta["min_input_ratio"] = run.task.augment.smallest_native
     save_weights(run.model, out / "last.safetensors", metadata=meta)
     if is_best:
         save_weights(run.model, out / "best.safetensors", metadata=meta)
