@@ -63,11 +63,11 @@ def _box_mask(shape, box) -> np.ndarray:
 
 def run_runtime(backends, detector_path: Path, small: np.ndarray, factor: int) -> np.ndarray:
     """The runtime's overlay view of `small` at --upscale factor, set up as the CLI sets it up."""
-    from runtime.constants import MIN_FACE_INPUT_FRACTION
     from runtime.detect import FaceDetector
     from runtime.pipeline import EnhanceConfig, Enhancer
+    from runtime.routing import default_min_face
 
-    min_face = MIN_FACE_INPUT_FRACTION * min(b.artifact.input_hw[0] for b in backends)
+    min_face = default_min_face([b.artifact for b in backends])
     detector = FaceDetector(detector_path, min_face_px=min_face)
     config = EnhanceConfig(view="overlay", upscale=float(factor), min_face=min_face, show_fps=False)
     return Enhancer(backends, detector, config).process(small, 0).view

@@ -23,10 +23,10 @@ import numpy as np
 
 from .assets import detector_model_path
 from .backends import create_backend, load_model
-from .constants import (DETECT_MAX_SIDE, MAX_FACES, MIN_FACE_INPUT_FRACTION, TRACK_CONFIRM_HITS,
-                        TRACK_CONFIRM_SCORE)
+from .constants import DETECT_MAX_SIDE, MAX_FACES, TRACK_CONFIRM_HITS, TRACK_CONFIRM_SCORE
 from .detect import FaceDetector
 from .pipeline import EnhanceConfig, Enhancer, FrameResult
+from .routing import default_min_face
 from .sinks import NullSink, WindowSink
 from .sources import ReadStatus, open_source
 from .timing import FpsMeter
@@ -50,7 +50,7 @@ class FaceSR:
                  view: str = "overlay", upscale: float = 1.0, enhance_all: bool = False, max_faces: int = MAX_FACES,
                  min_face: float | None = None, detect_every: int = 1, draw_landmarks: bool = False):
         artifacts = [load_model(m) for m in ([model] if isinstance(model, str) else model)]
-        self.min_face = min_face or MIN_FACE_INPUT_FRACTION * min(a.input_hw[0] for a in artifacts)
+        self.min_face = min_face or default_min_face(artifacts)
         self.detector = FaceDetector(detector_model_path(detector), max_side=DETECT_MAX_SIDE,
                                      min_face_px=self.min_face)
         self._resources = ExitStack()

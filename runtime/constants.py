@@ -13,6 +13,14 @@ DETECT_MAX_SIDE = 1280
 # this large.
 DETECT_MIN_FACE_PX = 10
 DETECT_MAX_UPSCALE = 4.0  # small frames are upscaled at most this much before detection
+# Box refinement: a face found smaller than DETECT_REFINE_BELOW_PX is detected again on a window around it,
+# DETECT_REFINE_WINDOW times its size, enlarged so that the face is DETECT_REFINE_FACE_PX there, and takes
+# that box and those points. YuNet's boxes of 10 px faces are loose (the group photos and street frames
+# downscaled 8x, against YuNet on the originals: centre sd 0.05 / 0.09 of the size, size sd 0.11); at
+# 40 px they are 2-3x tighter, and the x8 models feel the framing (`python -m benchmarks.frames`).
+DETECT_REFINE_BELOW_PX = 24
+DETECT_REFINE_FACE_PX = 40
+DETECT_REFINE_WINDOW = 3.0
 # Score threshold: at 0.6 all 9 faces of street-video frame 0 are kept (the 120 px one scores 0.61);
 # 0.5 and below add false positives. OpenCV Zoo's demo uses 0.9, which is too strict for small faces.
 DETECT_SCORE_THRESHOLD = 0.6
@@ -34,6 +42,9 @@ READ_WATCHDOG_S = 10.0
 # (+0.003, +0.128). x is set to 0 (faces are symmetric; 0.005 is within noise, std 0.055).
 FRAMING_SCALE = 1.025
 FRAMING_OFFSET = (0.0, 0.127)
+# Framing squares are placed to 1/this of a frame pixel where the face is not pasted back (gallery,
+# side-by-side, crops); the overlay frames them on its own pixel grid (see faces.square_around).
+FRAMING_GRID = 8
 
 # --- Tracking (between detections) -----------------------------------------------------------------
 TRACK_IOU_MATCH = 0.3  # a detection continues a track when its IoU with the track's predicted box is >= this

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 
 from .constants import (
-    DETECT_MAX_SIDE, DETECT_MAX_UPSCALE, DETECT_MIN_FACE_PX, DETECT_NMS_THRESHOLD, DETECT_SCORE_THRESHOLD, DETECT_TOP_K,
+    DETECT_MAX_SIDE, DETECT_MAX_UPSCALE, DETECT_MIN_FACE_PX, DETECT_NMS_THRESHOLD, DETECT_REFINE_BELOW_PX,
+    DETECT_REFINE_FACE_PX, DETECT_REFINE_WINDOW, DETECT_SCORE_THRESHOLD, DETECT_TOP_K,
 )
 from .errors import AssetError
 
@@ -59,6 +60,17 @@ def _to_detections(rows: np.ndarray | None, scale: float) -> list[Detection]:
     return detections
 
 
+def _centre_distance(a: Box, b: Box) -> float:
+    return float(np.hypot(a[0] + a[2] / 2 - b[0] - b[2] / 2, a[1] + a[3] / 2 - b[1] - b[3] / 2))
+
+
+def _same_face(candidate: Box, original: Box) -> bool:
+    """A refinement window's detection is the face it was opened for: centre within half the face's size,
+    size within a factor of 1.5."""
+    size, other = box_size(original), box_size(candidate)
+    return _centre_distance(candidate, original) <= 0.5 * size and 1 / 1.5 <= other / max(size, 1e-6) <= 1.5
+
+
 class FaceDetector:
     """YuNet on frames of any size. The detector input size follows the (scaled) frame size.
 
@@ -68,19 +80,27 @@ class FaceDetector:
         min_face_px: the smallest face wanted; sets the detection scale (see `detection_scale`). None: only
             downscale to `max_side`. Boxes are always mapped back to full-frame pixels.
         score_threshold, nms_threshold, top_k: YuNet's own settings.
+        refine_below_px: faces found smaller than this get their box and points re-measured on an enlarged
+            window around them (see constants.DETECT_REFINE_*); 0 turns it off.
     """
 
     def __init__(self, model_path: str | Path, max_side: int = DETECT_MAX_SIDE,
                  score_threshold: float = DETECT_SCORE_THRESHOLD, nms_threshold: float = DETECT_NMS_THRESHOLD,
-                 top_k: int = DETECT_TOP_K, min_face_px: float | None = None):
+                 top_k: int = DETECT_TOP_K, min_face_px: float | None = None,
+                 refine_below_px: float = DETECT_REFINE_BELOW_PX):
         self.model_path = Path(model_path)
+        self.refine_below_px = refine_below_px
         self.max_side = max_side
         self.min_face_px = min_face_px
         self._warned_scale = False
         self._input_size: tuple[int, int] | None = None
+        self._window_px = round(DETECT_REFINE_FACE_PX * DETECT_REFINE_WINDOW)
         try:
             self._net = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320), score_threshold,
                                                   nms_threshold, top_k)
+            # a second net for the refinement windows, so that neither changes input size between calls
+            self._window_net = cv2.FaceDetectorYN.create(str(self.model_path), "", (self._window_px,) * 2,
+                                                         score_threshold, nms_threshold, top_k)
         except cv2.error as err:
             raise AssetError(
                 f"cannot load the face detector {self.model_path}: {err.msg.strip()}. Expected the YuNet "
@@ -100,8 +120,30 @@ class FaceDetector:
             scale = image.shape[1] / width  # the rounded size's exact factor
         self._set_input_size(image.shape[1], image.shape[0])
         _, rows = self._net.detect(image)
-        detections = _to_detections(rows, scale)
+        detections = [self._refined(frame, d) if box_size(d.box) < self.refine_below_px else d
+                      for d in _to_detections(rows, scale)]
         return sorted(detections, key=lambda d: d.score, reverse=True)
+
+    def _refined(self, frame: np.ndarray, detection: Detection) -> Detection:
+        """The detection with box and points measured again on an enlarged window around it (its score is
+        kept: gating thresholds are set on first-pass scores). Unchanged when the window finds no match."""
+        x, y, w, h = detection.box
+        size = box_size(detection.box)
+        side = DETECT_REFINE_WINDOW * size
+        left, top = x + w / 2 - side / 2, y + h / 2 - side / 2
+        zoom = self._window_px / side  # window px per frame px
+        # window pixel u samples the frame at left + (u + 0.5) / zoom - 0.5 (pixel centres)
+        to_frame = np.array([[1 / zoom, 0.0, left + 0.5 / zoom - 0.5], [0.0, 1 / zoom, top + 0.5 / zoom - 0.5]])
+        window = cv2.warpAffine(frame, to_frame, (self._window_px, self._window_px),
+                                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        _, rows = self._window_net.detect(window)
+        candidates = [d for d in _to_detections(rows, zoom) if _same_face(d.box, (x - left, y - top, w, h))]
+        if not candidates:
+            return detection
+        best = min(candidates, key=lambda d: _centre_distance(d.box, (x - left, y - top, w, h)))
+        bx, by, bw, bh = best.box
+        return Detection(box=(bx + left, by + top, bw, bh), score=detection.score,
+                         landmarks=tuple((px + left, py + top) for px, py in best.landmarks))
 
     def _warn_if_budget_limits(self, scale: float) -> None:
         smallest = DETECT_MIN_FACE_PX / scale

@@ -34,6 +34,7 @@ from .outputs import file_outputs, list_outputs, open_outputs, parse_output
 from .multi import Lane, run_sources
 from .pipelined import run_pipelined
 from .progress import Progress
+from .routing import default_min_face
 from .records import BestCropStore, EventLog, OutputClaim
 from .sources import list_sources, open_source
 from .timing import StageTimer
@@ -92,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                               f"(default {MAX_FACES})")
     p.add_argument("--min-face", type=_positive_float,
                    help=f"skip faces smaller than this many pixels; also sets the detection scale (default "
-                        f"{MIN_FACE_INPUT_FRACTION} x the smallest model input, 10 px for the 16 px models)")
+                        f"{MIN_FACE_INPUT_FRACTION} x the smallest model input, 10 px for the 16 px models; lower for "
+                        "weights trained on smaller faces, see runtime.routing.default_min_face)")
     p.add_argument("--detect-max-side", type=_positive_int, default=DETECT_MAX_SIDE,
                    help=f"detection budget: longest side of the frame as detected (default {DETECT_MAX_SIDE})")
     p.add_argument("--enhance-all", action="store_true",
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
     if args.draw_landmarks and not any(o.name == LANDMARK_OUTPUT for a in artifacts for o in a.outputs):
         raise RuntimeToolkitError("--draw-landmarks needs a model with a 'landmarks' output; export one with "
                                   "`python -m export.build --model dic --with-landmarks`.")
-    min_face = args.min_face or MIN_FACE_INPUT_FRACTION * min(a.input_hw[0] for a in artifacts)
+    min_face = args.min_face or default_min_face(artifacts)
     if args.threads:
         cv2.setNumThreads(args.threads)
     with ExitStack() as stack:

@@ -18,11 +18,15 @@ from .track import Track
 
 @dataclass(frozen=True)
 class Square:
-    """A square region in frame pixels; it may extend past the frame's edges."""
+    """A square region in frame pixels; it may extend past the frame's edges. The corner and side may be
+    fractional (see `square_around`'s grid); `crop_square` cuts the nearest whole-pixel square."""
 
-    x: int
-    y: int
-    side: int
+    x: float
+    y: float
+    side: float
+
+    def whole_pixels(self) -> tuple[int, int, int]:
+        return round(self.x), round(self.y), max(1, round(self.side))
 
 
 @dataclass(frozen=True)
@@ -35,19 +39,25 @@ class FaceJob:
     crop: np.ndarray  # BGR uint8, square.side x square.side (native resolution)
 
 
-def square_around(box: Box, scale: float = FRAMING_SCALE, offset: tuple[float, float] = FRAMING_OFFSET) -> Square:
-    """The square crop that frames this detection like a training crop (see constants.FRAMING_*)."""
+def square_around(box: Box, scale: float = FRAMING_SCALE, offset: tuple[float, float] = FRAMING_OFFSET,
+                  grid: float = 1.0) -> Square:
+    """The square crop that frames this detection like a training crop (see constants.FRAMING_*).
+
+    Corner and side are snapped to 1/grid px. grid 1: whole pixels. A face shown `grid` times larger than
+    recorded (overlay --upscale) is framed on the display's pixel grid: its model input is cut at
+    sub-pixel precision and the result pastes back onto whole display pixels. On a 10 px face, whole-pixel
+    framing moves the crop by up to 5 % of its side, which the x8 models feel (FRAMING_GRID)."""
     size = box_size(box)
-    side = max(1, round(scale * size))
+    side = max(1, round(scale * size * grid)) / grid
     cx = box[0] + box[2] / 2 + offset[0] * size
     cy = box[1] + box[3] / 2 + offset[1] * size
-    return Square(round(cx - side / 2), round(cy - side / 2), side)
+    return Square(round((cx - side / 2) * grid) / grid, round((cy - side / 2) * grid) / grid, side)
 
 
 def crop_square(frame: np.ndarray, square: Square) -> np.ndarray:
     """Copy of the square region; parts outside the frame repeat the nearest edge pixel."""
     height, width = frame.shape[:2]
-    x0, y0, side = square.x, square.y, square.side
+    x0, y0, side = square.whole_pixels()
     if x0 >= 0 and y0 >= 0 and x0 + side <= width and y0 + side <= height:
         return frame[y0:y0 + side, x0:x0 + side].copy()
     rows = np.clip(np.arange(y0, y0 + side), 0, height - 1)
@@ -66,10 +76,10 @@ def select_faces(tracks: list[Track], min_face: float, max_faces: int) -> tuple[
     return big_enough[:max_faces], tiny, max(0, len(big_enough) - max_faces)
 
 
-def face_jobs(frame: np.ndarray, tracks: list[Track]) -> list[FaceJob]:
+def face_jobs(frame: np.ndarray, tracks: list[Track], grid: float = 1.0) -> list[FaceJob]:
     jobs = []
     for track in tracks:
-        square = square_around(track.box)
+        square = square_around(track.box, grid=grid)
         jobs.append(FaceJob(track.track_id, track.box, square, crop_square(frame, square)))
     return jobs
 
@@ -86,6 +96,20 @@ def resize_crop(crop: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     if crop.shape[0] < size_hw[0]:
         return cv2.resize(crop, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_CUBIC)
     return np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size_hw[1], size_hw[0]), Image.BICUBIC))
+
+
+def model_crop(frame: np.ndarray, square: Square, size_hw: tuple[int, int]) -> np.ndarray:
+    """The square cut from the frame at the model's input size. A face smaller than the input is
+    interpolated straight from the frame at the square's exact (sub-pixel) position, with OpenCV's bicubic
+    as `resize_crop` enlarges; a larger one is cut on whole pixels and shrunk by `resize_crop`."""
+    if square.side >= size_hw[0]:
+        return resize_crop(crop_square(frame, square), size_hw)
+    # output pixel (u, v) samples the frame at the square's corner + (u + 0.5) * step - 0.5 (pixel centres)
+    step_x, step_y = square.side / size_hw[1], square.side / size_hw[0]
+    to_frame = np.array([[step_x, 0.0, square.x + 0.5 * step_x - 0.5],
+                         [0.0, step_y, square.y + 0.5 * step_y - 0.5]])
+    return cv2.warpAffine(frame, to_frame, (size_hw[1], size_hw[0]), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def to_model_input(small_crops: list[np.ndarray]) -> np.ndarray:

@@ -18,10 +18,10 @@ from .backends import Backend
 from .backends.base import infer_batched
 from .compose import (VIEWS, EnhancedFace, comparison, draw_fps, gallery, gallery_layout, mark_landmarks, overlay,
                       side_by_side)
-from .constants import MAX_FACES, MIN_FACE_PX
+from .constants import FRAMING_GRID, MAX_FACES, MIN_FACE_PX
 from .detect import FaceDetector, box_size
 from .errors import RuntimeToolkitError, SinkError, SourceError
-from .faces import FaceJob, face_jobs, from_model_output, resize_crop, select_faces, to_model_input
+from .faces import FaceJob, face_jobs, from_model_output, model_crop, select_faces, to_model_input
 from .frames import to_bgr
 from .records import BestCropStore, EventLog
 from .progress import Progress
@@ -164,7 +164,7 @@ class Enhancer:
             tracks = self._tracks(frame, index)
         selected, tiny, over = select_faces(tracks, self.config.min_face, self.config.max_faces)
         with timer.stage("prepare"):
-            jobs = face_jobs(frame, selected)
+            jobs = face_jobs(frame, selected, self._framing_grid())
             routes = [route(job.square.side, self._display_px(frame, job, len(jobs)), self.fits,
                             self.config.enhance_all) for job in jobs]
         return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over, captured_at)
@@ -184,6 +184,13 @@ class Enhancer:
             self._record(prepared.index, faces)
         return FrameResult(prepared.index, view, prepared.tracks, faces, prepared.skipped_tiny, prepared.over_limit,
                            prepared.frame, prepared.captured_at)
+
+    def _framing_grid(self) -> float:
+        """Faces are framed on the display's pixel grid in the overlay (so they paste back onto whole
+        pixels), and to FRAMING_GRID of a pixel in the other views."""
+        if self.config.view == "overlay":
+            return max(1.0, self.config.upscale)
+        return FRAMING_GRID
 
     def _display_px(self, frame: np.ndarray, job: FaceJob, face_count: int) -> float:
         """How large the face is shown in the chosen view."""
@@ -243,7 +250,8 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
         members = [(f, i) for f, i in jobs if frames[f].routes[i].model == number]
         if not members:
             continue
-        small = [resize_crop(frames[f].jobs[i].crop, backend.artifact.input_hw) for f, i in members]
+        small = [model_crop(frames[f].frame, frames[f].jobs[i].square, backend.artifact.input_hw)
+                 for f, i in members]
         outputs = infer_batched(backend, to_model_input(small))
         images = from_model_output(outputs[backend.artifact.image_output.name])
         points = outputs.get(LANDMARK_OUTPUT, [None] * len(members))

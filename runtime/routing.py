@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .constants import CROSSOVER_RATIO, MIN_INPUT_RATIO, MIN_MAGNIFICATION_RATIO
+from .constants import CROSSOVER_RATIO, MIN_FACE_INPUT_FRACTION, MIN_INPUT_RATIO, MIN_MAGNIFICATION_RATIO
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,12 @@ def model_fit(artifact) -> ModelFit:
     manifest = artifact.manifest
     return ModelFit.for_sides(artifact.input_hw[0], artifact.output_hw[0],
                               min_input_ratio=manifest.min_input_ratio if manifest is not None else None)
+
+
+def default_min_face(artifacts) -> float:
+    """The default --min-face: MIN_FACE_INPUT_FRACTION x the smallest model input, or lower where a model's
+    weights were trained on smaller faces (its routing floor): faces the models can use are not skipped."""
+    return min(min(MIN_FACE_INPUT_FRACTION * a.input_hw[0], model_fit(a).min_native_px) for a in artifacts)
 
 
 @dataclass(frozen=True)

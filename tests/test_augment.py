@@ -50,3 +50,27 @@ def test_batch_keeps_the_clean_share_and_leaves_inputs_untouched():
     assert 8 <= sum(unchanged) <= 32  # about half stay clean
     for before, after in zip(copies, (hr, lr, lms)):
         np.testing.assert_array_equal(before, after)
+
+
+def test_only_the_chosen_routes_are_drawn(monkeypatch):
+    drawn = []
+    framing = RealFraming(clean_share=0.0, routes=("smaller",), smallest_native=0.55)
+    original = RealFraming.make_lr
+
+    def recording(self, hr, size, route, rng):
+        drawn.append(route)
+        return original(self, hr, size, route, rng)
+
+    monkeypatch.setattr(RealFraming, "make_lr", recording)
+    rng = np.random.default_rng(4)
+    hr = rng.integers(0, 256, (12, 128, 128, 3), dtype=np.uint8)
+    framing(hr, hr[:, ::8, ::8].copy(), rng.uniform(20, 100, (12, 68, 2)).astype(np.float32), rng)
+    assert drawn == ["smaller"] * 12
+
+
+def test_training_cli_refuses_an_unknown_route():
+    from training.train import parse_args
+
+    assert parse_args(["--real-framing", "--framing-routes", "smaller,area"]).framing_routes == ("smaller", "area")
+    with pytest.raises(SystemExit):
+        parse_args(["--framing-routes", "bilinear"])

@@ -235,19 +235,24 @@ def test_weights_trained_on_smaller_faces_carry_their_floor_into_the_manifest(tm
     """--real-framing writes min_input_ratio into the weights; the export passes it to the runtime's routing."""
     from runtime.artifact import load_artifact
     from runtime.errors import ModelArtifactError
-    from runtime.routing import model_fit
+    from runtime.routing import default_min_face, model_fit
     from training.checkpoints import save_weights
 
     model = create_model("dic", weights=str(tiny_weights))
     framed = save_weights(model, tmp_path / "framed.safetensors",
-                          metadata={"config": model.config.to_dict(), "min_input_ratio": 0.6})
+                          metadata={"config": model.config.to_dict(), "min_input_ratio": 0.55})
     result = build("dic", weights=str(framed), steps=1, outdir=tmp_path / "a")
     manifest = json.loads(result.manifest_path.read_text())
     jsonschema.validate(manifest, json.loads(SCHEMA_FILE.read_text()))
-    assert manifest["min_input_ratio"] == 0.6
-    assert model_fit(load_artifact(result.manifest_path)).min_native_px == pytest.approx(9.6)
+    assert manifest["min_input_ratio"] == 0.55
+    framed_artifact = load_artifact(result.manifest_path)
+    assert model_fit(framed_artifact).min_native_px == pytest.approx(8.8)
     plain = build("dic", weights=str(tiny_weights), steps=1, outdir=tmp_path / "b")
-    assert plain.manifest.min_input_ratio is None and model_fit(load_artifact(plain.manifest_path)).min_native_px == 12
+    plain_artifact = load_artifact(plain.manifest_path)
+    assert plain.manifest.min_input_ratio is None and model_fit(plain_artifact).min_native_px == 12
+    # the default --min-face follows the floor down (faces the weights can use are not skipped), never up
+    assert default_min_face([framed_artifact]) == pytest.approx(8.8)
+    assert default_min_face([plain_artifact]) == pytest.approx(9.6)
 
     broken = save_weights(model, tmp_path / "broken.safetensors",
                           metadata={"config": model.config.to_dict(), "min_input_ratio": "small"})

@@ -8,13 +8,14 @@ import logging
 import shutil
 
 import cv2
+import numpy as np
 import pytest
 
 from runtime import assets
 from runtime.artifact import load_artifact
 from runtime.backends import create_backend
 from runtime.constants import FRAMING_OFFSET, FRAMING_SCALE
-from runtime.detect import FaceDetector, box_size
+from runtime.detect import Detection, FaceDetector, box_size
 from runtime.enhance import main
 from runtime.errors import AssetError
 from runtime.measure_framing import measure
@@ -50,6 +51,31 @@ def test_street_frame0_finds_most_faces(detector_path, street_frames):
     assert street_frames[0].shape == (1080, 1920, 3)
     assert len(faces) >= 7
     assert min(box_size(f.box) for f in faces) < 30  # the ~21 px face is found despite the downscale
+
+
+def test_small_faces_get_tighter_boxes_from_refinement(shared_dir, detector_path):
+    photo = cv2.imread(str(shared_dir / "data/scenes/group-6faces.jpg"))
+    truth = [d.box for d in FaceDetector(detector_path, max_side=100_000).detect(photo) if d.score >= 0.9]
+    small = cv2.resize(photo, (photo.shape[1] // 8, photo.shape[0] // 8), interpolation=cv2.INTER_AREA)  # ~10 px faces
+
+    def framing_error(detector) -> float:
+        errors = []
+        for box in truth:
+            want = [v / 8 for v in box]
+            found = max(detector.detect(small), key=lambda d: iou(d.box, want))
+            assert iou(found.box, want) > 0.3
+            centre = [(found.box[i] + found.box[i + 2] / 2) - (want[i] + want[i + 2] / 2) for i in (0, 1)]
+            errors.append(np.hypot(*centre) / box_size(want) + abs(np.log(box_size(found.box) / box_size(want))))
+        return float(np.mean(errors))
+
+    plain = framing_error(FaceDetector(detector_path, min_face_px=9.6, refine_below_px=0))
+    refined = framing_error(FaceDetector(detector_path, min_face_px=9.6))
+    assert refined < 0.7 * plain, (refined, plain)
+
+
+def test_refinement_without_a_match_keeps_the_detection(detector_path):
+    detection = Detection(box=(20.0, 30.0, 12.0, 13.0), score=0.8, landmarks=((24.0, 34.0),))
+    assert FaceDetector(detector_path)._refined(np.zeros((80, 90, 3), np.uint8), detection) == detection
 
 
 def test_street_tracks_keep_their_ids(detector_path, street_frames, make_artifact):

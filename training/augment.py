@@ -29,13 +29,14 @@ class RealFraming:
     shift_sigma: float = 0.05  # centre shift, fraction of the side, per axis
     smallest_native: float = 0.6  # "smaller" route: native side drawn from [this, 1) x the LR size
     clean_share: float = 0.2
+    routes: tuple[str, ...] = LR_ROUTES  # drawn uniformly for each re-framed face
 
     def __call__(self, hr: np.ndarray, lr: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator):
         """hr [N, S, S, 3], lr [N, s, s, 3] uint8, landmarks [N, K, 2] -> new arrays (inputs untouched)."""
         hr, lr, landmarks = hr.copy(), lr.copy(), landmarks.copy()
         for i in np.flatnonzero(rng.random(len(hr)) >= self.clean_share):
             hr[i], landmarks[i] = self.reframe(hr[i], landmarks[i], rng)
-            lr[i] = self.make_lr(hr[i], lr.shape[1], LR_ROUTES[rng.integers(len(LR_ROUTES))], rng)
+            lr[i] = self.make_lr(hr[i], lr.shape[1], self.routes[rng.integers(len(self.routes))], rng)
         return hr, lr, landmarks
 
     def reframe(self, image: np.ndarray, points: np.ndarray, rng: np.random.Generator):

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .augment import LR_ROUTES, RealFraming
 from .checkpoints import ResumeError, load_checkpoint, save_checkpoint, save_weights
 from .data import DataError, load_split
 from .tasks import get_task, sample_batch
@@ -94,6 +95,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--real-framing", action="store_true",
                    help="train on pairs framed and downscaled like faces cut from whole frames (training.augment)")
+    p.add_argument("--framing-smallest", type=float, default=RealFraming.smallest_native,
+                   help="--real-framing: smallest native face, as a fraction of the LR size (the 'smaller' route)")
+    p.add_argument("--framing-routes", type=_routes, default=LR_ROUTES,
+                   help=f"--real-framing: LR routes drawn from, comma-separated (default {','.join(LR_ROUTES)})")
     args = p.parse_args(argv)
     landmarks = args.task == "landmarks"
     if args.heatmap_sigma is None:
@@ -103,6 +108,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.resume and args.init_weights:
         p.error("--resume continues a run exactly; --init-weights starts a new one: give one of them")
     return args
+
+
+def _routes(text: str) -> tuple[str, ...]:
+    routes = tuple(r.strip() for r in text.split(",") if r.strip())
+    unknown = [r for r in routes if r not in LR_ROUTES]
+    if not routes or unknown:
+        raise argparse.ArgumentTypeError(f"unknown LR route(s) {unknown or text!r}; choose from {','.join(LR_ROUTES)}")
+    return routes
 
 
 def make_milestones(spec: str, iters: int) -> list[int]:
@@ -159,9 +172,7 @@ def _new_run(args) -> Run:
     torch.manual_seed(args.seed)
     task = get_task(args.model, args)
     if args.real_framing:
-        from .augment import RealFraming
-
-        task.augment = RealFraming()
+        task.augment = RealFraming(smallest_native=args.framing_smallest, routes=args.framing_routes)
     config = task.resolve_config(args.config)
     model = task.build_model(config).to(device)
     if device.type == "cuda":
