@@ -43,10 +43,10 @@ def square_around(box: Box, scale: float = FRAMING_SCALE, offset: tuple[float, f
                   grid: float = 1.0) -> Square:
     """The square crop that frames this detection like a training crop (see constants.FRAMING_*).
 
-    Corner and side are snapped to 1/grid px. grid 1: whole pixels. A face shown `grid` times larger than
-    recorded (overlay --upscale) is framed on the display's pixel grid: its model input is cut at
-    sub-pixel precision and the result pastes back onto whole display pixels. On a 10 px face, whole-pixel
-    framing moves the crop by up to 5 % of its side, which the x8 models feel (FRAMING_GRID)."""
+    Corner and side are snapped to 1/grid px (grid 1: whole pixels). On a 10 px face a whole pixel is 10 % of
+    its side, which the x8 models feel; with grid = the overlay's --upscale the square sits on the display's
+    pixel grid, so the model input is cut at sub-pixel precision (`model_crop`) and the result still pastes
+    back onto whole display pixels."""
     size = box_size(box)
     side = max(1, round(scale * size * grid)) / grid
     cx = box[0] + box[2] / 2 + offset[0] * size

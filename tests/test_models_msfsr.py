@@ -299,3 +299,30 @@ def test_shipped_weights_beat_bicubic_and_every_stage_improves_on_the_last():
     bicubic = evaluate_bicubic(split)
     assert rows[-1]["psnr"] > bicubic["psnr"] + 1.5, (rows, bicubic)
     assert rows[0]["psnr"] < rows[1]["psnr"] < rows[2]["psnr"], rows
+
+
+FRAMES_WEIGHTS = SHIPPED.with_name("msfsr_frames_utk.safetensors")
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(utk_dir() is None, reason="../shared/data/faces-utk not available")
+@pytest.mark.skipif(not FRAMES_WEIGHTS.is_file(), reason="shipped MSFSR frames weights absent")
+def test_frames_weights_take_10px_faces_and_beat_bicubic_on_them():
+    """msfsr_frames_utk is for faces recorded at ~9-16 px and enlarged to the 16 px input, as the runtime does."""
+    import cv2
+
+    from models.weights import read_metadata
+    from training.data import load_split
+    from training.metrics import y_psnr_ssim
+
+    assert float(read_metadata(FRAMES_WEIGHTS)["min_input_ratio"]) == 0.55  # the routing floor it declares
+    hr = load_split("test", cache_dir=SHIPPED.parents[2] / "runs" / "cache").subset(40).hr
+    native = [cv2.resize(im, (10, 10), interpolation=cv2.INTER_AREA) for im in hr]
+    model_input = np.stack([cv2.resize(im, (16, 16), interpolation=cv2.INTER_CUBIC) for im in native])
+    bicubic = np.stack([cv2.resize(im, (128, 128), interpolation=cv2.INTER_CUBIC) for im in native])
+    model = create_model("msfsr", weights=FRAMES_WEIGHTS).eval()
+    with torch.no_grad():
+        outputs, _ = model.unroll(torch.from_numpy(model_input).permute(0, 3, 1, 2).float() / 255)
+    sr = outputs[-1].clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
+    gain = np.mean([y_psnr_ssim(s, h)[0] - y_psnr_ssim(b, h)[0] for s, b, h in zip(sr, bicubic, hr)])
+    assert gain > 1.0, gain
