@@ -13,6 +13,7 @@ from .constants import (
     DETECT_REFINE_FACE_PX, DETECT_REFINE_WINDOW, DETECT_SCORE_THRESHOLD, DETECT_TOP_K,
 )
 from .errors import AssetError
+from .frames import resample_square
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +129,15 @@ class FaceDetector:
         """The detection with box and points measured again on an enlarged window around it (its score is
         kept: gating thresholds are set on first-pass scores). Unchanged when the window finds no match."""
         x, y, w, h = detection.box
-        size = box_size(detection.box)
-        side = DETECT_REFINE_WINDOW * size
+        side = DETECT_REFINE_WINDOW * box_size(detection.box)
         left, top = x + w / 2 - side / 2, y + h / 2 - side / 2
-        zoom = self._window_px / side  # window px per frame px
-        # window pixel u samples the frame at left + (u + 0.5) / zoom - 0.5 (pixel centres)
-        to_frame = np.array([[1 / zoom, 0.0, left + 0.5 / zoom - 0.5], [0.0, 1 / zoom, top + 0.5 / zoom - 0.5]])
-        window = cv2.warpAffine(frame, to_frame, (self._window_px, self._window_px),
-                                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        window = resample_square(frame, left, top, side, (self._window_px, self._window_px))
         _, rows = self._window_net.detect(window)
-        candidates = [d for d in _to_detections(rows, zoom) if _same_face(d.box, (x - left, y - top, w, h))]
+        original = (x - left, y - top, w, h)  # in window coordinates, frame pixels
+        candidates = [d for d in _to_detections(rows, self._window_px / side) if _same_face(d.box, original)]
         if not candidates:
             return detection
-        best = min(candidates, key=lambda d: _centre_distance(d.box, (x - left, y - top, w, h)))
+        best = min(candidates, key=lambda d: _centre_distance(d.box, original))
         bx, by, bw, bh = best.box
         return Detection(box=(bx + left, by + top, bw, bh), score=detection.score,
                          landmarks=tuple((px + left, py + top) for px, py in best.landmarks))

@@ -12,7 +12,7 @@ from PIL import Image
 
 from .constants import FRAMING_OFFSET, FRAMING_SCALE
 from .detect import Box, box_size
-from .frames import hwc_uint8_to_nchw
+from .frames import hwc_uint8_to_nchw, resample_square
 from .track import Track
 
 
@@ -98,18 +98,14 @@ def resize_crop(crop: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size_hw[1], size_hw[0]), Image.BICUBIC))
 
 
-def model_crop(frame: np.ndarray, square: Square, size_hw: tuple[int, int]) -> np.ndarray:
-    """The square cut from the frame at the model's input size. A face smaller than the input is
-    interpolated straight from the frame at the square's exact (sub-pixel) position, with OpenCV's bicubic
-    as `resize_crop` enlarges; a larger one is cut on whole pixels and shrunk by `resize_crop`."""
+def model_crop(frame: np.ndarray, job: FaceJob, size_hw: tuple[int, int]) -> np.ndarray:
+    """The job's face at the model's input size. A face smaller than the input is interpolated straight from
+    the frame at its square's exact (sub-pixel) position, with OpenCV's bicubic as `resize_crop` enlarges; a
+    larger one is its whole-pixel crop shrunk by `resize_crop`."""
+    square = job.square
     if square.side >= size_hw[0]:
-        return resize_crop(crop_square(frame, square), size_hw)
-    # output pixel (u, v) samples the frame at the square's corner + (u + 0.5) * step - 0.5 (pixel centres)
-    step_x, step_y = square.side / size_hw[1], square.side / size_hw[0]
-    to_frame = np.array([[step_x, 0.0, square.x + 0.5 * step_x - 0.5],
-                         [0.0, step_y, square.y + 0.5 * step_y - 0.5]])
-    return cv2.warpAffine(frame, to_frame, (size_hw[1], size_hw[0]), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
+        return resize_crop(job.crop, size_hw)
+    return resample_square(frame, square.x, square.y, square.side, size_hw)
 
 
 def to_model_input(small_crops: list[np.ndarray]) -> np.ndarray:

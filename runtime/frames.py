@@ -33,6 +33,16 @@ def to_bgr(frame: np.ndarray) -> np.ndarray:
     raise SourceError(f"frame with {channels} channels received; expected 1 (grey), 3 (BGR) or 4 (BGRA).")
 
 
+def resample_square(image: np.ndarray, x: float, y: float, side: float, out_hw: tuple[int, int]) -> np.ndarray:
+    """The square (x, y, side) of `image`, at any sub-pixel position, resampled to out_hw with OpenCV's bicubic
+    (pixel centres aligned: output pixel u samples x + (u + 0.5) * side / width - 0.5); outside the image the
+    edge pixels repeat. For enlarging: shrinking this way aliases."""
+    step_x, step_y = side / out_hw[1], side / out_hw[0]
+    to_image = np.array([[step_x, 0.0, x + 0.5 * step_x - 0.5], [0.0, step_y, y + 0.5 * step_y - 0.5]])
+    return cv2.warpAffine(image, to_image, (out_hw[1], out_hw[0]), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
 def hwc_uint8_to_nchw(images: np.ndarray) -> np.ndarray:
     """uint8 images [N, H, W, C] (or one [H, W, C]) -> float32 [N, C, H, W] (or [C, H, W]) in [0, 1].
 

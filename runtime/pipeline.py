@@ -250,7 +250,7 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
         members = [(f, i) for f, i in jobs if frames[f].routes[i].model == number]
         if not members:
             continue
-        small = [model_crop(frames[f].frame, frames[f].jobs[i].square, backend.artifact.input_hw)
+        small = [model_crop(frames[f].frame, frames[f].jobs[i], backend.artifact.input_hw)
                  for f, i in members]
         outputs = infer_batched(backend, to_model_input(small))
         images = from_model_output(outputs[backend.artifact.image_output.name])

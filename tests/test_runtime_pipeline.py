@@ -17,8 +17,8 @@ from runtime.compose import (
 from runtime.constants import FRAMING_OFFSET, FRAMING_SCALE
 from runtime.detect import Detection, box_size, detection_scale
 from runtime.errors import BackendError, RuntimeToolkitError, SinkError
-from runtime.faces import (Square, crop_square, from_model_output, model_crop, resize_crop, select_faces, square_around,
-                           to_model_input)
+from runtime.faces import (FaceJob, Square, crop_square, from_model_output, model_crop, resize_crop, select_faces,
+                           square_around, to_model_input)
 from runtime.frames import to_bgr
 from runtime.pipeline import EnhanceConfig, Enhancer, run_stream
 from runtime.records import BestCropStore, EventLog, sharpness
@@ -51,12 +51,16 @@ def test_square_around_snaps_to_the_display_grid():
     assert fine.x + fine.side / 2 == pytest.approx(105.4, abs=1 / 8)  # centre kept to the grid, not to 1 px
 
 
+def _job(frame, square):
+    return FaceJob(1, (0.0, 0.0, 1.0, 1.0), square, crop_square(frame, square))
+
+
 def test_model_crop_samples_a_small_face_at_its_exact_position():
     # a ramp in x: bicubic interpolation reproduces it exactly, so any offset in the crop shows up
     frame = np.repeat(np.repeat((40 + 8 * np.arange(40, dtype=np.float32))[None, :, None], 30, 0), 3, 2)
     frame = np.clip(frame, 0, 255).astype(np.uint8)[:, :24]  # values 40..224
     square = Square(5.5, 4.25, 8.0)  # 8 px square -> 16 px input: each input px is half a frame px
-    crop = model_crop(frame, square, (16, 16)).astype(np.float32)
+    crop = model_crop(frame, _job(frame, square), (16, 16)).astype(np.float32)
     centres = square.x + (np.arange(16) + 0.5) * 0.5 - 0.5  # frame x of each input pixel's centre
     np.testing.assert_allclose(crop[8, 2:14, 0], 40 + 8 * centres[2:14], atol=1.0)
     assert crop.shape == (16, 16, 3)
@@ -65,7 +69,8 @@ def test_model_crop_samples_a_small_face_at_its_exact_position():
 def test_model_crop_of_a_face_larger_than_the_input_is_the_shrunk_whole_pixel_crop():
     frame = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
     square = Square(10.25, 7.5, 40.0)
-    np.testing.assert_array_equal(model_crop(frame, square, (16, 16)), resize_crop(crop_square(frame, square), (16, 16)))
+    np.testing.assert_array_equal(model_crop(frame, _job(frame, square), (16, 16)),
+                                  resize_crop(crop_square(frame, square), (16, 16)))
 
 
 def test_crop_square_replicates_the_border_outside_the_frame():
