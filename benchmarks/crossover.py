@@ -8,6 +8,8 @@ output) or go through the model (s -> the model's input size with INTER_AREA, or
 then SR). Both are scored against the aligned HR crop with the official Y-PSNR, on the UTK test split, for
 native sizes from well below to well above the model's input. The largest size at which the model still
 wins is the model's crossover; the runtime's routing (`runtime.routing`) enhances a face only below it.
+A model whose manifest allows tiling (`runtime.tiles`) is run as the runtime runs it: on the face at its
+recorded size (s x scale px, brought to the output size), with no crossover in routing.
 Models run through the runtime's backends. Results: benchmarks/results/<machine>/crossover.{json,md,png}.
 """
 from __future__ import annotations
@@ -43,8 +45,28 @@ def model_route(backend, native: np.ndarray) -> np.ndarray:
     from training.metrics import to_uint8
 
     artifact = backend.artifact
+    if artifact.tiling is not None:
+        return tiled_route(backend, native)
     small = np.stack([resize_crop(im, artifact.input_hw) for im in native])
     return to_uint8(infer_batched(backend, hwc_uint8_to_nchw(small))[artifact.image_output.name])
+
+
+def tiled_route(backend, native: np.ndarray) -> np.ndarray:
+    """A tiled model (`runtime.tiles`) enhances each face at its recorded size (scale x native px; a face smaller
+    than the input gets its edge pixels as context), then the result is brought to the output size."""
+    from runtime.faces import FaceJob, Square
+    from runtime.pipeline import enhance_tiled
+
+    side = native.shape[1]
+    square = Square(0, 0, side)
+    faces = [(np.ascontiguousarray(im[..., ::-1]), FaceJob(0, (0, 0, side, side), square, im)) for im in native]
+    out_side = backend.artifact.output_hw[0]
+
+    def to_output(sr):
+        filter_ = cv2.INTER_AREA if sr.shape[0] > out_side else cv2.INTER_CUBIC
+        return cv2.resize(sr, (out_side, out_side), interpolation=filter_)[..., ::-1]
+
+    return np.stack([to_output(sr) for _, sr, _ in enhance_tiled(backend, faces)])
 
 
 def measure(manifest: Path, hr: np.ndarray, sizes=NATIVE_SIZES) -> dict:
@@ -67,7 +89,7 @@ def measure(manifest: Path, hr: np.ndarray, sizes=NATIVE_SIZES) -> dict:
                      psnr["model"], psnr["bicubic"], psnr["model"] - psnr["bicubic"])
     winning = [r["native_px"] for r in rows if r["gain_db"] > 0]
     return {"artifact": manifest.stem, "input_px": artifact.input_hw[0], "output_px": out_side, "rows": rows,
-            "crossover_px": max(winning) if winning else None,
+            "tiled": artifact.tiling is not None, "crossover_px": max(winning) if winning else None,
             "crossover_ratio": round(max(winning) / artifact.input_hw[0], 3) if winning else None}
 
 
@@ -84,7 +106,8 @@ def to_markdown(payload: dict) -> str:
              f"Command: `{payload['command']}`\n"]
     for model in payload["models"]:
         rows = [[r["native_px"], r["model_db"], r["bicubic_db"], f"{r['gain_db']:+.2f}"] for r in model["rows"]]
-        lines.append(f"**{model['artifact']}** ({model['input_px']} -> {model['output_px']} px): model wins up to "
+        how = ", tiled at the recorded size" if model.get("tiled") else ""
+        lines.append(f"**{model['artifact']}** ({model['input_px']} -> {model['output_px']} px{how}): model wins up to "
                      f"{model['crossover_px']} px native ({model['crossover_ratio']} x its input)\n")
         lines.append(markdown_table(["native px", "model Y-PSNR (dB)", "bicubic Y-PSNR (dB)", "gain"], rows))
     return "\n".join(lines)

@@ -31,6 +31,7 @@ log = logging.getLogger("export.build")
 
 PARITY_FACES = 16
 PARITY_FACES_LARGE = 2  # outputs above 256 px (Panini's 1024 px): batch 1 and 2, minutes instead of an hour
+TILING_FACES = 8  # face regions 2.5 inputs wide for the tiling check (local models)
 ACCURACY_GATES = ("fail", "warn", "off")
 
 
@@ -167,6 +168,10 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
         check_onnx(fp32_path)
         fp32, parity = _verified(reference, fp32_path, inputs, outputs, batch)
         checks, conversion = {"parity": parity}, {}
+        tiling = None
+        if io.local and not extras:
+            checks["tiling"] = _tiling_check(reference, fp32)
+            tiling = checks["tiling"].pop("tiling", None)
         if row.convert is not None:
             options = with_model_defaults(options, row, io, fp32_path)
             conversion, checks["accuracy"] = make_precision_onnx(fp32, published, row, options, calibration)
@@ -174,7 +179,7 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
         manifest = OnnxManifest(
             model=model_name, precision=row.name, onnx=onnx_path.name, onnx_sha256=sha256_of(published),
             opset=file_opset(published), inputs=inputs, outputs=outputs, batch=batch,
-            weights=_weights_info(weights_path), min_input_ratio=_trained_min_input_ratio(weights_path),
+            weights=_weights_info(weights_path), min_input_ratio=_trained_min_input_ratio(weights_path), tiling=tiling,
             scale=io.scale, steps=steps, max_steps=io.recurrent_steps,
             config=model.config.to_dict(), batchnorm_folded=io.folds_batchnorm, checks=checks,
             precision_conversion=conversion, trtexec=trtexec_hint(onnx_path.name, inputs[0], batch),
@@ -195,6 +200,19 @@ def _verified(reference, onnx_path: Path, inputs, outputs, batch: BatchProfile):
     if not parity["passed"]:
         raise ExportError(f"ONNX Runtime does not match PyTorch: {parity}. Nothing was written.")
     return artifact, parity
+
+
+def _tiling_check(reference, artifact) -> dict:
+    """May the runtime run this model tile by tile on faces at their recorded size? (`runtime.tiles`)"""
+    from .inputs import face_inputs
+    from .verify import check_tiling
+
+    side = artifact.input_hw[0] * 5 // 2  # tiles at the region's edges, in its middle, and a short last step
+    regions, source = face_inputs(TILING_FACES, lr_size=side)
+    result = check_tiling(reference, artifact, regions, source)
+    log.info("tiling check: tiled vs whole %.1f dB (%s)", result["psnr_db"], "passed" if result["passed"] else
+             "FAILED: the runtime will resize faces to the input")
+    return result
 
 
 def _trained_min_input_ratio(path: Path | None) -> float | None:
@@ -370,6 +388,10 @@ def _print_result(result: BuildResult) -> None:
     gate = manifest.checks.get("accuracy")
     if gate and not gate.get("skipped"):
         print(f"accuracy: {gate_summary(manifest.precision, gate)} -> {'passed' if gate['passed'] else 'FAILED (warn)'}")
+    tiled = manifest.checks.get("tiling")
+    if tiled:
+        use = "faces run at their recorded size, tile by tile" if manifest.tiling else "faces resized to the input"
+        print(f"tiling:   tiled vs whole image {tiled['psnr_db']:.1f} dB (needs {tiled['min_psnr_db']:.0f}) -> {use}")
     print(f"tensorrt-compat: {compat_summary(manifest.checks['tensorrt_compat'])}")
 
 

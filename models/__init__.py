@@ -55,7 +55,7 @@ def _dic_io(config: DICConfig) -> ModelIO:
 
 
 def _pfsr_io(config: PFSRConfig) -> ModelIO:
-    return ModelIO(input_size=config.input_size, scale=config.scale, folds_batchnorm=True)
+    return ModelIO(input_size=config.input_size, scale=config.scale, folds_batchnorm=True, local=True)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -34,6 +34,8 @@ class ModelIO:
         int8_keep_ops: op types this model keeps in fp32 at int8, on top of the precision's defaults.
         int8_keep_weights: fnmatch patterns of weight names: the nodes reading them stay fp32 at int8 (names
             survive re-export, node names do not).
+        local: fully convolutional with a receptive field well inside the input, so it can enhance a face at its
+            recorded resolution tile by tile (`runtime.tiles`); export verifies it before the manifest says so.
     """
 
     input_size: int
@@ -43,6 +45,7 @@ class ModelIO:
     folds_batchnorm: bool = False
     int8_keep_ops: tuple[str, ...] = ()
     int8_keep_weights: tuple[str, ...] = ()
+    local: bool = False
 
     @property
     def output_size(self) -> int:

@@ -21,6 +21,7 @@ from .contract import (
 )
 from .errors import ModelArtifactError
 from .files import sha256_of
+from .tiles import Tiling
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,16 @@ class ModelArtifact:
     @property
     def output_hw(self) -> tuple[int, int]:
         return self.image_output.shape[2], self.image_output.shape[3]
+
+    @property
+    def tiling(self) -> Tiling | None:
+        """How the model may run at a face's recorded resolution (`runtime.tiles`), or None: faces are resized
+        to the input. Only from a manifest whose export verified it, for a model with no output but the image
+        (tiles have no per-face landmarks)."""
+        entry = self.manifest.tiling if self.manifest is not None else None
+        if entry is None or len(self.outputs) != 1:
+            return None
+        return Tiling(self.input_hw[0], entry["stride"], entry["ramp"])
 
 
 def _image_spec(specs, kind: str, path: Path) -> TensorSpec:

@@ -35,8 +35,8 @@ class EnhancedFace:
     track_id: int
     box: Box
     square: Square
-    lr: np.ndarray | None  # BGR uint8 at the model's input size
-    sr: np.ndarray | None  # BGR uint8 at the model's output size
+    lr: np.ndarray | None  # BGR uint8 at the model's input size (a tiled model: the recorded crop)
+    sr: np.ndarray | None  # BGR uint8 at the model's output size (a tiled model: scale x the recorded crop)
     native: np.ndarray | None = None  # BGR uint8, the square crop at the recorded resolution
     route: str = "enhanced"
     model: int | None = 0

@@ -99,3 +99,9 @@ MIN_MAGNIFICATION_RATIO = 1.0
 # the input, a blur the models were not trained on. Whole frames, x4 model (32 px input) shown 4x: 12-16 px
 # faces -0.27 dB, 16-24 px -0.15 dB (-0.12 with a floor of 0.6 x the input), 24-32 px +0.09 dB.
 MIN_INPUT_RATIO = 0.75
+# A tiled model (`runtime.tiles`) never interpolates a face up to its input: it sees the recorded pixels with
+# their surroundings. Its floor is TILED_MIN_INPUT_RATIO x the input (x4: 11.2 px, x8: 5.6 px). Whole frames
+# (`python -m benchmarks.frames`, pfsr_tiled_utk + pfsr_x4_frames_utk, both tiled), floor 0.35 against the
+# resize floors (0.55 / 0.6): K = 4 all 20 faces +0.75 dB (was +0.33; street faces of 12-16 px +0.48 to +2.07),
+# K = 8 +0.74 (was +0.63), no face newly losing.
+TILED_MIN_INPUT_RATIO = 0.35

@@ -182,6 +182,9 @@ class OnnxManifest:
     # The smallest face, as a fraction of the input side, the weights were trained on (from the weights'
     # metadata: --real-framing trains on faces down to 0.6x the input); None: routing's default floor
     min_input_ratio: float | None = None
+    # Set when the model may run on overlapping input-sized tiles of a face at its recorded resolution
+    # (`runtime.tiles`): {"stride": px, "ramp": px}, written by export after its `tiling` check passed
+    tiling: dict | None = None
 
     kind = "onnx"
 
@@ -203,6 +206,10 @@ class OnnxManifest:
         ratio = data.get("min_input_ratio")
         _expect(ratio is None or (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 < ratio <= 1),
                 f"{where}.min_input_ratio", "min_input_ratio", ratio, "a number in (0, 1], or null")
+        tiling = data.get("tiling")
+        _expect(tiling is None or (isinstance(tiling, dict) and set(tiling) == {"stride", "ramp"} and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in tiling.values())),
+                f"{where}.tiling", "tiling", tiling, "{stride: px, ramp: px} (positive integers), or null")
         return cls(
             **common,
             onnx=_field(data, "onnx", str, where), onnx_sha256="" if legacy else _sha(data, "onnx_sha256", where),
@@ -212,7 +219,7 @@ class OnnxManifest:
             batchnorm_folded=bool(data.get("batchnorm_folded", False)), checks=data.get("checks") or {},
             precision_conversion=data.get("precision_conversion") or {}, trtexec=data.get("trtexec", ""),
             versions=data.get("versions") or {}, created=data.get("created", ""),
-            min_input_ratio=None if ratio is None else float(ratio))
+            min_input_ratio=None if ratio is None else float(ratio), tiling=tiling)
 
     def failed_checks(self) -> list[str]:
         return [name for name, check in self.checks.items() if isinstance(check, dict) and check.get("passed") is False]

@@ -4,6 +4,7 @@ Pure functions; the frame is never modified.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -106,6 +107,25 @@ def model_crop(frame: np.ndarray, job: FaceJob, size_hw: tuple[int, int]) -> np.
     if square.side >= size_hw[0]:
         return resize_crop(job.crop, size_hw)
     return resample_square(frame, square.x, square.y, square.side, size_hw)
+
+
+def native_region(square: Square, tile: int) -> Square:
+    """The whole-pixel square a tiled model enhances for a face (see `runtime.tiles`): the face's square plus at
+    least a pixel on each side (support for cutting the square back out at sub-pixel precision), at least one tile,
+    centred on the face."""
+    x0, y0 = math.floor(square.x) - 2, math.floor(square.y) - 2
+    side = max(math.ceil(square.x + square.side) + 2 - x0, math.ceil(square.y + square.side) + 2 - y0, tile)
+    centre_x, centre_y = square.x + square.side / 2, square.y + square.side / 2
+    return Square(math.floor(centre_x - side / 2), math.floor(centre_y - side / 2), side)
+
+
+def square_from_region(enhanced: np.ndarray, region: Square, square: Square) -> np.ndarray:
+    """The face's square out of its region's enhanced image (`scale` x the region), at the square's own
+    sub-pixel position; an exact copy when the square sits on the enhanced image's pixel grid."""
+    scale = enhanced.shape[0] / region.side
+    side = max(1, round(square.side * scale))
+    return resample_square(enhanced, (square.x - region.x) * scale, (square.y - region.y) * scale,
+                           square.side * scale, (side, side))
 
 
 def to_model_input(small_crops: list[np.ndarray]) -> np.ndarray:

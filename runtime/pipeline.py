@@ -21,13 +21,15 @@ from .compose import (VIEWS, EnhancedFace, comparison, draw_fps, gallery, galler
 from .constants import FRAMING_GRID, MAX_FACES, MIN_FACE_PX
 from .detect import FaceDetector, box_size
 from .errors import RuntimeToolkitError, SinkError, SourceError
-from .faces import FaceJob, face_jobs, from_model_output, model_crop, select_faces, to_model_input
+from .faces import (FaceJob, crop_square, face_jobs, from_model_output, model_crop, native_region, select_faces,
+                    square_from_region, to_model_input)
 from .frames import to_bgr
 from .records import BestCropStore, EventLog
 from .progress import Progress
 from .routing import Route, model_fit, route
 from .sinks import Sink
 from .sources import ReadStatus, Source
+from .tiles import enhance_regions
 from .timing import FpsMeter, StageTimer
 from .track import IoUTracker, Track
 
@@ -250,6 +252,10 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
         members = [(f, i) for f, i in jobs if frames[f].routes[i].model == number]
         if not members:
             continue
+        if backend.artifact.tiling is not None:
+            results.update(zip(members, enhance_tiled(backend, [(frames[f].frame, frames[f].jobs[i])
+                                                                 for f, i in members])))
+            continue
         small = [model_crop(frames[f].frame, frames[f].jobs[i], backend.artifact.input_hw)
                  for f, i in members]
         outputs = infer_batched(backend, to_model_input(small))
@@ -265,6 +271,18 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
                                       route=decision.reason, model=decision.model, landmarks=points))
         enhanced.append(faces)
     return enhanced
+
+
+def enhance_tiled(backend: Backend, faces: list[tuple[np.ndarray, FaceJob]]) -> list[tuple]:
+    """(lr, sr, landmarks) per (frame, job) for a model that runs at the faces' recorded resolution
+    (`runtime.tiles`): each face's native region is enhanced tile by tile, all tiles in one batch, and the
+    face's square is cut back out at `scale` x its recorded size."""
+    tiling = backend.artifact.tiling
+    regions = [native_region(job.square, tiling.tile) for _, job in faces]
+    crops = [crop_square(frame, region) for (frame, _), region in zip(faces, regions)]
+    images = enhance_regions(lambda batch: run_batched(backend, batch), crops, tiling)
+    return [(job.crop, square_from_region(image, region, job.square), None)
+            for (_, job), region, image in zip(faces, regions, images)]
 
 
 class StopSignals:

@@ -6,7 +6,8 @@ A face recorded at `native` px (the side of its framing square) and shown at `di
 - otherwise, among the models whose crossover it does not exceed (the largest native size at which a model
   still beats plain interpolation, measured by `python -m benchmarks.crossover` and
   `python -m benchmarks.frames`; see `constants.CROSSOVER_RATIO`), it goes to the one whose input side fits
-  its native size best (smallest |log(native/input)|). When no model takes it, it is interpolated.
+  its native size best (smallest |log(native/input)|; a tiled model fits every face at least as large as its
+  input). When no model takes it, it is interpolated.
 `force` (the CLI's --enhance-all) enhances every face with its best-fitting model.
 """
 from __future__ import annotations
@@ -14,18 +15,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .constants import CROSSOVER_RATIO, MIN_FACE_INPUT_FRACTION, MIN_INPUT_RATIO, MIN_MAGNIFICATION_RATIO
+from .constants import (CROSSOVER_RATIO, MIN_FACE_INPUT_FRACTION, MIN_INPUT_RATIO, MIN_MAGNIFICATION_RATIO,
+                        TILED_MIN_INPUT_RATIO)
 
 
 @dataclass(frozen=True)
 class ModelFit:
     """What routing needs to know about one model: its input and output sides and the native face sizes it
-    takes (from `min_native_px` up to its crossover)."""
+    takes (from `min_native_px` up to its crossover). A `tiled` model enhances faces at their recorded
+    resolution (`runtime.tiles`): it has no crossover, a lower floor, and fits every face at least as large as
+    its input."""
 
     input_px: int
     output_px: int
     crossover_px: float
     min_native_px: float = 0.0
+    tiled: bool = False
 
     @property
     def scale(self) -> float:
@@ -33,9 +38,17 @@ class ModelFit:
 
     @classmethod
     def for_sides(cls, input_px: int, output_px: int, ratio: float = CROSSOVER_RATIO,
-                  min_input_ratio: float | None = None) -> "ModelFit":
+                  min_input_ratio: float | None = None, tiled: bool = False) -> "ModelFit":
         floor = MIN_INPUT_RATIO if min_input_ratio is None else min_input_ratio
+        if tiled:  # no interpolation up to the input (see constants.TILED_MIN_INPUT_RATIO)
+            return cls(input_px, output_px, math.inf, min(floor, TILED_MIN_INPUT_RATIO) * input_px, tiled)
         return cls(input_px, output_px, ratio * input_px, floor * input_px)
+
+    def distance(self, native_px: float) -> float:
+        """How far a face's native size is from what the model was trained on (log scale)."""
+        if self.tiled and native_px >= self.input_px:
+            return 0.0
+        return abs(math.log(max(native_px, 1.0) / self.input_px))
 
 
 def model_fit(artifact) -> ModelFit:
@@ -43,7 +56,8 @@ def model_fit(artifact) -> ModelFit:
     `min_input_ratio`) take faces down to that size."""
     manifest = artifact.manifest
     return ModelFit.for_sides(artifact.input_hw[0], artifact.output_hw[0],
-                              min_input_ratio=manifest.min_input_ratio if manifest is not None else None)
+                              min_input_ratio=manifest.min_input_ratio if manifest is not None else None,
+                              tiled=artifact.tiling is not None)
 
 
 def default_min_face(artifacts) -> float:
@@ -61,9 +75,9 @@ class Route:
 
 
 def best_fit(native_px: float, models: list[ModelFit], candidates: list[int] | None = None) -> int:
-    """Index of the model (among `candidates`) whose input side is closest to the native size, log scale."""
+    """Index of the model (among `candidates`) that fits the native size best (`ModelFit.distance`)."""
     candidates = list(range(len(models))) if candidates is None else candidates
-    return min(candidates, key=lambda i: abs(math.log(max(native_px, 1.0) / models[i].input_px)))
+    return min(candidates, key=lambda i: models[i].distance(native_px))
 
 
 def route(native_px: float, display_px: float, models: list[ModelFit], force: bool = False) -> Route:

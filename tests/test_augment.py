@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from training.augment import LR_ROUTES, RealFraming
+from training.augment import LR_ROUTES, TILED_ROUTES, RealFraming
 
 
 def _dot_image(points, side=128):
@@ -32,7 +32,7 @@ def test_identity_framing_changes_nothing():
     np.testing.assert_allclose(moved, points)
 
 
-@pytest.mark.parametrize("route", LR_ROUTES)
+@pytest.mark.parametrize("route", LR_ROUTES + TILED_ROUTES)
 def test_every_lr_route_gives_the_model_input_size(route):
     hr = np.random.default_rng(2).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     lr = RealFraming().make_lr(hr, 16, route, np.random.default_rng(0))
@@ -74,3 +74,17 @@ def test_training_cli_refuses_an_unknown_route():
     assert parse_args(["--real-framing", "--framing-routes", "smaller,area"]).framing_routes == ("smaller", "area")
     with pytest.raises(SystemExit):
         parse_args(["--framing-routes", "bilinear"])
+
+
+def test_native_route_zooms_the_pair_out_so_the_face_is_smaller_than_the_window():
+    """What a tiled model sees of a small face: the face at 0.55-1 x the window, its surroundings around it,
+    and an HR target that shows the same zoomed-out window."""
+    hr = np.zeros((1, 128, 128, 3), np.uint8)
+    hr[0, 32:96, 32:96] = 255  # the "face": half the crop's side
+    points = np.array([[[32.0, 32.0], [96.0, 96.0]]], np.float32)
+    framing = RealFraming(clean_share=0.0, routes=("native",), smallest_native=0.55, scale_sigma=0.0, shift_sigma=0.0)
+    new_hr, new_lr, new_points = framing(hr, hr[:, ::8, ::8].copy(), points, np.random.default_rng(5))
+    face_side = (new_hr[0, :, :, 0] > 127).sum(axis=1).max()
+    assert 0.55 * 64 - 2 <= face_side < 64  # zoomed out by 1 / U(0.55, 1)
+    assert np.isclose(new_points[0, 1, 0] - new_points[0, 0, 0], face_side, atol=2)  # landmarks follow
+    assert np.isclose((new_lr[0, :, :, 0] > 127).sum(axis=1).max(), face_side / 8, atol=1.5)  # LR: area of the window

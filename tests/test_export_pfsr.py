@@ -43,6 +43,8 @@ def test_export_folds_batchnorm_and_matches_torch(pfsr_fp32, pfsr_weights):
     assert pfsr_fp32.onnx_path.name == "pfsr_fp32.onnx"
     parity = manifest.checks["parity"]
     assert parity["passed"] and parity["sr_max_abs_error"] <= 1e-4
+    tiling = manifest.checks["tiling"]  # PFSR is fully convolutional: tiles of 16 px agree with the whole image
+    assert tiling["passed"] and tiling["psnr_db"] >= 40 and manifest.tiling == {"stride": 8, "ramp": 2}
     assert manifest.inputs[0].shape == ("N", 3, 16, 16)
     assert manifest.outputs[0].shape == ("N", 3, 128, 128)
     # Independent check against the unfused PyTorch model on fresh inputs, two batch sizes.
@@ -96,8 +98,10 @@ def test_runtime_runs_pfsr_from_its_manifest(pfsr_fp32, shared_dir, detector_pat
         result = Enhancer(backend, FaceDetector(detector_path), forced).process(frame, 0)
         routed = Enhancer(backend, FaceDetector(detector_path), EnhanceConfig(view="gallery")).process(frame, 0)
     assert len(result.faces) == 6
-    assert all(face.sr.shape == (128, 128, 3) for face in result.faces)
-    # 73-86 px faces are far above a x8 model's crossover: routing keeps their recorded pixels.
+    # PFSR passed the export's tiling check: each face is enhanced at its recorded size, 8x its square
+    assert artifact.tiling is not None
+    assert all(face.sr.shape == (round(face.square.side * 8),) * 2 + (3,) for face in result.faces)
+    # Gallery tiles show the 73-86 px faces smaller than 8x: routing keeps their recorded pixels.
     assert len(routed.faces) == 6 and all(face.sr is None for face in routed.faces)
 
 
@@ -162,3 +166,43 @@ def test_cli_refuses_weights_with_non_finite_values(pfsr_weights, tmp_path, capl
     assert main(["--model", "pfsr", "--weights", str(damaged), "--outdir", str(tmp_path / "out")]) == 2
     assert "non-finite values (NaN/Inf)" in caplog.text
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.shared
+@needs_utk
+def test_shipped_x4_tiled_beats_bicubic_and_resizing_on_faces_larger_than_its_input(tmp_path):
+    """A 40 px face through the x4 model: shrunk to its 32 px input it loses to bicubic; enhanced at its
+    recorded size tile by tile (what the manifest allows after the tiling check) it beats bicubic."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.crossover import measure
+    from training.data import load_split
+
+    weights = Path(__file__).resolve().parents[1] / "models" / "weights" / "pfsr_x4_frames_utk.safetensors"
+    result = build("pfsr_x4", weights=str(weights), outdir=tmp_path)
+    assert result.manifest.tiling == {"stride": 16, "ramp": 4}
+    resized = tmp_path / "resized.json"
+    resized.write_text(json.dumps({**json.loads(result.manifest_path.read_text()), "tiling": None}))
+    hr = load_split("test").subset(30).hr
+    (tiled,) = measure(result.manifest_path, hr, sizes=(40,))["rows"]
+    (shrunk,) = measure(resized, hr, sizes=(40,))["rows"]
+    assert tiled["gain_db"] > 0.5, tiled
+    assert shrunk["gain_db"] < 0 < tiled["model_db"] - shrunk["model_db"] - 1.0, (tiled, shrunk)
+
+
+@pytest.mark.shared
+@needs_utk
+def test_shipped_tiled_x8_weights_gain_on_10_px_faces_tiled(tmp_path):
+    """pfsr_tiled_utk was trained for faces smaller than its input inside a full window (--framing-routes
+    native): run tiled on 10 px faces it beats bicubic clearly (UTK test, 30 faces)."""
+    from pathlib import Path
+
+    from benchmarks.crossover import measure
+    from training.data import load_split
+
+    weights = Path(__file__).resolve().parents[1] / "models" / "weights" / "pfsr_tiled_utk.safetensors"
+    result = build("pfsr", weights=str(weights), outdir=tmp_path)
+    assert result.manifest.tiling == {"stride": 8, "ramp": 2} and result.manifest.min_input_ratio == 0.55
+    (row,) = measure(result.manifest_path, load_split("test").subset(30).hr, sizes=(10,))["rows"]
+    assert row["gain_db"] > 0.5, row

@@ -15,9 +15,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-__all__ = ["RealFraming", "LR_ROUTES"]
+__all__ = ["RealFraming", "LR_ROUTES", "TILED_ROUTES"]
 
 LR_ROUTES = ("bicubic", "area", "smaller")  # PIL bicubic (the training convention), cv2 area, area then enlarged
+# For models the runtime runs tile by tile (`runtime.tiles`): a face smaller than the input is not enlarged but
+# cut at its recorded size with its surroundings; the pair zooms out (reflected past the crop's edges) so the
+# face is smallest_native..1 x the window, and the LR is the area-downscaled window.
+TILED_ROUTES = ("native",)
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class RealFraming:
     scale_sigma: float = 0.08  # log-normal spread of the crop side (clipped to scale_range)
     scale_range: tuple[float, float] = (0.85, 1.18)
     shift_sigma: float = 0.05  # centre shift, fraction of the side, per axis
-    smallest_native: float = 0.6  # "smaller" route: native side drawn from [this, 1) x the LR size
+    smallest_native: float = 0.6  # "smaller"/"native" routes: native side drawn from [this, 1) x the LR size
     clean_share: float = 0.2
     routes: tuple[str, ...] = LR_ROUTES  # drawn uniformly for each re-framed face
 
@@ -35,14 +39,18 @@ class RealFraming:
         """hr [N, S, S, 3], lr [N, s, s, 3] uint8, landmarks [N, K, 2] -> new arrays (inputs untouched)."""
         hr, lr, landmarks = hr.copy(), lr.copy(), landmarks.copy()
         for i in np.flatnonzero(rng.random(len(hr)) >= self.clean_share):
-            hr[i], landmarks[i] = self.reframe(hr[i], landmarks[i], rng)
-            lr[i] = self.make_lr(hr[i], lr.shape[1], self.routes[rng.integers(len(self.routes))], rng)
+            route = self.routes[rng.integers(len(self.routes))]
+            # "native": the whole pair zooms out so the face is smaller than the window, context around it
+            zoom_out = 1.0 / rng.uniform(self.smallest_native, 1.0) if route == "native" else 1.0
+            hr[i], landmarks[i] = self.reframe(hr[i], landmarks[i], rng, zoom_out)
+            lr[i] = self.make_lr(hr[i], lr.shape[1], route, rng)
         return hr, lr, landmarks
 
-    def reframe(self, image: np.ndarray, points: np.ndarray, rng: np.random.Generator):
-        """Crop a square of side scale*S centred at (S/2 + shift) (reflected past the edges), resized back to S."""
+    def reframe(self, image: np.ndarray, points: np.ndarray, rng: np.random.Generator, zoom_out: float = 1.0):
+        """Crop a square of side scale*S centred at (S/2 + shift) (reflected past the edges), resized back to S;
+        `zoom_out` multiplies the random scale."""
         side = image.shape[0]
-        scale = float(np.clip(np.exp(rng.normal(0.0, self.scale_sigma)), *self.scale_range))
+        scale = zoom_out * float(np.clip(np.exp(rng.normal(0.0, self.scale_sigma)), *self.scale_range))
         shift = rng.normal(0.0, self.shift_sigma, 2) * side
         # output pixel p samples input (p - c) * scale + c + shift, c = the centre in pixel-index coordinates
         centre = (side - 1) / 2
@@ -56,10 +64,10 @@ class RealFraming:
     def make_lr(self, hr: np.ndarray, size: int, route: str, rng: np.random.Generator) -> np.ndarray:
         if route == "bicubic":
             return np.asarray(Image.fromarray(hr).resize((size, size), Image.BICUBIC))
-        if route == "area":
+        if route in ("area", "native"):
             return cv2.resize(hr, (size, size), interpolation=cv2.INTER_AREA)
         if route == "smaller":
             native = max(4, int(round(size * rng.uniform(self.smallest_native, 1.0))))
             small = cv2.resize(hr, (native, native), interpolation=cv2.INTER_AREA)
             return cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
-        raise ValueError(f"unknown LR route {route!r}; expected one of {', '.join(LR_ROUTES)}")
+        raise ValueError(f"unknown LR route {route!r}; expected one of {', '.join(LR_ROUTES + TILED_ROUTES)}")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import LR_ROUTES, RealFraming
+from .augment import LR_ROUTES, TILED_ROUTES, RealFraming
 from .checkpoints import ResumeError, load_checkpoint, save_checkpoint, save_weights
 from .data import DataError, load_split
 from .tasks import get_task, sample_batch
@@ -98,7 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--framing-smallest", type=float, default=RealFraming.smallest_native,
                    help="--real-framing: smallest native face, as a fraction of the LR size (the 'smaller' route)")
     p.add_argument("--framing-routes", type=_routes, default=LR_ROUTES,
-                   help=f"--real-framing: LR routes drawn from, comma-separated (default {','.join(LR_ROUTES)})")
+                   help=f"--real-framing: LR routes drawn from, comma-separated (default {','.join(LR_ROUTES)}; "
+                        "'native' trains a tiled model on faces smaller than its input, with their surroundings)")
     args = p.parse_args(argv)
     landmarks = args.task == "landmarks"
     if args.heatmap_sigma is None:
@@ -112,9 +113,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _routes(text: str) -> tuple[str, ...]:
     routes = tuple(r.strip() for r in text.split(",") if r.strip())
-    unknown = [r for r in routes if r not in LR_ROUTES]
+    unknown = [r for r in routes if r not in LR_ROUTES + TILED_ROUTES]
     if not routes or unknown:
-        raise argparse.ArgumentTypeError(f"unknown LR route(s) {unknown or text!r}; choose from {','.join(LR_ROUTES)}")
+        raise argparse.ArgumentTypeError(f"unknown LR route(s) {unknown or text!r}; "
+                                         f"choose from {','.join(LR_ROUTES + TILED_ROUTES)}")
     return routes
 
 
