@@ -85,7 +85,11 @@ class ModelArtifact:
         entry = self.manifest.tiling if self.manifest is not None else None
         if entry is None or len(self.outputs) != 1:
             return None
-        return Tiling(self.input_hw[0], entry["stride"], entry["ramp"])
+        tile = self.input_hw[0]
+        if entry["stride"] > tile or 2 * entry["ramp"] > tile:
+            raise ModelArtifactError(f"{self.manifest_path or self.path}: tiling {entry} does not fit the {tile} px "
+                                     "input (stride at most the input, ramp at most half of it); re-export the model.")
+        return Tiling(tile, entry["stride"], entry["ramp"])
 
 
 def _image_spec(specs, kind: str, path: Path) -> TensorSpec:

@@ -86,6 +86,9 @@ def test_manifest_tiling_is_validated(tmp_path):
         path.write_text(json.dumps({**data, "tiling": bad}))
         with pytest.raises(ModelArtifactError, match="tiling"):
             load_artifact(path)
+    path.write_text(json.dumps({**data, "tiling": {"stride": 40, "ramp": 4}}))  # tiles would leave gaps
+    with pytest.raises(ModelArtifactError, match="does not fit the 32 px input"):
+        load_artifact(path).tiling
     untiled = make_sr_artifact(tmp_path, "u", "nearest", in_size=32, out_size=128)
     assert load_artifact(untiled).tiling is None
 
