@@ -48,12 +48,13 @@ def test_stitch_averages_overlaps_with_weights_that_favour_tile_centres():
     assert 0 < stitched[0, 4, 0] < stitched[0, 5, 0] == 0.5 == stitched[0, 6, 0] < stitched[0, 7, 0] < 1
 
 
-def test_native_region_covers_the_square_with_a_margin_and_at_least_a_tile():
-    for square in (Square(10.25, 20.5, 9.75), Square(3, 4, 50), Square(-5.5, 7.125, 40.0)):
-        region = native_region(square, 32)
-        assert region.side >= 32 and float(region.x).is_integer() and float(region.y).is_integer()
-        assert region.x <= square.x - 1 and region.x + region.side >= square.x + square.side + 1
-        assert region.y <= square.y - 1 and region.y + region.side >= square.y + square.side + 1
+def test_native_region_covers_the_square_and_at_least_a_tile():
+    for square in (Square(10.25, 20.5, 9.75), Square(3, 4, 50), Square(-5.5, 7.125, 40.0), Square(7.5, 9.875, 13.0)):
+        region = native_region(square, 16)
+        assert region.side >= 16 and float(region.x).is_integer() and float(region.y).is_integer()
+        assert region.x <= square.x - 1 and region.x + region.side >= square.x + square.side
+        assert region.y <= square.y - 1 and region.y + region.side >= square.y + square.side
+    assert native_region(Square(7.5, 9.875, 13.0), 16).side == 16  # a 13 px face in a 16 px model: one tile
 
 
 def test_square_comes_back_out_of_its_region_at_sub_pixel_position():
