@@ -61,8 +61,13 @@ def _to_detections(rows: np.ndarray | None, scale: float) -> list[Detection]:
     return detections
 
 
+def box_centre(box: Box) -> tuple[float, float]:
+    return box[0] + box[2] / 2, box[1] + box[3] / 2
+
+
 def _centre_distance(a: Box, b: Box) -> float:
-    return float(np.hypot(a[0] + a[2] / 2 - b[0] - b[2] / 2, a[1] + a[3] / 2 - b[1] - b[3] / 2))
+    (ax, ay), (bx, by) = box_centre(a), box_centre(b)
+    return float(np.hypot(ax - bx, ay - by))
 
 
 def _same_face(candidate: Box, original: Box) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from .constants import (TRACK_EMA_ALPHA, TRACK_IOU_MATCH, TRACK_MAX_JUMP, TRACK_MAX_MISSES, TRACK_SIZE_RATIO,
                         TRACK_VELOCITY_ALPHA)
-from .detect import Box, Detection, box_size
+from .detect import Box, Detection, box_centre, box_size
 
 
 @dataclass(frozen=True)
@@ -72,17 +72,13 @@ def match_greedy(track_boxes: list[Box], detection_boxes: list[Box], threshold: 
     return pairs
 
 
-def _centre(box: Box) -> tuple[float, float]:
-    return box[0] + box[2] / 2, box[1] + box[3] / 2
-
-
 def centre_jump(a: Box, b: Box) -> float | None:
     """Centre distance in units of the larger box size; None if the sizes differ by more than
     TRACK_SIZE_RATIO (then they are not the same face)."""
     size_a, size_b = box_size(a), box_size(b)
     if min(size_a, size_b) <= 0 or max(size_a, size_b) / min(size_a, size_b) > TRACK_SIZE_RATIO:
         return None
-    (ax, ay), (bx, by) = _centre(a), _centre(b)
+    (ax, ay), (bx, by) = box_centre(a), box_centre(b)
     return ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5 / max(size_a, size_b)
 
 
@@ -165,7 +161,7 @@ class IoUTracker:
 
     def _continued(self, track: Track, predicted: Box, detection: Detection, frame: int) -> Track:
         steps = max(1, frame - track.frame)
-        (cx, cy), (px, py) = _centre(detection.box), _centre(track.box)
+        (cx, cy), (px, py) = box_centre(detection.box), box_centre(track.box)
         measured = ((cx - px) / steps, (cy - py) / steps)
         velocity = measured if track.hits == 1 else smooth(track.velocity, measured, self.velocity_alpha)
         return self._confirm(replace(track, box=smooth(predicted, detection.box, self.alpha), score=detection.score,
