@@ -8,8 +8,9 @@ K (1, 2, 4, 8) with INTER_AREA, and run through the runtime exactly as `python -
 overlay --upscale K` runs it (detection, tracking, framing, scale routing, batched SR, feathered paste-back).
 The result is compared with the original full-resolution frame, and so is plain bicubic upscaling of the
 whole small frame: Y-PSNR (BT.601 Y) inside the face boxes (YuNet on the original frame, score >= 0.9) and
-outside every face's framing square, per face-size bucket (the face's size in the small frame). K = 1 shows
-that a frame shown at its own size is left as recorded. Results: benchmarks/results/<machine>/frames.{json,md,png}.
+outside every face's framing squares (`runtime.faces.square_around` and `cover_square`), per face-size bucket
+(the face's size in the small frame). K = 1 shows that a frame shown at its own size is left as recorded.
+Results: benchmarks/results/<machine>/frames.{json,md,png}.
 """
 from __future__ import annotations
 
@@ -75,13 +76,13 @@ def run_runtime(backends, detector_path: Path, small: np.ndarray, factor: int) -
 
 def evaluate_frame(name: str, frame: np.ndarray, backends, detector_path: Path, reference_detector) -> list[dict]:
     from runtime.detect import box_size
-    from runtime.faces import square_around
+    from runtime.faces import cover_square, square_around
 
     faces = [d.box for d in reference_detector.detect(frame) if d.score >= REFERENCE_SCORE]
     outside = np.ones(frame.shape[:2], bool)
-    for box in faces:
-        square = square_around(box)
-        outside &= ~_box_mask(frame.shape, (square.x, square.y, square.side, square.side))
+    for box in faces:  # neither framing: the training-like square, nor the one of tiled models
+        for square in (square_around(box), cover_square(box)):
+            outside &= ~_box_mask(frame.shape, (square.x, square.y, square.side, square.side))
     truth_y = y_channel(frame)
     rows = []
     for factor in FACTORS:

@@ -21,8 +21,8 @@ from .compose import (VIEWS, EnhancedFace, comparison, draw_fps, gallery, galler
 from .constants import FRAMING_GRID, MAX_FACES, MIN_FACE_PX
 from .detect import FaceDetector, box_size
 from .errors import RuntimeToolkitError, SinkError, SourceError
-from .faces import (FaceJob, crop_square, face_jobs, from_model_output, model_crop, native_region, select_faces,
-                    square_from_region, to_model_input)
+from .faces import (FaceJob, covering_job, crop_square, face_jobs, from_model_output, model_crop, native_region,
+                    select_faces, square_from_region, to_model_input)
 from .frames import to_bgr
 from .records import BestCropStore, EventLog
 from .progress import Progress
@@ -169,6 +169,8 @@ class Enhancer:
             jobs = face_jobs(frame, selected, self._framing_grid())
             routes = [route(job.square.side, self._display_px(frame, job, len(jobs)), self.fits,
                             self.config.enhance_all) for job in jobs]
+            jobs = [covering_job(frame, job, self._framing_grid()) if self._tiled(decision) else job
+                    for job, decision in zip(jobs, routes)]
         return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over, captured_at)
 
     def enhance(self, prepared: PreparedFrame, timer: StageTimer | None = None) -> list[EnhancedFace]:
@@ -186,6 +188,10 @@ class Enhancer:
             self._record(prepared.index, faces)
         return FrameResult(prepared.index, view, prepared.tracks, faces, prepared.skipped_tiny, prepared.over_limit,
                            prepared.frame, prepared.captured_at)
+
+    def _tiled(self, decision: Route) -> bool:
+        """Is the face routed to a model that runs tile by tile (framed by `faces.cover_square`)?"""
+        return decision.model is not None and self.backends[decision.model].artifact.tiling is not None
 
     def _framing_grid(self) -> float:
         """Faces are framed on the display's pixel grid in the overlay (so they paste back onto whole

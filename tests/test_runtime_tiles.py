@@ -8,8 +8,10 @@ from conftest import make_sr_artifact
 from runtime.artifact import load_artifact
 from runtime.backends import create_backend
 from runtime.errors import ModelArtifactError
-from runtime.faces import FaceJob, Square, crop_square, native_region, square_from_region
-from runtime.pipeline import PreparedFrame, enhance_frames
+from runtime.compose import FEATHER_FRACTION
+from runtime.detect import Detection
+from runtime.faces import FaceJob, Square, cover_square, crop_square, native_region, square_around, square_from_region
+from runtime.pipeline import EnhanceConfig, Enhancer, PreparedFrame, enhance_frames
 from runtime.routing import ModelFit, Route, route
 from runtime.tiles import Tiling, cut_tiles, enhance_regions, stitch, tile_starts
 
@@ -110,3 +112,45 @@ def test_pipeline_enhances_faces_of_any_size_at_their_recorded_resolution(tmp_pa
     upscaled = frame.repeat(4, axis=0).repeat(4, axis=1)
     assert np.array_equal(small.sr, upscaled[362:410, 21:69])
     assert big.lr is jobs[0].crop  # what the network saw: the recorded pixels
+
+
+@pytest.mark.parametrize("grid", [1.0, 4.0])
+@pytest.mark.parametrize("box", [(10.3, 20.7, 30.0, 38.0), (0.0, 0.0, 12.0, 9.0), (100.5, 50.25, 64.0, 80.0)])
+def test_cover_square_holds_the_whole_box_with_the_feather_outside_it(box, grid):
+    square = cover_square(box, grid)
+    ramp = FEATHER_FRACTION * square.side  # where the paste-back mask is below 1
+    slack = 1.0 / grid  # corner and side are snapped to 1/grid px
+    assert square.x + ramp <= box[0] + slack and square.y + ramp <= box[1] + slack
+    assert square.x + square.side - ramp >= box[0] + box[2] - slack
+    assert square.y + square.side - ramp >= box[1] + box[3] - slack
+    assert abs(square.x + square.side / 2 - (box[0] + box[2] / 2)) <= slack  # centred on the box
+
+
+class StillDetector:
+    def __init__(self, detections):
+        self.detections = detections
+
+    def detect(self, frame):
+        return list(self.detections)
+
+
+@pytest.mark.parametrize("tiled", [True, False])
+def test_faces_of_a_tiled_model_are_enhanced_over_their_whole_box(tmp_path, tiled):
+    """A face routed to a tiled model is framed by `cover_square`: every pixel of its detection box is the
+    model's (here exactly the nearest-neighbour upscale), none is blended with interpolation. A model that
+    needs training-like crops keeps the training framing."""
+    tiling = {"tiling": {"stride": 16, "ramp": 4}} if tiled else {}
+    path = make_sr_artifact(tmp_path, "t", "nearest", in_size=32, out_size=128, **tiling)
+    frame = np.random.default_rng(2).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    box = (50.0, 30.0, 34.0, 42.0)
+    config = EnhanceConfig(view="overlay", upscale=4.0, show_fps=False, enhance_all=True)
+    with create_backend("onnxruntime", load_artifact(path), providers=["CPUExecutionProvider"]) as backend:
+        result = Enhancer(backend, StillDetector([Detection(box, 0.95)]), config).process(frame, 0)
+    (face,) = result.faces
+    if not tiled:
+        assert face.square == square_around(box, grid=4.0)
+        return
+    assert face.square == cover_square(box, grid=4.0) and face.native.shape[0] == round(face.square.side)
+    upscaled = frame.repeat(4, axis=0).repeat(4, axis=1)
+    x, y, w, h = (int(v * 4) for v in box)
+    assert np.array_equal(result.view[y:y + h, x:x + w], upscaled[y:y + h, x:x + w])

@@ -56,7 +56,16 @@ class RealFraming:
         centre = (side - 1) / 2
         to_input = np.array([[scale, 0.0, (1 - scale) * centre + shift[0]],
                              [0.0, scale, (1 - scale) * centre + shift[1]]])
-        warped = cv2.warpAffine(image, to_input, (side, side), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+        source = image
+        if scale > 1.0:
+            # zooming out shrinks the image: cubic sampling alone would alias (its kernel does not widen), so
+            # shrink with area averaging first and warp the shrunken copy (pixel centres: u' = (u + .5) f - .5)
+            shrunk = max(1, round(side / scale))
+            factor = shrunk / side
+            source = cv2.resize(image, (shrunk, shrunk), interpolation=cv2.INTER_AREA)
+            to_input = factor * to_input
+            to_input[:, 2] += 0.5 * factor - 0.5
+        warped = cv2.warpAffine(source, to_input, (side, side), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_REFLECT_101)
         moved = (points - centre - shift) / scale + centre
         return warped, moved.astype(points.dtype)
