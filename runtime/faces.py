@@ -59,7 +59,8 @@ def cover_square(box: Box, grid: float = 1.0, feather: float = FEATHER_FRACTION)
     box, so that every pixel of the box is enhanced. Snapped to 1/grid px as `square_around`.
     Why: the training-like square (`square_around`) leaves the top of a YuNet box and a feathered rim inside it
     at interpolation; on the group photos at K = 8 (`python -m benchmarks.frames`, `pfsr_tiled_utk`) covering
-    the box took the faces from +0.85 to +0.97 dB over bicubic."""
+    the box takes the faces from +0.87 to +0.98 dB over bicubic, for 2 x 2 tiles instead of one (see
+    docs/runtime.md, "Tiled models")."""
     centre = (box[0] + box[2] / 2, box[1] + box[3] / 2)
     return _snapped_square(centre, max(box[2], box[3]) / (1.0 - 2.0 * feather), grid)
 
