@@ -26,7 +26,7 @@ from .faces import (FaceJob, covering_job, crop_square, face_jobs, from_model_ou
 from .frames import to_bgr
 from .records import BestCropStore, EventLog
 from .progress import Progress
-from .routing import Route, model_fit, route
+from .routing import FORCED, Route, model_fit, route
 from .sinks import Sink
 from .sources import ReadStatus, Source
 from .tiles import enhance_regions
@@ -191,7 +191,7 @@ class Enhancer:
 
     def _tiled(self, decision: Route) -> bool:
         """Is the face routed to a model that runs tile by tile (framed by `faces.cover_square`)?"""
-        return decision.model is not None and self.backends[decision.model].artifact.tiling is not None
+        return decision.model is not None and runs_tiled(self.backends[decision.model], decision)
 
     def _framing_grid(self) -> float:
         """Faces are framed on the display's pixel grid in the overlay (so they paste back onto whole
@@ -256,11 +256,12 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
     results = {}
     for number, backend in enumerate(backends):
         members = [(f, i) for f, i in jobs if frames[f].routes[i].model == number]
+        tiled = [(f, i) for f, i in members if runs_tiled(backend, frames[f].routes[i])]
+        if tiled:
+            results.update(zip(tiled, enhance_tiled(backend, [(frames[f].frame, frames[f].jobs[i])
+                                                               for f, i in tiled])))
+        members = [member for member in members if member not in tiled]
         if not members:
-            continue
-        if backend.artifact.tiling is not None:
-            results.update(zip(members, enhance_tiled(backend, [(frames[f].frame, frames[f].jobs[i])
-                                                                 for f, i in members])))
             continue
         small = [model_crop(frames[f].frame, frames[f].jobs[i], backend.artifact.input_hw)
                  for f, i in members]
@@ -277,6 +278,12 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
                                       route=decision.reason, model=decision.model, landmarks=points))
         enhanced.append(faces)
     return enhanced
+
+
+def runs_tiled(backend: Backend, decision: Route) -> bool:
+    """Tile by tile: a tiled model's faces, except those enhanced only because --enhance-all forced them
+    (see `routing.route`), which go through its input like any model's."""
+    return backend.artifact.tiling is not None and decision.reason != FORCED
 
 
 def enhance_tiled(backend: Backend, faces: list[tuple[np.ndarray, FaceJob]]) -> list[tuple]:

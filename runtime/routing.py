@@ -8,7 +8,9 @@ A face recorded at `native` px (the side of its framing square) and shown at `di
   `python -m benchmarks.frames`; see `constants.CROSSOVER_RATIO`), it goes to the one whose input side fits
   its native size best (smallest |log(native/input)|; a tiled model fits every face at least as large as its
   input). When no model takes it, it is interpolated.
-`force` (the CLI's --enhance-all) enhances every face with its best-fitting model.
+`force` (the CLI's --enhance-all) enhances every other face too, with its best-fitting model, resized to that
+model's input even where the model is tiled: a large face shown small would cost hundreds of tiles for pixels
+the display throws away (a 100 px face: about 256 tiles of a 16 px model).
 """
 from __future__ import annotations
 
@@ -80,9 +82,19 @@ def best_fit(native_px: float, models: list[ModelFit], candidates: list[int] | N
     return min(candidates, key=lambda i: models[i].distance(native_px))
 
 
+FORCED = "forced"  # the reason of a face enhanced only because of `force`
+
+
 def route(native_px: float, display_px: float, models: list[ModelFit], force: bool = False) -> Route:
-    if force:
-        return Route(best_fit(native_px, models), "forced")
+    """The face's `Route`; with `force`, a face routing would keep goes to its best-fitting model as FORCED
+    (the pipeline then runs it through the model's input even on a tiled model: see `runtime.pipeline`)."""
+    decision = _route(native_px, display_px, models)
+    if force and decision.model is None:
+        return Route(best_fit(native_px, models), FORCED)
+    return decision
+
+
+def _route(native_px: float, display_px: float, models: list[ModelFit]) -> Route:
     if display_px <= native_px:
         return Route(None, "shown at or below its recorded size")
     if all(native_px > model.crossover_px for model in models):

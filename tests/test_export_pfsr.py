@@ -98,9 +98,10 @@ def test_runtime_runs_pfsr_from_its_manifest(pfsr_fp32, shared_dir, detector_pat
         result = Enhancer(backend, FaceDetector(detector_path), forced).process(frame, 0)
         routed = Enhancer(backend, FaceDetector(detector_path), EnhanceConfig(view="gallery")).process(frame, 0)
     assert len(result.faces) == 6
-    # PFSR passed the export's tiling check: each face is enhanced at its recorded size, 8x its square
+    # PFSR passed the export's tiling check, but these faces are enhanced only because they are forced (shown
+    # smaller than 8x): one model input each, not 8x their recorded size tile by tile
     assert artifact.tiling is not None
-    assert all(face.sr.shape == (round(face.square.side * 8),) * 2 + (3,) for face in result.faces)
+    assert all(face.sr.shape == (128, 128, 3) and face.route == "forced" for face in result.faces)
     # Gallery tiles show the 73-86 px faces smaller than 8x: routing keeps their recorded pixels.
     assert len(routed.faces) == 6 and all(face.sr is None for face in routed.faces)
 

@@ -154,3 +154,21 @@ def test_faces_of_a_tiled_model_are_enhanced_over_their_whole_box(tmp_path, tile
     upscaled = frame.repeat(4, axis=0).repeat(4, axis=1)
     x, y, w, h = (int(v * 4) for v in box)
     assert np.array_equal(result.view[y:y + h, x:x + w], upscaled[y:y + h, x:x + w])
+
+
+def test_forced_faces_go_through_the_input_of_a_tiled_model(tmp_path):
+    """--enhance-all on faces routing would keep (shown at their recorded size): one input per face, not tiles
+    at 4x their size that the display shrinks again; a face routing enhances keeps the tiled route."""
+    path = make_sr_artifact(tmp_path, "t", "nearest", in_size=32, out_size=128, tiling={"stride": 16, "ramp": 4})
+    frame = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    box = (50.0, 30.0, 34.0, 42.0)
+    with create_backend("onnxruntime", load_artifact(path), providers=["CPUExecutionProvider"]) as backend:
+        def run(upscale):
+            config = EnhanceConfig(view="overlay", upscale=upscale, show_fps=False, enhance_all=True)
+            (face,) = Enhancer(backend, StillDetector([Detection(box, 0.95)]), config).process(frame, 0).faces
+            return face
+
+        forced, routed = run(1.0), run(4.0)
+    assert forced.route == "forced" and forced.square == square_around(box) and forced.sr.shape == (128, 128, 3)
+    assert routed.route == "enhanced" and routed.square == cover_square(box, grid=4.0)
+    assert routed.sr.shape[0] == round(routed.square.side * 4)
