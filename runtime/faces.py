@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from .constants import FEATHER_FRACTION, FRAMING_OFFSET, FRAMING_SCALE
-from .detect import Box, box_size
+from .detect import Box, box_centre, box_size
 from .frames import hwc_uint8_to_nchw, resample_square
 from .track import Track
 
@@ -49,8 +49,8 @@ def square_around(box: Box, scale: float = FRAMING_SCALE, offset: tuple[float, f
     pixel grid, so the model input is cut at sub-pixel precision (`model_crop`) and the result still pastes
     back onto whole display pixels."""
     size = box_size(box)
-    centre = (box[0] + box[2] / 2 + offset[0] * size, box[1] + box[3] / 2 + offset[1] * size)
-    return _snapped_square(centre, scale * size, grid)
+    cx, cy = box_centre(box)
+    return _snapped_square((cx + offset[0] * size, cy + offset[1] * size), scale * size, grid)
 
 
 def cover_square(box: Box, grid: float = 1.0, feather: float = FEATHER_FRACTION) -> Square:
@@ -61,8 +61,7 @@ def cover_square(box: Box, grid: float = 1.0, feather: float = FEATHER_FRACTION)
     at interpolation; on the group photos at K = 8 (`python -m benchmarks.frames`, `pfsr_tiled_utk`) covering
     the box takes the faces from +0.87 to +0.98 dB over bicubic, for 2 x 2 tiles instead of one (see
     docs/runtime.md, "Tiled models")."""
-    centre = (box[0] + box[2] / 2, box[1] + box[3] / 2)
-    return _snapped_square(centre, max(box[2], box[3]) / (1.0 - 2.0 * feather), grid)
+    return _snapped_square(box_centre(box), max(box[2], box[3]) / (1.0 - 2.0 * feather), grid)
 
 
 def _snapped_square(centre: tuple[float, float], side: float, grid: float) -> Square:

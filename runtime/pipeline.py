@@ -166,10 +166,11 @@ class Enhancer:
             tracks = self._tracks(frame, index)
         selected, tiny, over = select_faces(tracks, self.config.min_face, self.config.max_faces)
         with timer.stage("prepare"):
-            jobs = face_jobs(frame, selected, self._framing_grid())
+            grid = self._framing_grid()
+            jobs = face_jobs(frame, selected, grid)
             routes = [route(job.square.side, self._display_px(frame, job, len(jobs)), self.fits,
                             self.config.enhance_all) for job in jobs]
-            jobs = [covering_job(frame, job, self._framing_grid()) if self._tiled(decision) else job
+            jobs = [covering_job(frame, job, grid) if self._tiled(decision) else job
                     for job, decision in zip(jobs, routes)]
         return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over, captured_at)
 

@@ -96,7 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--real-framing", action="store_true",
                    help="train on pairs framed and downscaled like faces cut from whole frames (training.augment)")
     p.add_argument("--framing-smallest", type=float, default=RealFraming.smallest_native,
-                   help="--real-framing: smallest native face, as a fraction of the LR size (the 'smaller' route)")
+                   help="--real-framing: smallest native face, as a fraction of the LR size (the 'smaller' and "
+                        "'native' routes)")
     p.add_argument("--framing-routes", type=_routes, default=LR_ROUTES,
                    help=f"--real-framing: LR routes drawn from, comma-separated (default {','.join(LR_ROUTES)}; "
                         "'native' trains a tiled model on faces smaller than its input, with their surroundings)")
