@@ -133,7 +133,7 @@ def run(args) -> dict:
     detector_path = Path(args.detector_model or root / "models" / "face_detection_yunet_2023mar.onnx")
     reference_detector = FaceDetector(detector_path, max_side=100_000)  # faces of the original, full resolution
     artifacts = [load_artifact(m) for m in args.models]
-    backends = [create_backend("auto", a).activate() for a in artifacts]
+    backends = [create_backend("auto", a, self_ensemble=args.self_ensemble).activate() for a in artifacts]
     try:
         rows = []
         for name, frame in load_frames(root, args.quick):
@@ -142,7 +142,7 @@ def run(args) -> dict:
     finally:
         for backend in backends:
             backend.deactivate()
-    return {"models": [str(a.path) for a in artifacts], "rows": rows, "summary": summarize(rows)}
+    return {"models": [str(a.path) for a in artifacts], "self_ensemble": args.self_ensemble, "rows": rows, "summary": summarize(rows)}
 
 
 def to_markdown(payload: dict) -> str:
@@ -174,8 +174,11 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", required=True, help="artifact manifests (as --model of runtime.enhance)")
     p.add_argument("--quick", action="store_true", help="the two group photos only")
     p.add_argument("--detector-model", help="YuNet ONNX (default: ../shared/models/...)")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="as runtime.enhance --self-ensemble (results: frames_mirror.*)")
     p.add_argument("--outdir", type=Path, help="default: benchmarks/results/<machine>/")
-    return run_and_report("frames", run, p.parse_args(argv), to_markdown, plot)
+    args = p.parse_args(argv)
+    return run_and_report("frames_mirror" if args.self_ensemble else "frames", run, args, to_markdown, plot)
 
 
 if __name__ == "__main__":

@@ -43,18 +43,21 @@ class FaceSR:
         backend: auto (TensorRT for engines where installed, else ONNX Runtime), onnxruntime, tensorrt, torch,
             triton.
         detector: the YuNet ONNX file (default: the per-user cache of `python -m runtime.assets fetch`).
-        view, upscale, enhance_all, max_faces, min_face, detect_every, draw_landmarks: as the CLI's options.
+        view, upscale, enhance_all, max_faces, min_face, detect_every, draw_landmarks, self_ensemble: as the
+            CLI's options.
     """
 
     def __init__(self, model: str | list[str], *, backend: str = "auto", detector: str | None = None,
                  view: str = "overlay", upscale: float = 1.0, enhance_all: bool = False, max_faces: int = MAX_FACES,
-                 min_face: float | None = None, detect_every: int = 1, draw_landmarks: bool = False):
+                 min_face: float | None = None, detect_every: int = 1, draw_landmarks: bool = False,
+                 self_ensemble: bool = False):
         artifacts = [load_model(m) for m in ([model] if isinstance(model, str) else model)]
         self.min_face = min_face or default_min_face(artifacts)
         self.detector = FaceDetector(detector_model_path(detector), max_side=DETECT_MAX_SIDE,
                                      min_face_px=self.min_face)
         self._resources = ExitStack()
-        self.backends = [self._resources.enter_context(create_backend(backend, a)) for a in artifacts]
+        self.backends = [self._resources.enter_context(create_backend(backend, a, self_ensemble=self_ensemble))
+                         for a in artifacts]
         self.config = EnhanceConfig(view=view, detect_every=detect_every, max_faces=max_faces, min_face=self.min_face,
                                     upscale=upscale, enhance_all=enhance_all, draw_landmarks=draw_landmarks)
         self._photos = self._enhancer(photos=True)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from runtime.artifact import load_artifact
-from runtime.backends import BACKENDS, create_backend, resolve_backend_name
+from runtime.backends import BACKENDS, Backend, create_backend, resolve_backend_name
+from runtime.backends.ensemble import MirrorEnsemble
 from runtime.backends.cuda_probe import cuda_device_count
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, choose_providers
 from runtime.backends.tensorrt_backend import TensorRTBackend, _version_key, check_engine_compat, choose_engine
@@ -231,6 +232,53 @@ def test_run_batched_chunks_by_max_batch(make_artifact):
 def backend_out_single(make_artifact, lr):
     with create_backend("onnxruntime", load_artifact(make_artifact("single")), providers=CPU) as backend:
         return backend.infer({"lr": lr})["sr"]
+
+
+# --- mirror self-ensemble -----------------------------------------------------------------------------------
+class _LeftHeavyModel(Backend):
+    """Nearest x8 upsampling plus a left-to-right ramp: a model that is not mirror-symmetric."""
+
+    name = "left-heavy"
+
+    def _activate(self):
+        pass
+
+    def _deactivate(self):
+        pass
+
+    def _infer(self, feeds):
+        up = feeds["lr"].repeat(8, axis=2).repeat(8, axis=3)
+        ramp = np.linspace(0, 0.5, up.shape[-1], dtype=np.float32)
+        return {"sr": up + ramp, "landmarks": feeds["lr"][:, :1, :2, :2].copy()}
+
+
+def test_mirror_ensemble_averages_the_plain_and_the_mirrored_pass(make_artifact):
+    artifact = load_artifact(make_artifact("m", batch_max=4))
+    ensemble = MirrorEnsemble(_LeftHeavyModel(artifact))
+    ensemble.batch_limit = 2
+    assert ensemble.inner.batch_limit == 2 and ensemble.max_batch == 2
+    lr = _faces(3)
+    with ensemble:
+        assert ensemble.inner.is_active
+        out = run_batched(ensemble, lr)
+        landmarks = ensemble.infer({"lr": lr[:2]})["landmarks"]
+    assert not ensemble.inner.is_active
+    # the ramp and its mirror image average to a constant 0.25 over the plain upsampling
+    np.testing.assert_allclose(out, lr.repeat(8, axis=2).repeat(8, axis=3) + 0.25, atol=1e-6)
+    np.testing.assert_array_equal(landmarks, lr[:2, :1, :2, :2])  # other outputs: the plain pass
+    assert ensemble.name == "left-heavy+mirror"
+
+
+def test_self_ensemble_of_a_symmetric_model_changes_nothing(make_artifact):
+    artifact = load_artifact(make_artifact("m"))
+    lr = _faces(4)
+    with create_backend("onnxruntime", artifact, providers=CPU) as plain:
+        expected = plain.infer({"lr": lr})["sr"]
+    with create_backend("onnxruntime", artifact, self_ensemble=True, providers=CPU) as mirrored:
+        assert isinstance(mirrored, MirrorEnsemble) and mirrored.name == "onnxruntime+mirror"
+        np.testing.assert_allclose(mirrored.infer({"lr": lr})["sr"], expected, atol=1e-5)
+        with pytest.raises(BackendError, match="batch 40"):
+            mirrored.infer({"lr": _faces(40)})  # feeds are still checked against the contract
 
 
 # --- choosing a backend and providers ---------------------------------------------------------------------

@@ -154,6 +154,14 @@ def test_image_folder_source(tmp_path, shared_dir, detector_path, sr_artifact):
     assert shapes == [(1146, 783, 3), (630, 1200, 3)]
 
 
+def test_self_ensemble_runs_each_batch_mirrored_too(tmp_path, shared_dir, detector_path, fast_sr_artifact):
+    summary_path = tmp_path / "summary.json"
+    code = _cli("--source", shared_dir / "data/scenes/group-6faces.jpg", "--model", fast_sr_artifact,
+                "--upscale", "2", "--enhance-all", "--self-ensemble", "--summary", summary_path, detector=detector_path)
+    summary = json.loads(summary_path.read_text())
+    assert code == 0 and summary["backends"] == ["onnxruntime+mirror"] and summary["faces_enhanced"] == 6
+
+
 def test_min_face_skips_and_counts(tmp_path, shared_dir, detector_path, sr_artifact):
     summary_path = tmp_path / "summary.json"
     code = _cli("--source", shared_dir / "data/scenes/group-4faces-small.png", "--model", sr_artifact,

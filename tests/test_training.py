@@ -238,6 +238,30 @@ def test_checkpoint_round_trip_and_exact_resume(fake_data_dir, tmp_path):
     assert json.loads(meta["config"])["num_features"] == 8 and "val_psnr" in meta and "iteration" in meta
 
 
+def test_ema_weights_are_the_running_average_and_resume_exactly(fake_data_dir, tmp_path):
+    train_mod.train(_train_args(fake_data_dir, tmp_path / "start", "--iters", "1"))
+    start = tmp_path / "start" / "last.safetensors"
+    init = ["--init-weights", str(start), "--ema", "0.5"]
+    train_mod.train(_train_args(fake_data_dir, tmp_path / "a", "--iters", "1", *init))
+    state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    before = create_model("dic", weights=start).state_dict()
+    saved = create_model("dic", weights=tmp_path / "a" / "last.safetensors").state_dict()
+    trained = dict(create_model("dic", weights=start).named_parameters())
+    for name in trained:  # one step with decay 0.5: half the start, half the trained weights
+        assert torch.allclose(saved[name], 0.5 * before[name] + 0.5 * state["model"][name], atol=1e-6), name
+        assert torch.equal(saved[name], state["ema"][name]), name
+    assert any(not torch.equal(saved[n], state["model"][n]) for n in trained)
+
+    train_mod.train(_train_args(fake_data_dir, tmp_path / "b", "--iters", "3", *init))
+    train_mod.train(_train_args(fake_data_dir, tmp_path / "c", "--iters", "2", *init))
+    train_mod.train(_train_args(fake_data_dir, tmp_path / "c", "--iters", "3", "--ema", "0.5",
+                                "--resume", str(tmp_path / "c" / "checkpoint.pt")))
+    b = create_model("dic", weights=tmp_path / "b" / "last.safetensors").state_dict()
+    c = create_model("dic", weights=tmp_path / "c" / "last.safetensors").state_dict()
+    for k in b:
+        assert torch.equal(b[k], c[k]), k
+
+
 def test_resume_with_another_config_is_refused(fake_data_dir, tmp_path):
     train_mod.train(_train_args(fake_data_dir, tmp_path / "a", "--iters", "1", "--val-every", "1"))
     other = dict(MICRO, num_features=12)

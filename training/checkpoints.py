@@ -50,7 +50,7 @@ def _scheduler_state(scheduler) -> dict:
 
 def save_checkpoint(path: Path, *, model, optimizer, scheduler, generator, iteration: int, config: dict,
                     model_name: str, best_score: float, history: list, scaler=None,
-                    task_state: dict | None = None) -> None:
+                    task_state: dict | None = None, ema=None) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
         "model_name": model_name,
@@ -66,6 +66,8 @@ def save_checkpoint(path: Path, *, model, optimizer, scheduler, generator, itera
     }
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
+    if ema is not None:
+        state["ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
     if task_state:
         state["task"] = task_state  # e.g. DICGAN's discriminator and its optimizer
     with atomic_path(path) as tmp:

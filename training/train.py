@@ -8,6 +8,9 @@ CPU: uses `torch.set_num_threads(--threads)`. GPU (`--device cuda`, not exercise
 CI): `--amp` enables autocast (bf16 where supported, else fp16 with a GradScaler), the model and the
 image batches use channels_last, and batches are copied from pinned memory with non_blocking=True.
 
+`--ema DECAY` keeps an exponential moving average of the weights (as BasicSR's `ema_decay`); validation and
+the weights files then use the average, the checkpoint keeps both.
+
 Outputs in --out: `best.safetensors` (best validation score: Y-PSNR, or for `--task landmarks` the NME;
 config, iteration and the validation metrics in the metadata),
 `last.safetensors`, `checkpoint.pt` (resumable: model, optimizer, scheduler, RNG, iteration; plain
@@ -16,6 +19,7 @@ tensors / primitives only, loads with torch.load(weights_only=True)), `train.log
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -74,6 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="pfsr, msfsr: train the whole model from the first iteration (fine-tuning trained weights)")
     p.add_argument("--boundary-weight", type=float, default=1.0, help="msfsr: boundary map loss weight")
     p.add_argument("--attention-weight", type=float, default=1.0, help="pfsr: facial attention loss weight")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="decay of an exponential moving average of the weights, e.g. 0.999 (0 = off); "
+                        "validation and the weights files use the average")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--amp", action="store_true", help="GPU: bf16/fp16 autocast")
     p.add_argument("--threads", type=int, default=2)
@@ -148,6 +155,12 @@ class Run:
     iteration: int = 0
     best_score: float = -math.inf
     history: list = field(default_factory=list)
+    ema: torch.nn.Module | None = None  # --ema: the averaged copy of `model`
+
+    @property
+    def weights_model(self) -> torch.nn.Module:
+        """The network validated and written to the weights files."""
+        return self.model if self.ema is None else self.ema
 
 
 def _device(args) -> torch.device:
@@ -185,8 +198,19 @@ def _new_run(args) -> Run:
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=make_milestones(args.milestones, args.iters),
                                                      gamma=args.gamma)
     amp_dtype, scaler = _mixed_precision(args, device)
-    return Run(task, model, optimizer, scheduler, torch.Generator().manual_seed(args.seed), config.to_dict(), device,
-               amp_dtype, scaler)
+    run = Run(task, model, optimizer, scheduler, torch.Generator().manual_seed(args.seed), config.to_dict(), device,
+              amp_dtype, scaler)
+    if args.ema > 0:
+        run.ema = copy.deepcopy(model).eval().requires_grad_(False)
+    return run
+
+
+@torch.no_grad()
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for averaged, current in zip(ema.parameters(), model.parameters()):
+        averaged.lerp_(current, 1.0 - decay)
+    for averaged, current in zip(ema.buffers(), model.buffers()):
+        averaged.copy_(current)  # running statistics, counters: follow the trained model
 
 
 def _load_initial_weights(model: torch.nn.Module, args) -> None:
@@ -206,6 +230,8 @@ def _load_initial_weights(model: torch.nn.Module, args) -> None:
 def _resume(run: Run, args) -> None:
     state = load_checkpoint(args.resume, model_name=args.model, config=run.config)
     run.model.load_state_dict(state["model"])
+    if run.ema is not None:  # a checkpoint written without --ema starts the average at its weights
+        run.ema.load_state_dict(state.get("ema", state["model"]))
     run.task.load_state_dict(state.get("task", {}))
     run.optimizer.load_state_dict(state["optimizer"])
     sched_state = dict(state["scheduler"])
@@ -239,18 +265,18 @@ def _save_all(run: Run, args, out: Path, is_best: bool, metrics: dict | None) ->
             "iteration": run.iteration, **{f"val_{k}": v for k, v in (metrics or {}).items()}}
     if run.task.augment is not None:  # --real-framing: the runtime may route faces this small to these weights
         meta["min_input_ratio"] = run.task.augment.smallest_native
-    save_weights(run.model, out / "last.safetensors", metadata=meta)
+    save_weights(run.weights_model, out / "last.safetensors", metadata=meta)
     if is_best:
-        save_weights(run.model, out / "best.safetensors", metadata=meta)
+        save_weights(run.weights_model, out / "best.safetensors", metadata=meta)
     save_checkpoint(out / "checkpoint.pt", model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
                     generator=run.generator, iteration=run.iteration, config=run.config, model_name=args.model,
                     best_score=run.best_score, history=run.history, scaler=run.scaler,
-                    task_state=run.task.state_dict())
+                    task_state=run.task.state_dict(), ema=run.ema)
 
 
 def _validate_and_save(run: Run, args, out: Path, val_split, start_wall: float) -> None:
     t = time.time()
-    metrics = run.task.validate(run.model, val_split, run.device)
+    metrics = run.task.validate(run.weights_model, val_split, run.device)
     # A progressive model is only a candidate once its final step is fully blended in; the task may also
     # rule a checkpoint out (e.g. DIC whose landmarks got lost).
     score = run.task.score(metrics) if run.task.final_model_ready else None
@@ -287,6 +313,8 @@ def _train_step(run: Run, args, train_split) -> tuple[float, dict, int]:
         loss.backward()
         run.optimizer.step()
     run.scheduler.step()
+    if run.ema is not None:
+        _update_ema(run.ema, run.model, args.ema)
     run.iteration += 1
     if not math.isfinite(loss.item()):
         raise FloatingPointError(f"loss is {loss.item()} at iteration {run.iteration}")

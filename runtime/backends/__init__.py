@@ -10,6 +10,7 @@ import logging
 from ..artifact import ModelArtifact, load_artifact
 from ..errors import BackendError
 from .base import Backend, infer_batched
+from .ensemble import MirrorEnsemble
 from .onnxruntime_backend import OnnxRuntimeBackend
 from .tensorrt_backend import TensorRTBackend
 from .torch_backend import TorchBackend
@@ -57,10 +58,12 @@ def resolve_backend_name(requested: str, artifact: ModelArtifact) -> str:
                        "(not installed) and no ONNX file is available. Install TensorRT, or pass the .onnx.")
 
 
-def create_backend(requested: str, artifact: ModelArtifact, **options) -> Backend:
-    """An inactive backend for `artifact` (use it as a context manager)."""
+def create_backend(requested: str, artifact: ModelArtifact, self_ensemble: bool = False, **options) -> Backend:
+    """An inactive backend for `artifact` (use it as a context manager); `self_ensemble`: each batch also runs
+    mirrored and the two images are averaged (`MirrorEnsemble`, twice the SR time)."""
     name = resolve_backend_name(requested, artifact)
-    return BACKENDS[name](artifact, **options)
+    backend = BACKENDS[name](artifact, **options)
+    return MirrorEnsemble(backend) if self_ensemble else backend
 
 
 def load_model(spec: str) -> ModelArtifact:
