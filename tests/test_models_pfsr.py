@@ -230,6 +230,25 @@ def test_task_trains_the_scheduled_step(iteration, size):
     assert task.final_model_ready == (iteration == 900)
 
 
+def test_mse_pixel_loss_squares_the_errors_of_both_terms():
+    torch.manual_seed(0)
+    tasks = {kind: get_task("pfsr", pixel_loss=kind) for kind in ("l1", "mse")}
+    model = tasks["l1"].build_model(tasks["l1"].resolve_config("tiny")).eval()
+    tasks["mse"].build_model(tasks["mse"].resolve_config("tiny"))
+    batch = _fake_batch()
+    with torch.no_grad():
+        sr = model(batch.lr, 3, 1.0).float()
+        weights = attention_map(batch.landmarks, 128, 3.0)
+        squared = (sr - batch.hr.float()).square()
+        loss, parts = tasks["mse"].loss(model, batch)
+    assert set(parts) == {"mse", "attention"}
+    assert parts["mse"] == pytest.approx(squared.mean().item(), rel=1e-5)
+    assert loss.item() == pytest.approx((squared.mean() + (squared * weights).mean()).item(), rel=1e-5)
+    assert parts["mse"] < tasks["l1"].loss(model, batch)[1]["l1"]  # errors < 1 shrink when squared
+    with pytest.raises(ValueError, match="pixel loss 'l2'"):
+        get_task("pfsr", pixel_loss="l2")
+
+
 def test_cli_trains_pfsr(tmp_path):
     """The generic loop runs the PFSR task end to end on a miniature data folder."""
     from PIL import Image

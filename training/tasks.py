@@ -439,8 +439,12 @@ def attention_map(landmarks: torch.Tensor, size: int, sigma: float) -> torch.Ten
     return heatmaps.amax(dim=1, keepdim=True)
 
 
+PIXEL_LOSSES = ("l1", "mse")
+
+
 class PFSRTask(_Task):
-    """PFSR generator, progressive: L1(SR_s, HR_s) + w * mean(attention_s * |SR_s - HR_s|) at step s.
+    """PFSR generator, progressive: L1(SR_s, HR_s) + w * mean(attention_s * |SR_s - HR_s|) at step s
+    (`pixel_loss="mse"`: squared errors in both terms, the PSNR-optimal choice for fine-tuning).
 
     HR_s is the HR image area-downsampled to step s's resolution (32, 64, 128). Left out (see the
     model card): the paper's heatmap loss (needs a landmark network on the SR output) and the
@@ -450,8 +454,12 @@ class PFSRTask(_Task):
     name = "pfsr"
 
     def __init__(self, attention_weight: float = 1.0, attention_sigma_128: float = 3.0,
-                 schedule: ProgressiveSchedule | None = None, final_stage_only: bool = False):
+                 schedule: ProgressiveSchedule | None = None, final_stage_only: bool = False,
+                 pixel_loss: str = "l1"):
         super().__init__()
+        if pixel_loss not in PIXEL_LOSSES:
+            raise ValueError(f"pixel loss {pixel_loss!r}; expected one of {', '.join(PIXEL_LOSSES)}")
+        self.pixel_loss = pixel_loss
         self.attention_weight = attention_weight
         self.attention_sigma_128 = attention_sigma_128  # Gaussian sigma in 128-px pixels, scaled per step
         self.schedule = schedule or ProgressiveSchedule()
@@ -469,7 +477,8 @@ class PFSRTask(_Task):
 
     @classmethod
     def from_args(cls, args) -> "PFSRTask":
-        return cls(attention_weight=args.attention_weight, final_stage_only=args.final_stage_only)
+        return cls(attention_weight=args.attention_weight, final_stage_only=args.final_stage_only,
+                   pixel_loss=args.pixel_loss)
 
     @property
     def final_model_ready(self) -> bool:
@@ -482,12 +491,12 @@ class PFSRTask(_Task):
         sr = model(batch.lr, self.stage, self.alpha).float()
         size = sr.shape[-1]
         target = batch.hr.float() if size == HR_SIZE else F.interpolate(batch.hr.float(), size=size, mode="area")
-        error = (sr - target).abs()
+        error = (sr - target).abs() if self.pixel_loss == "l1" else (sr - target).square()
         weights = attention_map(batch.landmarks, size, self.attention_sigma_128 * size / HR_SIZE)
-        l1 = error.mean()
+        pixel = error.mean()
         attention = (error * weights).mean()
-        total = l1 + self.attention_weight * attention
-        return total, {"l1": float(l1.detach()), "attention": float(attention.detach())}
+        total = pixel + self.attention_weight * attention
+        return total, {self.pixel_loss: float(pixel.detach()), "attention": float(attention.detach())}
 
     def status(self) -> str:
         return f"step {self.stage} alpha {self.alpha:.2f}"

@@ -35,7 +35,7 @@ import torch
 from .augment import LR_ROUTES, TILED_ROUTES, RealFraming
 from .checkpoints import ResumeError, load_checkpoint, save_checkpoint, save_weights
 from .data import DataError, load_split
-from .tasks import get_task, sample_batch
+from .tasks import PIXEL_LOSSES, get_task, sample_batch
 
 log = logging.getLogger("training")
 
@@ -78,6 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="pfsr, msfsr: train the whole model from the first iteration (fine-tuning trained weights)")
     p.add_argument("--boundary-weight", type=float, default=1.0, help="msfsr: boundary map loss weight")
     p.add_argument("--attention-weight", type=float, default=1.0, help="pfsr: facial attention loss weight")
+    p.add_argument("--pixel-loss", default="l1", choices=PIXEL_LOSSES,
+                   help="pfsr: per-pixel error of both loss terms (mse: squared, for a PSNR fine-tune)")
     p.add_argument("--ema", type=float, default=0.0,
                    help="decay of an exponential moving average of the weights, e.g. 0.999 (0 = off); "
                         "validation and the weights files use the average")
