@@ -148,7 +148,8 @@ def run(args) -> dict:
 def to_markdown(payload: dict) -> str:
     rows = [[r["K"], r["region"], r["count"], r["runtime_db"], r["bicubic_db"], f"{r['gain_db']:+.2f}"]
             for r in payload["summary"]]
-    return (f"# Whole frames — runtime overlay vs bicubic, against the original frame\n\n"
+    mirrored = ", mirror self-ensemble" if payload.get("self_ensemble") else ""
+    return (f"# Whole frames — runtime overlay vs bicubic{mirrored}, against the original frame\n\n"
             f"Command: `{payload['command']}`  \nModels: {', '.join(payload['models'])}\n\n"
             + markdown_table(["K", "region", "n", "runtime Y-PSNR (dB)", "bicubic Y-PSNR (dB)", "gain"], rows))
 
