@@ -142,7 +142,8 @@ def run(args) -> dict:
     finally:
         for backend in backends:
             backend.deactivate()
-    return {"models": [str(a.path) for a in artifacts], "self_ensemble": args.self_ensemble, "rows": rows, "summary": summarize(rows)}
+    return {"models": [str(a.path) for a in artifacts], "self_ensemble": args.self_ensemble, "rows": rows,
+            "summary": summarize(rows)}
 
 
 def to_markdown(payload: dict) -> str:

@@ -76,11 +76,12 @@ MIN_FACE_PX = 10  # default --min-face for the 16 px models (0.6 x 16, rounded);
 MAX_FACES = 16  # default --max-faces per frame (largest first)
 FEATHER_FRACTION = 0.12  # paste-back mask: linear ramp over this fraction of the face side
 # Enhanced faces keep the recorded low frequencies (`runtime.tone`): Gaussian sigma in recorded pixels. The
-# models drift in brightness (the tiled x8 weights: +0.4 to +0.9 grey levels on the group photos' faces,
-# bicubic +/-0.5). 1.5 is the smallest sigma at which plain bicubic gains nothing from the same correction
-# (-0.001 dB at K = 4 and 8; at 1.0 it gains +0.08 / +0.04 dB, i.e. the correction starts to copy the
-# benchmark's area filter instead of undoing the model's drift). Whole frames (`python -m benchmarks.frames`, tiled pair):
-# K = 4 all faces +1.14 -> +1.23 dB, worst face +0.05 -> +0.21; K = 8 +0.90 -> +0.93, group photos +0.985 -> +1.014.
+# models drift in brightness (the previous tiled x8 weights: +0.4 to +0.9 grey levels on the group photos'
+# faces, bicubic +/-0.5). 1.5 is the smallest sigma at which plain bicubic gains nothing from the same
+# correction (-0.001 dB at K = 4 and 8; at 1.0 it gains +0.08 / +0.04 dB: the correction starts to copy the
+# benchmark's area filter instead of undoing the model's drift). Whole frames (`python -m benchmarks.frames`,
+# tiled pair, previous x8 weights): K = 4 all faces +1.14 -> +1.23 dB, worst face +0.05 -> +0.21; K = 8
+# +0.90 -> +0.93, group photos +0.985 -> +1.014.
 TONE_SIGMA_PX = 1.5
 GALLERY_THUMB_FRACTION = 0.2  # gallery strip height as a fraction of the frame height
 GALLERY_MIN_THUMB = 48  # smallest gallery tile (px): below this a face is not recognisable in the strip

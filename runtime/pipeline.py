@@ -268,8 +268,8 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
         small = [model_crop(frames[f].frame, frames[f].jobs[i], backend.artifact.input_hw)
                  for f, i in members]
         outputs = infer_batched(backend, to_model_input(small))
-        images = [keep_recorded_tones(image, crop)
-                  for image, crop in zip(from_model_output(outputs[backend.artifact.image_output.name]), small)]
+        model_images = from_model_output(outputs[backend.artifact.image_output.name])
+        images = [keep_recorded_tones(image, crop) for image, crop in zip(model_images, small)]
         points = outputs.get(LANDMARK_OUTPUT, [None] * len(members))
         results.update({key: (lr, sr, p) for key, lr, sr, p in zip(members, small, images, points)})
     enhanced = []
@@ -296,8 +296,8 @@ def enhance_tiled(backend: Backend, faces: list[tuple[np.ndarray, FaceJob]]) -> 
     tiling = backend.artifact.tiling
     regions = [native_region(job.square, tiling.tile) for _, job in faces]
     crops = [crop_square(frame, region) for (frame, _), region in zip(faces, regions)]
-    images = [keep_recorded_tones(image, crop)
-              for image, crop in zip(enhance_regions(lambda batch: run_batched(backend, batch), crops, tiling), crops)]
+    model_images = enhance_regions(lambda batch: run_batched(backend, batch), crops, tiling)
+    images = [keep_recorded_tones(image, crop) for image, crop in zip(model_images, crops)]
     return [(job.crop, square_from_region(image, region, job.square), None)
             for (_, job), region, image in zip(faces, regions, images)]
 

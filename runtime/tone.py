@@ -11,7 +11,7 @@ from .constants import TONE_SIGMA_PX
 
 
 def keep_recorded_tones(enhanced: np.ndarray, recorded: np.ndarray, sigma: float = TONE_SIGMA_PX) -> np.ndarray:
-    """BGR uint8 `enhanced` (an integer multiple of `recorded`'s size, or any larger size) -> corrected copy."""
+    """BGR uint8 `enhanced` (the model's output for the BGR uint8 `recorded` pixels, larger) -> corrected copy."""
     height, width = recorded.shape[:2]
     image = enhanced.astype(np.float32)
     shrunk = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
