@@ -257,12 +257,13 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
     jobs = [(f, i) for f, frame in enumerate(frames) for i in range(len(frame.jobs))]
     results = {}
     for number, backend in enumerate(backends):
-        members = [(f, i) for f, i in jobs if frames[f].routes[i].model == number]
-        tiled = [(f, i) for f, i in members if runs_tiled(backend, frames[f].routes[i])]
+        tiled, members = [], []  # this model's faces, tile by tile / through its input
+        for f, i in jobs:
+            if frames[f].routes[i].model == number:
+                (tiled if runs_tiled(backend, frames[f].routes[i]) else members).append((f, i))
         if tiled:
             results.update(zip(tiled, enhance_tiled(backend, [(frames[f].frame, frames[f].jobs[i])
                                                                for f, i in tiled])))
-        members = [member for member in members if member not in tiled]
         if not members:
             continue
         small = [model_crop(frames[f].frame, frames[f].jobs[i], backend.artifact.input_hw)

@@ -48,6 +48,10 @@ def _scheduler_state(scheduler) -> dict:
     return state
 
 
+def _cpu_tensors(module: nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
 def save_checkpoint(path: Path, *, model, optimizer, scheduler, generator, iteration: int, config: dict,
                     model_name: str, best_score: float, history: list, scaler=None,
                     task_state: dict | None = None, ema=None) -> None:
@@ -57,7 +61,7 @@ def save_checkpoint(path: Path, *, model, optimizer, scheduler, generator, itera
         "config": json.dumps(config, sort_keys=True),
         "iteration": int(iteration),
         "best_score": float(best_score),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": _cpu_tensors(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": _scheduler_state(scheduler),
         "sampler_rng": generator.get_state(),
@@ -67,7 +71,7 @@ def save_checkpoint(path: Path, *, model, optimizer, scheduler, generator, itera
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
     if ema is not None:
-        state["ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
+        state["ema"] = _cpu_tensors(ema)
     if task_state:
         state["task"] = task_state  # e.g. DICGAN's discriminator and its optimizer
     with atomic_path(path) as tmp:
