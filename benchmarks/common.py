@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+# --quick runs never replace published results: they write here (ignored by git) unless --outdir is given.
+QUICK_RESULTS_ROOT = Path(__file__).resolve().parent.parent / "runs" / "benchmarks-quick"
 
 
 def cpu_name() -> str:
@@ -153,5 +155,12 @@ def run_and_report(kind: str, run: Callable, args, to_markdown: Callable[[dict],
     except DataError as err:
         logging.getLogger("benchmarks").error("%s", err)
         return 2
-    write_results(kind, payload, to_markdown(payload), args.outdir, plot)
+    write_results(kind, payload, to_markdown(payload), results_dir(args, payload), plot)
     return 0
+
+
+def results_dir(args, payload: dict) -> Path | None:
+    """--outdir; else None (the published folder), or for a --quick run its own folder under runs/."""
+    if args.outdir is None and getattr(args, "quick", False):
+        return QUICK_RESULTS_ROOT / machine_tag(payload["machine"])
+    return args.outdir

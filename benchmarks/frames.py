@@ -2,15 +2,17 @@
 
     python -m benchmarks.frames --models artifacts/pfsr_fp32.json [artifacts/x4.json ...]
     python -m benchmarks.frames --models artifacts/pfsr_fp32.json --quick      # CI
+    python -m benchmarks.frames --models artifacts/pfsr_fp32.json --degradation camera   # as a camera records
 
 Each real frame (the shared group photos, street-video frames) is cropped to a multiple of 8, downscaled by
-K (1, 2, 4, 8) with INTER_AREA, and run through the runtime exactly as `python -m runtime.enhance --view
+K (1, 2, 4, 8) with INTER_AREA (with `--degradation`, then blurred, noised and compressed as a camera
+records it: `training.degrade.degrade_image`, seeded per frame and K), and run through the runtime exactly as `python -m runtime.enhance --view
 overlay --upscale K` runs it (detection, tracking, framing, scale routing, batched SR, feathered paste-back).
 The result is compared with the original full-resolution frame, and so is plain bicubic upscaling of the
 whole small frame: Y-PSNR (BT.601 Y) inside the face boxes (YuNet on the original frame, score >= 0.9) and
 outside every face's framing squares (`runtime.faces.square_around` and `cover_square`), per face-size bucket
 (the face's size in the small frame). K = 1 shows that a frame shown at its own size is left as recorded.
-Results: benchmarks/results/<machine>/frames.{json,md,png}.
+Results: benchmarks/results/<machine>/frames.{json,md,png} (frames_camera.* etc. with --degradation).
 """
 from __future__ import annotations
 
@@ -74,7 +76,20 @@ def run_runtime(backends, detector_path: Path, small: np.ndarray, factor: int) -
     return Enhancer(backends, detector, config).process(small, 0).view
 
 
-def evaluate_frame(name: str, frame: np.ndarray, backends, detector_path: Path, reference_detector) -> list[dict]:
+def record_small(frame: np.ndarray, factor: int, level: str, seed: int) -> np.ndarray:
+    """The frame as a camera K times further away records it: area-downscaled, then the level's degradation."""
+    from training.degrade import LEVELS, degrade_image
+
+    small = cv2.resize(frame, (frame.shape[1] // factor, frame.shape[0] // factor), interpolation=cv2.INTER_AREA)
+    if level == "clean":
+        return small
+    rng = np.random.default_rng(seed)
+    rgb = degrade_image(np.ascontiguousarray(small[..., ::-1]), LEVELS[level].params(rng), rng)
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
+def evaluate_frame(name: str, frame: np.ndarray, backends, detector_path: Path, reference_detector,
+                   level: str = "clean", seed: int = 0) -> list[dict]:
     from runtime.detect import box_size
     from runtime.faces import cover_square, square_around
 
@@ -86,7 +101,7 @@ def evaluate_frame(name: str, frame: np.ndarray, backends, detector_path: Path, 
     truth_y = y_channel(frame)
     rows = []
     for factor in FACTORS:
-        small = cv2.resize(frame, (frame.shape[1] // factor, frame.shape[0] // factor), interpolation=cv2.INTER_AREA)
+        small = record_small(frame, factor, level, seed + factor)
         outputs = {"runtime": run_runtime(backends, detector_path, small, factor),
                    "bicubic": cv2.resize(small, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_CUBIC)}
         ys = {k: y_channel(v) for k, v in outputs.items()}
@@ -136,21 +151,24 @@ def run(args) -> dict:
     backends = [create_backend("auto", a, self_ensemble=args.self_ensemble).activate() for a in artifacts]
     try:
         rows = []
-        for name, frame in load_frames(root, args.quick):
-            rows += evaluate_frame(name, frame, backends, detector_path, reference_detector)
+        for index, (name, frame) in enumerate(load_frames(root, args.quick)):
+            rows += evaluate_frame(name, frame, backends, detector_path, reference_detector, args.degradation,
+                                   seed=100 * index)
             log.info("%s done", name)
     finally:
         for backend in backends:
             backend.deactivate()
-    return {"models": [str(a.path) for a in artifacts], "self_ensemble": args.self_ensemble, "rows": rows,
-            "summary": summarize(rows)}
+    return {"models": [str(a.path) for a in artifacts], "self_ensemble": args.self_ensemble,
+            "degradation": args.degradation, "rows": rows, "summary": summarize(rows)}
 
 
 def to_markdown(payload: dict) -> str:
     rows = [[r["K"], r["region"], r["count"], r["runtime_db"], r["bicubic_db"], f"{r['gain_db']:+.2f}"]
             for r in payload["summary"]]
     mirrored = ", mirror self-ensemble" if payload.get("self_ensemble") else ""
-    return (f"# Whole frames — runtime overlay vs bicubic{mirrored}, against the original frame\n\n"
+    level = payload.get("degradation", "clean")
+    recorded = "" if level == "clean" else f", recorded with {level} degradation"
+    return (f"# Whole frames — runtime overlay vs bicubic{mirrored}{recorded}, against the original frame\n\n"
             f"Command: `{payload['command']}`  \nModels: {', '.join(payload['models'])}\n\n"
             + markdown_table(["K", "region", "n", "runtime Y-PSNR (dB)", "bicubic Y-PSNR (dB)", "gain"], rows))
 
@@ -178,9 +196,13 @@ def main(argv=None) -> int:
     p.add_argument("--detector-model", help="YuNet ONNX (default: ../shared/models/...)")
     p.add_argument("--self-ensemble", action="store_true",
                    help="as runtime.enhance --self-ensemble (results: frames_mirror.*)")
+    p.add_argument("--degradation", default="clean", choices=("clean", "camera", "heavy"),
+                   help="record the downscaled frames as a camera would (training.degrade; default clean)")
     p.add_argument("--outdir", type=Path, help="default: benchmarks/results/<machine>/")
     args = p.parse_args(argv)
-    return run_and_report("frames_mirror" if args.self_ensemble else "frames", run, args, to_markdown, plot)
+    kind = "frames" + ("_mirror" if args.self_ensemble else "") + ("" if args.degradation == "clean" else
+                                                                  f"_{args.degradation}")
+    return run_and_report(kind, run, args, to_markdown, plot)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import (command_line, detector_for, machine_info, markdown_table, pyplot, save_figure,
+from .common import (command_line, detector_for, machine_info, markdown_table, pyplot, results_dir, save_figure,
                      write_results)
 
 log = logging.getLogger("benchmarks.pipeline")
@@ -161,12 +161,12 @@ def main(argv=None) -> int:
 
             payload = {"command": command_line(), "machine": machine_info(),
                        "result": throughput.compare(args, video, Path(model).resolve())}
-            write_results(f"throughput_{Path(model).stem}", payload, throughput.to_markdown(payload), args.outdir,
-                          throughput.plot)
+            write_results(f"throughput_{Path(model).stem}", payload, throughput.to_markdown(payload),
+                          results_dir(args, payload), throughput.plot)
             return 0
         payload = {"command": command_line(), "machine": machine_info(), "result": run_pipeline(args, video, model)}
         kind = f"pipeline_{Path(model).stem}"  # one report per artifact, e.g. pipeline_pfsr_s1_fp16
-    write_results(kind, payload, to_markdown(payload), args.outdir, plot)
+    write_results(kind, payload, to_markdown(payload), results_dir(args, payload), plot)
     return 0
 
 

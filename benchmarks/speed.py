@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import pyplot, save_figure, command_line, machine_info, markdown_table, time_calls, write_results
+from .common import (command_line, machine_info, markdown_table, pyplot, results_dir, save_figure, time_calls,
+                     write_results)
 
 log = logging.getLogger("benchmarks.speed")
 INPUT_SETS = 3  # rotate inputs so repeated runs do not see the same data
@@ -240,7 +241,7 @@ def main(argv=None) -> int:
     payload.update(run_benchmark(args))
     # speed_<model> for shipped/given weights, speed_<model>_<config> for a random-init config
     kind = f"speed_{args.model}" if args.weights else f"speed_{args.model}_{args.config}"
-    write_results(kind, payload, to_markdown(payload), args.outdir, plot)
+    write_results(kind, payload, to_markdown(payload), results_dir(args, payload), plot)
     return 0
 
 

@@ -58,8 +58,12 @@ class BuildResult:
 
 
 def _resolve_weights(model_name: str, weights: str | None, random_init: bool) -> Path | None:
-    from models import shipped_weights
+    from models import model_spec, shipped_weights
 
+    try:
+        model_spec(model_name)  # an unknown name is one clear error, whatever else was given
+    except ValueError as err:
+        raise ExportError(str(err)) from err
     if weights and random_init:
         raise ExportError("give either --weights or --random-init, not both")
     if weights:
@@ -291,9 +295,13 @@ def make_precision_onnx(fp32, out_path: Path, row, options: PrecisionOptions, ca
 
 
 def gate_summary(p: str, gate: dict) -> str:
-    return (f"{p} Y-PSNR vs GT {gate[f'{p}_vs_gt_db']:.3f} dB, fp32 {gate['fp32_vs_gt_db']:.3f} dB "
+    text = (f"{p} Y-PSNR vs GT {gate[f'{p}_vs_gt_db']:.3f} dB, fp32 {gate['fp32_vs_gt_db']:.3f} dB "
             f"(delta {gate['delta_vs_gt_db']:+.3f} dB, allowed -{gate['tolerance_db']} dB); "
             f"{p} vs fp32 {gate[f'{p}_vs_fp32_db']:.2f} dB on {gate['images']}")
+    host = gate.get("host_kernels")
+    if host:  # int8: the gate ran the Q/DQ arithmetic; this CPU's own int8 kernels, for information
+        text += f"; ONNX Runtime's fused int8 kernels on this CPU: {host['minus_gate_db']:+.3f} dB vs that"
+    return text
 
 
 def trtexec_hint(onnx_file: str, image_input: TensorSpec, batch: BatchProfile) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -63,11 +64,12 @@ def write_repository(model: str | Path, repository: str | Path, options: Reposit
         artifact = load_artifact(model)
     except ModelArtifactError as err:
         raise ExportError(str(err)) from err
-    name = options.name or _default_name(artifact)
+    name = _checked_name(options.name or _default_name(artifact))
     _check_batching(artifact, options)
     folder = Path(repository) / name
     version = folder / "1"
     if version.is_dir():  # a rewrite replaces the model files (another platform leaves none behind)
+        _check_ours(folder)
         shutil.rmtree(version)
     version.mkdir(parents=True)
     _copy_model_files(artifact, version, options)
@@ -75,6 +77,26 @@ def write_repository(model: str | Path, repository: str | Path, options: Reposit
     Path(repository, f"{name}.nvinferserver.txt").write_text(nvinferserver_config(artifact, name, repository))
     log.info("wrote %s (%s platform)", folder, options.platform)
     return folder
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+OUR_MARKER = "fsr_edge_model"  # a parameter every config.pbtxt written here carries
+
+
+def _checked_name(name: str) -> str:
+    """A Triton model name is one folder inside the repository: no separators, no '..', no leading dot."""
+    if not MODEL_NAME.fullmatch(name) or ".." in name:
+        raise ExportError(f"--name {name!r}: a model name is 1-128 letters, digits, '_', '-' or '.', starting with a "
+                          "letter or digit (it becomes a folder inside the repository)")
+    return name
+
+
+def _check_ours(folder: Path) -> None:
+    """Refuse to replace a model folder this tool did not write (its version folder would be deleted)."""
+    config = folder / "config.pbtxt"
+    if not (config.is_file() and OUR_MARKER in config.read_text(errors="replace")):
+        raise ExportError(f"{folder} already exists and was not written by export.triton (no {config.name} with "
+                          f"{OUR_MARKER}); nothing was changed. Choose another --name or remove it yourself.")
 
 
 def _default_name(artifact: ModelArtifact) -> str:
@@ -169,7 +191,7 @@ def _tensor_block(kind: str, specs: tuple[TensorSpec, ...]) -> list[str]:
 
 
 def _parameters(artifact: ModelArtifact, options: RepositoryOptions) -> list[str]:
-    values = {"fsr_edge_model": artifact.model_name}
+    values = {OUR_MARKER: artifact.model_name}
     if artifact.manifest is not None:
         values |= {"fsr_edge_precision": artifact.manifest.precision, "fsr_edge_onnx_sha256": artifact.manifest.onnx_sha256}
     if options.platform == "python":

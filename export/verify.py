@@ -26,9 +26,11 @@ def onnx_artifact(onnx_path: Path, inputs: tuple[TensorSpec, ...], outputs: tupl
     return ModelArtifact(path=Path(onnx_path), inputs=inputs, outputs=outputs, batch=batch, onnx_path=Path(onnx_path))
 
 
-def run_onnx(artifact: ModelArtifact, images: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
-    """All outputs for `images` through the runtime's ONNX Runtime backend; returns (outputs, provider)."""
-    with OnnxRuntimeBackend(artifact) as backend:
+def run_onnx(artifact: ModelArtifact, images: np.ndarray, int8_kernels: str = "auto"
+             ) -> tuple[dict[str, np.ndarray], str]:
+    """All outputs for `images` through the runtime's ONNX Runtime backend; returns (outputs, provider).
+    `int8_kernels`: how the CPU provider computes Q/DQ graphs (`runtime.cpu_int8`)."""
+    with OnnxRuntimeBackend(artifact, int8_kernels=int8_kernels) as backend:
         outputs = infer_batched(backend, images)
         provider = backend.session.get_providers()[0]
     return outputs, provider

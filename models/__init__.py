@@ -150,6 +150,18 @@ def _resolve_config(spec: ModelSpec, config, weights: str | os.PathLike | None):
     return config
 
 
+def _check_weights_owner(spec: ModelSpec, weights: str | os.PathLike) -> None:
+    """Refuse a project weights file whose metadata names another model (DIC and DICGAN share one generator)."""
+    owner = read_metadata(weights).get("model", "").lower()
+    other = _REGISTRY.get(owner)
+    if other is None or other is spec:
+        return
+    if other.build is spec.build and other.configs is spec.configs:
+        return
+    raise WeightsError(f"{weights} holds {owner!r} weights (the file's metadata says so), not {spec.name!r} weights; "
+                       f"use --model {owner}, or pass weights trained for {spec.name}.")
+
+
 def _is_landmark_only(model: nn.Module, state: dict) -> bool:
     hg = getattr(model, "HG", None)
     return hg is not None and set(state) == set(hg.state_dict())
@@ -184,6 +196,8 @@ def create_model(name: str, config=None, weights: str | os.PathLike | None = Non
         weights: path to weights; None leaves the random initialisation.
     """
     spec = model_spec(name)
+    if weights is not None:
+        _check_weights_owner(spec, weights)
     cfg = _resolve_config(spec, config, weights)
     model = spec.build(cfg)
     if weights is not None:

@@ -121,8 +121,16 @@ def load_artifact(path: str | Path) -> ModelArtifact:
 
 
 # --- ONNX artifacts ---------------------------------------------------------------------------------------
+def beside(manifest_path: Path, name: str, what: str) -> Path:
+    """A file a manifest names: a plain file name in the manifest's own folder, never a path out of it."""
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ModelArtifactError(f"manifest {manifest_path} names its {what} {name!r}; a manifest may only name a file "
+                                 "in its own folder (a plain file name). Re-export the model.")
+    return manifest_path.parent / name
+
+
 def _checked_onnx(manifest: OnnxManifest, manifest_path: Path) -> Path:
-    onnx_path = manifest_path.parent / manifest.onnx
+    onnx_path = beside(manifest_path, manifest.onnx, "ONNX file")
     if not onnx_path.is_file():
         raise ModelArtifactError(f"manifest {manifest_path} names {onnx_path}, which does not exist; keep the model "
                                  "files beside their manifest.")
@@ -151,7 +159,7 @@ def _engines_built_from(manifest: OnnxManifest, manifest_path: Path) -> tuple[En
             log.warning("ignoring %s: %s", candidate, err)
             continue
         if isinstance(engine, EngineManifest) and engine.source.manifest == manifest_path.name \
-                and (candidate.parent / engine.engine).is_file() \
+                and Path(engine.engine).name == engine.engine and (candidate.parent / engine.engine).is_file() \
                 and engine.source.onnx_sha256 == manifest.onnx_sha256:
             found.append(EngineFile(candidate.parent / engine.engine, engine))
     return tuple(found)
@@ -183,11 +191,11 @@ def _infer_from_onnx(path: Path) -> ModelArtifact:
 
 # --- engines --------------------------------------------------------------------------------------------
 def _from_engine_manifest(manifest_path: Path, manifest: EngineManifest, given: Path) -> ModelArtifact:
-    engine_path = manifest_path.parent / manifest.engine
+    engine_path = beside(manifest_path, manifest.engine, "engine")
     if not engine_path.is_file():
         raise ModelArtifactError(f"engine manifest {manifest_path} names {engine_path}, which does not exist; keep "
                                  "the engine beside its manifest or rebuild it with `python -m export.tensorrt_build`.")
-    onnx_path = manifest_path.parent / manifest.source.onnx
+    onnx_path = beside(manifest_path, manifest.source.onnx, "source ONNX")
     onnx_ok = onnx_path.is_file() and sha256_of(onnx_path) == manifest.source.onnx_sha256
     return ModelArtifact(path=given, inputs=manifest.inputs, outputs=manifest.outputs, batch=manifest.batch,
                          onnx_path=onnx_path if onnx_ok else None, manifest_path=manifest_path,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,6 +37,8 @@ DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # The command that makes a manifest of the current format, for error messages.
 REEXPORT = "re-export it with `python -m export.build --model MODEL ...`"
+# Schema-1 manifests carry no checksum of their ONNX file: read only when the operator opts in.
+ALLOW_SCHEMA_1_ENV = "FSR_EDGE_ALLOW_SCHEMA_1"
 
 
 # --- building blocks --------------------------------------------------------------------------------
@@ -291,6 +294,8 @@ def read_manifest(path: str | Path) -> Manifest:
         raise ModelArtifactError(f"manifest {path} does not exist; {REEXPORT}.") from err
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelArtifactError(f"manifest {path} is not readable JSON ({err}); {REEXPORT}.") from err
+    except RecursionError as err:  # e.g. 100,000 nested lists: no manifest looks like that
+        raise ModelArtifactError(f"manifest {path} nests its JSON too deeply to be a manifest; {REEXPORT}.") from err
     return manifest_from_dict(data, str(path))
 
 
@@ -312,13 +317,19 @@ def _upgrade_v1(data: dict, where: str) -> OnnxManifest:
             f"{where} is a schema-1 manifest that records a TensorRT engine inside the ONNX manifest; engines now "
             "have their own manifest. Re-export with `python -m export.build`, then rebuild the engine with "
             "`python -m export.tensorrt_build NAME.json`.")
+    if os.environ.get(ALLOW_SCHEMA_1_ENV) != "1":
+        raise ModelArtifactError(
+            f"{where} is a schema-1 manifest: it has no checksum of its ONNX file, so a replaced file would run "
+            f"unnoticed. {REEXPORT[0].upper()}{REEXPORT[1:]} (schema {SCHEMA_VERSION}), or set {ALLOW_SCHEMA_1_ENV}=1 "
+            "to run it unverified.")
     upgraded = {k: v for k, v in data.items() if k not in ("parity", "accuracy", "format", "color", "layout")}
     upgraded["checks"] = {k: data[k] for k in ("parity", "accuracy") if k in data}
     try:
         manifest = OnnxManifest.from_dict(upgraded, where, legacy=True)
     except ModelArtifactError as err:
         raise ModelArtifactError(f"{err} (schema-1 manifest: {REEXPORT} to get a schema-{SCHEMA_VERSION} one)") from err
-    log.warning("%s uses manifest schema 1; it was read without an ONNX checksum. Re-export to upgrade it.", where)
+    log.warning("%s uses manifest schema 1; it was read without an ONNX checksum (%s=1). Re-export to upgrade it.",
+                where, ALLOW_SCHEMA_1_ENV)
     return manifest
 
 

@@ -19,7 +19,9 @@ def import_onnxruntime():
     return onnxruntime
 
 
-def open_session(path: Path, providers: list[str], intra_op_threads: int | None = None):
+def open_session(path: Path, providers: list[str], intra_op_threads: int | None = None,
+                 config: dict[str, str] | None = None):
+    """An InferenceSession; `config`: extra session config entries (e.g. `runtime.cpu_int8.qdq_session_config`)."""
     ort = import_onnxruntime()
     if not Path(path).is_file():
         raise ModelArtifactError(f"ONNX model {path} does not exist; keep it beside its manifest or re-export it.")
@@ -27,6 +29,8 @@ def open_session(path: Path, providers: list[str], intra_op_threads: int | None 
     options.log_severity_level = 3  # errors only; provider fallbacks are logged by us
     # Idle worker threads would otherwise spin after each run and steal the CPU from detection/compose.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
     try:

@@ -1,6 +1,7 @@
 """What the run leaves behind besides the video: the best crop per track, and a JSONL event log."""
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -103,8 +104,9 @@ class EventLog:
 
 class OutputClaim:
     """An output path this run will write: refused if it already holds something (unless `overwrite`), and
-    locked against a second run writing it at the same time (`.NAME.lock` beside it, holding our pid; a lock
-    whose process is gone is stale and taken over). `release()` removes the lock."""
+    locked against a second run writing it at the same time: `.NAME.lock` beside it, held with flock(2) for as
+    long as the run lives. The kernel drops the lock when its holder dies, however it dies, so a restarted run
+    (PID 1 again in a container) is never refused by a lock of its own past. `release()` removes the lock."""
 
     def __init__(self, path: str | os.PathLike, flag: str, overwrite: bool = False, append: bool = False):
         self.path = Path(path)
@@ -115,6 +117,7 @@ class OutputClaim:
                             "another path.")
         self.lock = self.path.parent / f".{self.path.name}.lock"
         ensure_folder(self.path.parent, flag)
+        self._fd: int | None = None
         self._take_lock()
 
     def _holds_something(self) -> bool:
@@ -123,26 +126,32 @@ class OutputClaim:
         return self.path.exists()
 
     def _take_lock(self) -> None:
-        for _ in range(2):
+        for _ in range(3):
             try:
-                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = _lock_owner(self.lock)
-                if owner is not None and _alive(owner):
-                    raise SinkError(f"{self.flag} {self.path} is being written by another run (pid {owner}, lock "
-                                    f"{self.lock}); wait for it or choose another path.") from None
-                log.warning("%s: removing a stale lock of a run that is gone (pid %s)", self.lock, owner)
-                self.lock.unlink(missing_ok=True)
-                continue
+                fd = os.open(self.lock, os.O_CREAT | os.O_RDWR, 0o644)
             except OSError as err:
                 raise SinkError(f"{self.flag} {self.path}: cannot create {self.lock} ({err.strerror}).") from err
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                owner = _lock_owner(fd)
+                os.close(fd)
+                raise SinkError(f"{self.flag} {self.path} is being written by another run (pid {owner}, lock "
+                                f"{self.lock}); wait for it or choose another path.") from None
+            if _same_file(fd, self.lock):  # not a lock file its previous holder unlinked while we opened it
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self._fd = fd
+                return
+            os.close(fd)
         raise SinkError(f"{self.flag} {self.path}: could not take the lock {self.lock}.")
 
     def release(self) -> None:
-        self.lock.unlink(missing_ok=True)
+        if self._fd is None:
+            return
+        self.lock.unlink(missing_ok=True)  # while still holding it, so nobody locks a file about to vanish
+        os.close(self._fd)
+        self._fd = None
 
     def __enter__(self) -> "OutputClaim":
         return self
@@ -151,18 +160,17 @@ class OutputClaim:
         self.release()
 
 
-def _lock_owner(lock: Path) -> int | None:
+def _lock_owner(fd: int) -> str:
+    """The pid the lock's holder wrote into it (for the message only)."""
     try:
-        return int(lock.read_text().strip())
-    except (OSError, ValueError):
-        return None
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
-def _alive(pid: int) -> bool:
+def _same_file(fd: int, path: Path) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
         return False
-    except PermissionError:  # exists, owned by someone else
-        return True
     return True

@@ -137,7 +137,18 @@ def _v1(manifest: OnnxManifest) -> dict:
     return data
 
 
-def test_schema_1_manifest_loads_with_a_warning(exported, tmp_path, caplog):
+def test_schema_1_manifest_is_refused_without_the_opt_in(exported, tmp_path, monkeypatch):
+    """A schema-1 manifest has no ONNX checksum: a swapped ONNX must not run silently."""
+    monkeypatch.delenv("FSR_EDGE_ALLOW_SCHEMA_1", raising=False)
+    (tmp_path / exported.onnx_path.name).write_bytes(b"another model")
+    path = tmp_path / exported.manifest_path.name
+    path.write_text(json.dumps(_v1(exported.manifest)))
+    with pytest.raises(ModelArtifactError, match="schema-1 manifest: it has no checksum.*FSR_EDGE_ALLOW_SCHEMA_1=1"):
+        load_artifact(path)
+
+
+def test_schema_1_manifest_loads_with_a_warning_when_allowed(exported, tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("FSR_EDGE_ALLOW_SCHEMA_1", "1")
     (tmp_path / exported.onnx_path.name).write_bytes(exported.onnx_path.read_bytes())
     path = tmp_path / exported.manifest_path.name
     path.write_text(json.dumps(_v1(exported.manifest)))
@@ -147,7 +158,25 @@ def test_schema_1_manifest_loads_with_a_warning(exported, tmp_path, caplog):
     assert "schema 1" in caplog.text and "Re-export" in caplog.text
 
 
-def test_schema_1_manifest_with_an_engine_says_rebuild(exported, tmp_path):
+@pytest.mark.parametrize("name", ["../outside/x.onnx", "/etc/passwd", "sub/m.onnx", ".."])
+def test_a_manifest_may_only_name_files_in_its_own_folder(exported, tmp_path, name):
+    data = exported.manifest.to_dict()
+    data["onnx"] = name
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelArtifactError, match="may only name a file in its own folder"):
+        load_artifact(path)
+
+
+def test_a_deeply_nested_manifest_is_one_clear_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelArtifactError, match="nests its JSON too deeply"):
+        load_artifact(path)
+
+
+def test_schema_1_manifest_with_an_engine_says_rebuild(exported, tmp_path, monkeypatch):
+    monkeypatch.setenv("FSR_EDGE_ALLOW_SCHEMA_1", "1")
     data = _v1(exported.manifest)
     data.update(engine="m.engine", tensorrt={"engine": "m.engine", "tensorrt_version": "10.3.0"})
     path = tmp_path / "m.json"

@@ -109,10 +109,25 @@ def test_report_collects_every_models_speed_file(tmp_path):
     (machine / "speed_pfsr.md").write_text("# Speed pfsr\n")
     (machine / "speed_pfsr.png").write_bytes(b"png")
     (machine / "quality.md").write_text("# Quality\n")
-    text = section(tmp_path / "results", readme_dir=tmp_path)
-    assert text.index("#### Speed dic") < text.index("#### Speed pfsr") < text.index("#### Quality")
+    text = section(tmp_path / "results", page_dir=tmp_path)
+    assert text.index("### Speed dic") < text.index("### Speed pfsr") < text.index("### Quality")
     assert "![speed_pfsr on cpu-x](results/cpu-x/speed_pfsr.png)" in text
     assert "speed_dic.png" not in text
+
+
+def test_report_parses_its_arguments_and_help_writes_nothing(tmp_path, capsys):
+    from benchmarks.report import main as report_main
+
+    machine = tmp_path / "results" / "cpu-x"
+    machine.mkdir(parents=True)
+    (machine / "quality.md").write_text("# Quality\n")
+    with pytest.raises(SystemExit) as exit_info:
+        report_main(["--help"])
+    assert exit_info.value.code == 0 and "--out" in capsys.readouterr().out
+    out = tmp_path / "docs" / "performance.md"
+    out.parent.mkdir()
+    assert report_main(["--results", str(tmp_path / "results"), "--out", str(out)]) == 0
+    assert "### Quality" in out.read_text() and "Machine `cpu-x`" in out.read_text()
 
 
 @pytest.mark.shared

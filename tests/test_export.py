@@ -231,6 +231,33 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, caplog, args, fragment):
     assert "Traceback" not in caplog.text and not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("extra", [[], ["--weights", "somewhere.safetensors"], ["--precision", "int8"]])
+def test_a_misspelt_model_is_one_error_line_and_exit_2_as_a_user_runs_it(tmp_path, extra):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "export.build", "--model", "dci", *extra, "--outdir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2, run.stderr
+    assert lines == ["ERROR export.build: unknown model 'dci'; available: dic, dicgan, msfsr, panini, pfsr, pfsr_x4. "
+                     "Did you mean 'dic'?"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_weights_of_another_model_are_named_as_such(tmp_path, tiny_weights, caplog):
+    from training.checkpoints import save_weights
+
+    model = create_model("dic", weights=str(tiny_weights))
+    dic_file = save_weights(model, tmp_path / "dic.safetensors",
+                            metadata={"config": model.config.to_dict(), "model": "dic"})
+    assert main(["--model", "pfsr", "--weights", str(dic_file), "--outdir", str(tmp_path / "out")]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "holds 'dic' weights" in errors[0] and "use --model dic" in errors[0]
+    # DIC and DICGAN share one generator: DIC weights export as DICGAN
+    assert build("dicgan", weights=str(dic_file), steps=1, outdir=tmp_path / "gan").manifest.model == "dicgan"
+
+
 def test_weights_trained_on_smaller_faces_carry_their_floor_into_the_manifest(tmp_path, tiny_weights):
     """--real-framing writes min_input_ratio into the weights; the export passes it to the runtime's routing."""
     from runtime.artifact import load_artifact

@@ -415,5 +415,28 @@ def test_torch_backend_with_corrupt_weights_is_one_clear_error(tmp_path):
         create_backend("torch", load_artifact(tmp_path / "m.json")).activate()
 
 
+@pytest.mark.skipif(not HAVE_TORCH_SIDE, reason="torch backend needs torch and the models package")
+def test_torch_backend_refuses_weights_that_are_not_the_exported_ones(tmp_path):
+    import torch
+    from models import create_model
+    from training.checkpoints import save_weights
+
+    model = create_model("dic", config="tiny")
+    weights = save_weights(model, tmp_path / "w.safetensors", metadata={"config": model.config.to_dict()})
+    recorded = sha256_of(weights)
+    (tmp_path / "unused.onnx").write_bytes(b"")
+    write_manifest(tmp_path / "m.json", manifest_for(tmp_path / "unused.onnx", model="dic", steps=1,
+                                                      config=model.config.to_dict(),
+                                                      weights=WeightsInfo(weights.name, recorded)))
+    torch.manual_seed(1)
+    save_weights(create_model("dic", config="tiny"), weights, metadata={"config": model.config.to_dict()})  # swapped
+    with pytest.raises(ModelArtifactError, match="do not match the sha256 in m.json"):
+        create_backend("torch", load_artifact(tmp_path / "m.json")).activate()
+    write_manifest(tmp_path / "n.json", manifest_for(tmp_path / "unused.onnx", model="dic", steps=1,
+                                                      config=model.config.to_dict(), weights=WeightsInfo(weights.name)))
+    with pytest.raises(ModelArtifactError, match="records no sha256 of its weights"):
+        create_backend("torch", load_artifact(tmp_path / "n.json")).activate()
+
+
 def test_every_backend_is_registered():
     assert set(BACKENDS) == {"onnxruntime", "tensorrt", "torch", "triton"}

@@ -110,6 +110,32 @@ def test_an_output_in_use_by_another_run_is_refused_and_a_stale_lock_is_taken(tm
         assert claim.lock.read_text().strip() == str(os.getpid())
 
 
+def test_a_lock_left_by_a_killed_run_is_taken_even_when_its_pid_is_alive_again(tmp_path):
+    """In a container the restarted run is PID 1 again, as was the run SIGKILL ended: the lock is the kernel's
+    (flock), so it went with the process; only a living holder refuses the path."""
+    from runtime.errors import SinkError
+    from runtime.records import OutputClaim
+
+    path = tmp_path / "out.avi"
+    (tmp_path / ".out.avi.lock").write_text("1\n")  # the killed run was pid 1, and pid 1 is alive
+    with OutputClaim(path, "--output") as claim:
+        assert claim.lock.read_text().strip() == str(os.getpid())
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from runtime.records import OutputClaim; "
+                               f"c = OutputClaim({str(path)!r}, '--output'); print('held', flush=True); "
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SinkError, match=f"being written by another run \\(pid {holder.pid}"):
+            OutputClaim(path, "--output")
+        holder.kill()  # SIGKILL: no clean-up runs
+        holder.wait(timeout=30)
+        with OutputClaim(path, "--output") as claim:
+            assert claim.lock.read_text().strip() == str(os.getpid())
+    finally:
+        holder.kill()
+
+
 def test_events_can_be_appended(tmp_path):
     from runtime.records import EventLog
 

@@ -2,8 +2,9 @@
 of it compared with the video's frames, and the window's keys (v: next view, q: quit) pressed with xdotool.
 
 Needs Xvfb, xdotool and xwd (Debian: xvfb, xdotool, x11-apps) and an OpenCV with a GUI. The base install keeps
-opencv-python-headless, so the test builds a small environment beside it once (~/.cache/fsr-edge/gui-env:
-the project's packages plus opencv-python of the same version) and runs the runtime there.
+opencv-python-headless, so the test builds a small environment once (~/.cache/fsr-edge/gui-env-HASH, one per
+test environment: the test environment's packages plus opencv-python of the same version) and runs the
+runtime there.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+import hashlib
+import sysconfig
+
 import cv2
 import numpy as np
 import pytest
@@ -22,22 +26,35 @@ import pytest
 from tests.screens import screenshot, virtual_screen as screen  # noqa: F401  (a fixture)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GUI_ENV = Path.home() / ".cache" / "fsr-edge" / "gui-env"
+# One GUI environment per test environment: a venv made from inside another venv is based on the base
+# interpreter, so `--system-site-packages` would hide this environment's packages; a .pth file adds them instead.
+GUI_ENV = Path.home() / ".cache" / "fsr-edge" / f"gui-env-{hashlib.sha256(sys.prefix.encode()).hexdigest()[:8]}"
 pytestmark = pytest.mark.shared
+
+
+def _link_test_environment(python: Path) -> None:
+    """Make the GUI env see this interpreter's packages (after its own, so its cv2 is the one imported)."""
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    lines = "".join(f"import site; site.addsitedir({path!r})\n" for path in ours)
+    (Path(site) / "fsr_edge_test_env.pth").write_text(lines)
 
 
 def _gui_python() -> Path:
     python = GUI_ENV / "bin" / "python"
-    check = [str(python), "-c", "import cv2, re, sys; "
+    check = [str(python), "-c", "import cv2, re, sys, numpy, onnxruntime, PIL; "
                                 "sys.exit(not re.search(r'(QT|GTK\\+):\\s+YES', cv2.getBuildInformation()))"]
     if python.is_file() and subprocess.run(check, capture_output=True).returncode == 0:
         return python
     version = importlib.metadata.version("opencv-python-headless")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(GUI_ENV)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(GUI_ENV)], check=True)
+    _link_test_environment(python)
     install = subprocess.run([str(python), "-m", "pip", "install", "-q", f"opencv-python=={version}"],
                              capture_output=True, text=True, timeout=600)
-    if install.returncode != 0 or subprocess.run(check, capture_output=True).returncode != 0:
-        pytest.skip(f"no GUI OpenCV could be installed into {GUI_ENV}: {install.stderr[-300:]}")
+    checked = subprocess.run(check, capture_output=True, text=True)
+    if install.returncode != 0 or checked.returncode != 0:
+        pytest.skip(f"no GUI OpenCV could be installed into {GUI_ENV}: {install.stderr[-300:]} {checked.stderr[-300:]}")
     return python
 
 
@@ -58,15 +75,17 @@ def _best_match(shot: np.ndarray, video: Path) -> float:
     return best
 
 
-def _wait_for_window(display: str, timeout: float = 60.0) -> str:
+def _wait_for_window(display: str, run: subprocess.Popen, timeout: float = 60.0) -> str:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and run.poll() is None:
         found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "fsr-edge"], capture_output=True,
                                text=True, env={**os.environ, "DISPLAY": display})
         if found.stdout.strip():
             return found.stdout.split()[0]
         time.sleep(0.2)
-    raise AssertionError("the runtime's window did not appear")
+    run.kill()
+    _, err = run.communicate(timeout=30)
+    raise AssertionError(f"the runtime's window did not appear (exit code {run.returncode}); its stderr:\n{err[-2000:]}")
 
 
 def _wait_for_a_picture(display: str, timeout: float = 15.0) -> np.ndarray:
@@ -89,7 +108,7 @@ def test_the_window_shows_the_video_and_its_keys_work(screen, shared_dir, detect
          "--output", "display://0", "--detector-model", str(detector_path), "--detect-every", "3", "--no-fps", "-q"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        window = _wait_for_window(screen)
+        window = _wait_for_window(screen, run)
         shot = _wait_for_a_picture(screen)
         subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, check=True)
         subprocess.run(["xdotool", "key", "v"], env=env, check=True)

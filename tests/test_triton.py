@@ -94,6 +94,25 @@ def test_tensorrt_without_an_engine_and_bad_batching_are_refused(make_artifact, 
         write_repository(make_artifact("m"), tmp_path / "r", RepositoryOptions(preferred_batches=(64,)))
 
 
+@pytest.mark.parametrize("name", ["../victim", "a/b", "..", ".hidden", "/abs"])
+def test_a_model_name_never_leaves_the_repository(make_artifact, tmp_path, name):
+    victim = tmp_path / "victim" / "1"
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("not yours")
+    with pytest.raises(ExportError, match="a model name is 1-128 letters"):
+        write_repository(make_artifact("m"), tmp_path / "repo", RepositoryOptions("python", name=name))
+    assert (victim / "keep.txt").read_text() == "not yours" and not (tmp_path / "repo").exists()
+
+
+def test_an_existing_folder_not_written_here_is_not_replaced(make_artifact, tmp_path):
+    other = tmp_path / "repo" / "theirs" / "1"
+    other.mkdir(parents=True)
+    (other / "model.plan").write_bytes(b"their engine")
+    with pytest.raises(ExportError, match="was not written by export.triton"):
+        write_repository(make_artifact("m"), tmp_path / "repo", RepositoryOptions("python", name="theirs"))
+    assert (other / "model.plan").read_bytes() == b"their engine"
+
+
 def test_cli_error_is_one_line_and_exit_2(tmp_path, capsys):
     from export.triton import main
 

@@ -26,7 +26,7 @@ import math
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +35,11 @@ import torch
 from .augment import LR_ROUTES, TILED_ROUTES, RealFraming
 from .checkpoints import ResumeError, load_checkpoint, save_checkpoint, save_weights
 from .data import DataError, load_split
+from .degrade import LEVELS, TRAINING_MIX, degrade_lr_set
 from .tasks import PIXEL_LOSSES, get_task, sample_batch
 
+CAMERA_CHOICES = ("mix", *LEVELS)
+VAL_DEGRADATION_SEED = 20261207  # the fixed degraded val set of --val-degradation
 log = logging.getLogger("training")
 
 
@@ -110,6 +113,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--framing-routes", type=_routes, default=LR_ROUTES,
                    help=f"--real-framing: LR routes drawn from, comma-separated (default {','.join(LR_ROUTES)}; "
                         "'native' trains a tiled model on faces smaller than its input, with their surroundings)")
+    p.add_argument("--camera", choices=CAMERA_CHOICES, default=None,
+                   help="LR faces recorded by a simulated camera (training.degrade): 'mix' = "
+                        f"{', '.join(f'{n} {w:.0%}' for n, w in TRAINING_MIX)}, or one level for every face")
+    p.add_argument("--framing-scale-max", type=float, default=RealFraming.scale_range[1],
+                   help="--real-framing: largest crop side / the aligned one (1.18; 1.45 adds looser, "
+                        "FFHQ-like framing)")
+    p.add_argument("--val-degradation", choices=sorted(LEVELS), default="clean",
+                   help="validate (and pick 'best') on val LRs degraded at this level, fixed seed (default clean)")
     args = p.parse_args(argv)
     landmarks = args.task == "landmarks"
     if args.heatmap_sigma is None:
@@ -128,6 +139,12 @@ def _routes(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"unknown LR route(s) {unknown or text!r}; "
                                          f"choose from {','.join(LR_ROUTES + TILED_ROUTES)}")
     return routes
+
+
+def _camera_mix(choice: str | None) -> tuple[tuple[str, float], ...] | None:
+    if choice is None:
+        return None
+    return TRAINING_MIX if choice == "mix" else ((choice, 1.0),)
 
 
 def make_milestones(spec: str, iters: int) -> list[int]:
@@ -189,8 +206,11 @@ def _new_run(args) -> Run:
     device = _device(args)
     torch.manual_seed(args.seed)
     task = get_task(args.model, args)
-    if args.real_framing:
-        task.augment = RealFraming(smallest_native=args.framing_smallest, routes=args.framing_routes)
+    if args.real_framing or args.camera:
+        task.augment = RealFraming(smallest_native=args.framing_smallest, routes=args.framing_routes,
+                                   clean_share=RealFraming.clean_share if args.real_framing else 1.0,
+                                   scale_range=(RealFraming.scale_range[0], args.framing_scale_max),
+                                   camera=_camera_mix(args.camera))
     config = task.resolve_config(args.config)
     model = task.build_model(config).to(device)
     if device.type == "cuda":
@@ -265,8 +285,11 @@ def _reschedule(run: Run, args) -> None:
 def _save_all(run: Run, args, out: Path, is_best: bool, metrics: dict | None) -> None:
     meta = {"config": run.config, "model": args.model, "task": args.task, "config_name": args.config,
             "iteration": run.iteration, **{f"val_{k}": v for k, v in (metrics or {}).items()}}
-    if run.task.augment is not None:  # --real-framing: the runtime may route faces this small to these weights
-        meta["min_input_ratio"] = run.task.augment.smallest_native
+    augment = run.task.augment
+    if augment is not None and augment.clean_share < 1:  # --real-framing: the runtime may route faces this small
+        meta["min_input_ratio"] = augment.smallest_native
+    if augment is not None and augment.camera is not None:
+        meta["degradation"] = json.dumps({"camera": dict(augment.camera), "val": args.val_degradation})
     save_weights(run.weights_model, out / "last.safetensors", metadata=meta)
     if is_best:
         save_weights(run.weights_model, out / "best.safetensors", metadata=meta)
@@ -342,6 +365,9 @@ def train(args: argparse.Namespace) -> dict:
     cache = args.cache or None
     train_split = load_split("train", args.data, cache_dir=cache, lr_size=run.task.lr_size)
     val_split = load_split("val", args.data, cache_dir=cache, lr_size=run.task.lr_size).subset(args.val_limit)
+    if args.val_degradation != "clean":
+        val_split = replace(val_split, lr=degrade_lr_set(val_split.hr, run.task.lr_size, args.val_degradation,
+                                                         VAL_DEGRADATION_SEED))
     log.info("model %s config %s (%s), %d params; train %d faces (%d undecodable skipped), val %d",
              args.model, args.config, run.config, sum(p.numel() for p in run.model.parameters()),
              len(train_split), train_split.skipped, len(val_split))

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..artifact import ModelArtifact
 from ..errors import BackendError, ModelArtifactError
+from ..files import sha256_of
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,21 @@ def weights_path(artifact: ModelArtifact) -> Path:
     candidates = [path] if path.is_absolute() else [artifact.manifest_path.parent / path, path]
     for candidate in candidates:
         if candidate.is_file():
-            return candidate
+            return _verified(candidate, weights.sha256, artifact)
     raise ModelArtifactError(f"weights file {weights.path} named by {artifact.manifest_path} was not found "
                              f"(looked at {', '.join(map(str, candidates))}); copy it there or re-export.")
+
+
+def _verified(path: Path, sha256: str | None, artifact: ModelArtifact) -> Path:
+    """The weights must be the file the export verified (its sha256 is in the manifest)."""
+    if not sha256:
+        raise ModelArtifactError(f"{artifact.manifest_path} records no sha256 of its weights {path}, so the torch "
+                                 "backend cannot tell them from another file; re-export with `python -m export.build`.")
+    if sha256_of(path) != sha256:
+        raise ModelArtifactError(f"weights {path} do not match the sha256 in {artifact.manifest_path.name}: the file "
+                                 "was changed or replaced after export. Re-export the model, or point the manifest at "
+                                 "the original weights.")
+    return path
 
 
 class TorchBackend(Backend):
