@@ -26,7 +26,7 @@ from .faces import (FaceJob, covering_job, crop_square, face_jobs, from_model_ou
 from .frames import to_bgr
 from .records import BestCropStore, EventLog
 from .progress import Progress
-from .routing import FORCED, Route, model_fit, route
+from .routing import FORCED, NON_FINITE, Route, model_fit, route
 from .sinks import Sink
 from .sources import ReadStatus, Source
 from .tiles import enhance_regions
@@ -95,6 +95,7 @@ class RunStats:
     bad_frames: int = 0
     read_errors: int = 0
     timeouts: int = 0
+    non_finite: int = 0  # faces whose model output held NaN/Inf (kept as recorded)
     track_ids: set = field(default_factory=set)
     error: str | None = None  # why an output failed and the run stopped
     queues: dict = field(default_factory=dict)  # pipelined runs: queue name -> {"max": n, "mean": x}
@@ -269,8 +270,10 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
         small = [model_crop(frames[f].frame, frames[f].jobs[i], backend.artifact.input_hw)
                  for f, i in members]
         outputs = infer_batched(backend, to_model_input(small))
-        model_images = from_model_output(outputs[backend.artifact.image_output.name])
-        images = [keep_recorded_tones(image, crop) for image, crop in zip(model_images, small)]
+        raw = outputs[backend.artifact.image_output.name]
+        finite = np.isfinite(raw.reshape(len(raw), -1)).all(axis=1)
+        images = [keep_recorded_tones(image, crop) if ok else None
+                  for image, crop, ok in zip(from_model_output(raw), small, finite)]
         points = outputs.get(LANDMARK_OUTPUT, [None] * len(members))
         results.update({key: (lr, sr, p) for key, lr, sr, p in zip(members, small, images, points)})
     enhanced = []
@@ -278,8 +281,9 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
         faces = []
         for i, (job, decision) in enumerate(zip(frame.jobs, frame.routes)):
             lr, sr, points = results.get((f, i), (None, None, None))
+            reason = NON_FINITE if decision.model is not None and sr is None else decision.reason
             faces.append(EnhancedFace(job.track_id, job.box, job.square, lr, sr, native=job.crop,
-                                      route=decision.reason, model=decision.model, landmarks=points))
+                                      route=reason, model=decision.model, landmarks=points))
         enhanced.append(faces)
     return enhanced
 
@@ -298,8 +302,9 @@ def enhance_tiled(backend: Backend, faces: list[tuple[np.ndarray, FaceJob]]) -> 
     regions = [native_region(job.square, tiling.tile) for _, job in faces]
     crops = [crop_square(frame, region) for (frame, _), region in zip(faces, regions)]
     model_images = enhance_regions(lambda batch: run_batched(backend, batch), crops, tiling)
-    images = [keep_recorded_tones(image, crop) for image, crop in zip(model_images, crops)]
-    return [(job.crop, square_from_region(image, region, job.square), None)
+    images = [keep_recorded_tones(image, crop) if image is not None else None
+              for image, crop in zip(model_images, crops)]
+    return [(job.crop, square_from_region(image, region, job.square) if image is not None else None, None)
             for (_, job), region, image in zip(faces, regions, images)]
 
 
@@ -429,6 +434,12 @@ def _count(stats: RunStats, result: FrameResult) -> None:
     stats.frames += 1
     stats.faces += len(result.faces)
     stats.enhanced += sum(face.sr is not None for face in result.faces)
+    non_finite = sum(face.route == NON_FINITE for face in result.faces)
+    if non_finite and not stats.non_finite:
+        log.warning("the model's output for %d face(s) of frame %d was not finite (NaN/Inf): those faces keep "
+                    "their recorded pixels; the weights or the engine are broken (re-export and check the "
+                    "export's parity). The summary counts them as faces_not_finite.", non_finite, stats.frames - 1)
+    stats.non_finite += non_finite
     stats.skipped_tiny += result.skipped_tiny
     stats.over_limit += result.over_limit
     stats.track_ids.update(face.track_id for face in result.faces)
@@ -461,6 +472,7 @@ def summarize(stats: RunStats, timer: StageTimer, wall_s: float, extra: dict | N
         "frames": stats.frames,
         "faces": stats.faces,
         "faces_enhanced": stats.enhanced,
+        "faces_not_finite": stats.non_finite,
         "tracks": len(stats.track_ids),
         "skipped_tiny_faces": stats.skipped_tiny,
         "over_max_faces": stats.over_limit,

@@ -83,6 +83,7 @@ def best_fit(native_px: float, models: list[ModelFit], candidates: list[int] | N
 
 
 FORCED = "forced"  # the reason of a face enhanced only because of `force`
+NON_FINITE = "the model's output was not finite (NaN/Inf): recorded pixels kept"  # set after inference
 
 
 def route(native_px: float, display_px: float, models: list[ModelFit], force: bool = False) -> Route:

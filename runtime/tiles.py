@@ -88,8 +88,9 @@ def stitch(outputs: np.ndarray, offsets: list[tuple[int, int]], region_side: int
     return total / weights
 
 
-def enhance_regions(run, regions: list[np.ndarray], tiling: Tiling) -> list[np.ndarray]:
-    """Square BGR uint8 regions (each >= one tile) -> their enhanced BGR uint8 images, `scale` x larger.
+def enhance_regions(run, regions: list[np.ndarray], tiling: Tiling) -> list[np.ndarray | None]:
+    """Square BGR uint8 regions (each >= one tile) -> their enhanced BGR uint8 images, `scale` x larger
+    (None for a region whose model output holds NaN or Inf).
 
     `run` maps a float32 RGB batch [N, 3, tile, tile] in [0, 1] to the model's image output; the tiles of
     all regions go through it as one batch."""
@@ -102,5 +103,6 @@ def enhance_regions(run, regions: list[np.ndarray], tiling: Tiling) -> list[np.n
         mine = outputs[start:start + len(tiles)].transpose(0, 2, 3, 1)
         start += len(tiles)
         stitched = stitch(mine, offsets, region.shape[0], tiling)
-        images.append(from_model_output(stitched.transpose(2, 0, 1)[None])[0])
+        finite = np.isfinite(stitched).all()
+        images.append(from_model_output(stitched.transpose(2, 0, 1)[None])[0] if finite else None)
     return images

@@ -100,6 +100,36 @@ def test_pipeline_compare_runs_the_cli_every_way_with_the_same_work(tmp_path):
     assert ") / sequential:" in (tmp_path / report.with_suffix(".md").name).read_text()
 
 
+@pytest.mark.shared
+def test_camera_benchmark_scores_models_against_bicubic_of_the_same_recording(tmp_path):
+    """PSNR gains and dlib identity, each against bicubic of the same degraded LR (numbers not asserted)."""
+    pytest.importorskip("dlib", reason="identity needs dlib-bin (the [bench] extra)")
+    from benchmarks.camera import main as camera_main
+
+    assert camera_main(["--models", "pfsr_x4", "--limit", "6", "--levels", "clean,camera", "--framings", "aligned,loose",
+                        "--identity", "--outdir", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "camera.json").read_text())["rows"]
+    assert len(rows) == 2 * 2 * 2  # framings x levels x (bicubic, the model)
+    model_rows = [r for r in rows if r["method"].startswith("pfsr_x4")]
+    assert all(r["gain_low"] <= r["gain_db"] <= r["gain_high"] and len(r["distance_delta"]) == 3 for r in model_rows)
+    bicubic = {(r["framing"], r["level"]): r["psnr"] for r in rows if r["method"].startswith("bicubic")}
+    assert bicubic[("aligned", "camera")] < bicubic[("aligned", "clean")]  # the camera costs bicubic too
+    assert "rank-1" in (tmp_path / "camera.md").read_text()
+
+
+def test_quick_runs_do_not_replace_published_results(tmp_path, monkeypatch):
+    import argparse
+
+    from benchmarks import common
+
+    payload = {"machine": {"cores": 2}}
+    assert common.results_dir(argparse.Namespace(outdir=None, quick=True), payload) == \
+        common.QUICK_RESULTS_ROOT / "cpu-2core"
+    assert common.results_dir(argparse.Namespace(outdir=None, quick=False), payload) is None  # published
+    assert common.results_dir(argparse.Namespace(outdir=tmp_path, quick=True), payload) == tmp_path
+    assert not str(common.QUICK_RESULTS_ROOT).startswith(str(common.RESULTS_ROOT))
+
+
 def test_report_collects_every_models_speed_file(tmp_path):
     from benchmarks.report import section
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from runtime.timing import RECENT_SAMPLES, StageTimer
@@ -60,6 +61,44 @@ def test_unwritable_summary_is_refused_before_the_run(tmp_path, shared_dir, dete
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "--summary" in stderr and "not writable" in stderr
     assert "Traceback" not in stderr
+
+
+def _nan_model(folder: Path) -> Path:
+    """A manifest whose ONNX turns every face into NaN (bilinear resize, then times NaN)."""
+    from onnx import TensorProto, helper, save
+
+    from runtime.contract import write_manifest
+    from tests.conftest import manifest_for
+
+    graph = helper.make_graph(
+        [helper.make_node("Resize", ["lr", "", "scales"], ["up"], mode="linear"),
+         helper.make_node("Mul", ["up", "nan"], ["sr"])], "nan_sr",
+        [helper.make_tensor_value_info("lr", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("sr", TensorProto.FLOAT, ["N", 3, 128, 128])],
+        initializer=[helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 8, 8]),
+                     helper.make_tensor("nan", TensorProto.FLOAT, [], [float("nan")])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    save(model, str(folder / "nan.onnx"))
+    return write_manifest(folder / "nan.json", manifest_for(folder / "nan.onnx"))
+
+
+@pytest.mark.shared
+def test_a_model_that_outputs_nan_enhances_no_face_and_says_so(tmp_path, shared_dir, detector_path):
+    summary, out = tmp_path / "summary.json", tmp_path / "frames"
+    photo = shared_dir / "data/scenes/group-6faces.jpg"
+    proc = _start_cli("--source", photo, "--model", _nan_model(tmp_path / "m"), "--enhance-all", "--upscale", "2",
+                      "--output", out, "--summary", summary, "--detector-model", detector_path)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    written = json.loads(summary.read_text())
+    assert written["faces"] >= 6 and written["faces_enhanced"] == 0 and written["faces_not_finite"] == written["faces"]
+    assert "was not finite (NaN/Inf)" in stderr
+    (written_frame,) = out.iterdir()
+    shown, recorded = cv2.imread(str(written_frame)), cv2.imread(str(photo))
+    upscaled = cv2.resize(recorded, (shown.shape[1], shown.shape[0]), interpolation=cv2.INTER_CUBIC)
+    assert np.abs(shown.astype(int) - upscaled).mean() < 3  # the faces are the recorded pixels, not a blur of NaN
 
 
 def test_stage_timer_memory_is_bounded():

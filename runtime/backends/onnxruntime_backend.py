@@ -3,7 +3,7 @@
 On a GPU provider, inputs and outputs go through an IO binding (one explicit host->device copy per input,
 outputs allocated on the device and copied back once). On the CPU provider, int8 (Q/DQ) graphs run with the
 arithmetic that is exact on this CPU (`runtime.cpu_int8`), and an fp16 graph gets a warning: the CPU
-provider computes most fp16 ops by converting to fp32 and back, several times slower than the fp32 graph.
+provider is no faster on fp16 graphs and on many CPUs much slower (it converts to fp32 and back).
 """
 from __future__ import annotations
 
@@ -92,9 +92,9 @@ class OnnxRuntimeBackend(Backend):
                        "Runtime's fused int8 kernels would lose accuracy here; %s runs its Q/DQ nodes as float "
                        "ops instead (exact; about 1.3x the fp32 graph's time, docs/precision.md)", describe_cpu(), path)
         elif precision == "fp16":
-            _warn_once(f"fp16:{path}", "onnxruntime CPU: %s is an fp16 artifact; the CPU provider runs it several "
-                       "times slower than fp32 (docs/precision.md). On a CPU use the fp32 or int8 export; fp16 is "
-                       "for GPUs (CUDA/TensorRT).", path)
+            _warn_once(f"fp16:{path}", "onnxruntime CPU: %s is an fp16 artifact; the CPU provider runs fp16 graphs no "
+                       "faster than fp32 and often much slower (docs/precision.md). On a CPU use the fp32 or int8 "
+                       "export; fp16 is for GPUs (CUDA/TensorRT).", path)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = self._output_names
