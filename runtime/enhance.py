@@ -168,6 +168,7 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
                                   sr_workers=args.sr_workers)
         else:
             stats = run_stream(source, sink, enhancer, args.max_frames, stop=stop, progress=progress)
+        stats.error = stats.error or source.damage
         _close_output(sink, stats)
         wall = time.perf_counter() - start
         extra = {"source": args.source[0], **extra, "pipelined": args.pipelined, "sr_workers": args.sr_workers,
@@ -219,7 +220,8 @@ def _run_sources(args, stack: ExitStack, backends, min_face: float, stop, extra:
     start = time.perf_counter()
     all_stats = run_sources(lanes, backends, args.max_frames, stop=stop, sr_timer=sr_timer,
                             sr_workers=args.sr_workers)
-    for lane in lanes:
+    for lane, stats in zip(lanes, all_stats):
+        stats.error = stats.error or lane.source.damage
         _close_output(lane.sink, lane.stats)
     wall = time.perf_counter() - start
     per_source = [summarize(stats, lane.enhancer.timer, wall,

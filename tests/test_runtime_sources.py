@@ -77,7 +77,7 @@ def test_parse_uri_errors_quote_the_input(text, fragment):
 def _write_video(path: Path, frames: int, size=(64, 48)) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
     for i in range(frames):
-        writer.write(np.full((size[1], size[0], 3), i * 20, np.uint8))
+        writer.write(np.full((size[1], size[0], 3), i * 20 % 256, np.uint8))
     writer.release()
     return path
 
@@ -282,3 +282,60 @@ def test_list_sources_names_cameras_and_what_this_opencv_can_read(capsys):
     assert main(["--list-sources"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("cameras:") and "GStreamer" in out and "outputs:" in out
+
+
+# --- damaged video files ---------------------------------------------------------------------------------
+def _read_all(source) -> tuple[int, int]:
+    ok = failed = 0
+    while True:
+        status, _ = source.read()
+        if status is ReadStatus.EOS:
+            return ok, failed
+        ok += status is ReadStatus.OK
+        failed += status is ReadStatus.ERROR
+
+
+@pytest.mark.shared
+def test_a_corrupt_segment_mid_file_is_read_past(tmp_path, shared_dir):
+    """40 kB of garbage in the middle of the street video: 3 frames are lost, the 57 after them are read."""
+    data = bytearray((shared_dir / "data/scenes/street-video-1080p.mp4").read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 40_000] = b"\x55" * 40_000
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    source = open_source(str(damaged))
+    ok, failed = _read_all(source)
+    assert source.frame_count == 105 and ok + failed == 105 and ok >= 100 and failed >= 1
+    assert source.damage is None  # decoding recovered: nothing is missing but the damaged frames
+
+
+def _truncated_avi(tmp_path: Path) -> Path:
+    whole = _write_video(tmp_path / "whole.avi", 40, size=(160, 120))
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[:len(data) * 6 // 10])
+    return cut
+
+
+def test_a_truncated_file_ends_with_the_damage_named(tmp_path):
+    source = open_source(str(_truncated_avi(tmp_path)))
+    ok, failed = _read_all(source)
+    assert source.frame_count == 40 and 10 < ok < 40
+    assert f"does not decode after frame {ok} of 40" in source.damage
+
+
+@pytest.mark.shared
+def test_a_run_on_a_truncated_file_fails_and_its_summary_says_where(tmp_path, detector_path, fast_sr_artifact):
+    import json
+    import subprocess
+    import sys
+
+    summary = tmp_path / "summary.json"
+    run = subprocess.run([sys.executable, "-m", "runtime.enhance", "--source", str(_truncated_avi(tmp_path)),
+                          "--model", str(fast_sr_artifact), "--detector-model", str(detector_path), "--headless",
+                          "--summary", str(summary), "-q"], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    written = json.loads(summary.read_text())
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "does not decode after frame" in written["error"] and written["frames"] < 40
+    assert written["read_errors"] == 40 - written["frames"]

@@ -17,11 +17,13 @@ class ReadStatus(enum.Enum):
 
 class Source:
     """Base class. `fps` is the nominal frame rate if known; `frames_dropped` counts frames a live source
-    replaced before they were read (it keeps only the newest)."""
+    replaced before they were read (it keeps only the newest); `damage` says why a source ended before its
+    end (a file that cannot be decoded past some frame), None when it did not."""
 
     def __init__(self, uri: SourceURI):
         self.uri = uri
         self.frames_dropped = 0
+        self.damage: str | None = None
 
     @property
     def fps(self) -> float | None:

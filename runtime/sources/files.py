@@ -15,8 +15,18 @@ from .uri import IMAGE_EXTENSIONS, SourceURI
 log = logging.getLogger(__name__)
 
 
+# A damaged segment in the middle of a file reads as a few failed frames, then decoding recovers at the next
+# key frame; this many failures in a row (about 2 s of 25 fps video) mean the rest cannot be decoded.
+MAX_FAILED_READS = 50
+
+
 class VideoFileSource(Source):
-    """A video file decoded with cv2.VideoCapture; every frame in order, then EOS."""
+    """A video file decoded with cv2.VideoCapture; every frame in order, then EOS.
+
+    A frame that does not decode reads as ERROR and decoding goes on (past a corrupt segment, to the good
+    frames after it). The source ends when it has accounted for the container's frame count, or after
+    MAX_FAILED_READS failures in a row; ending short of the frame count sets `damage` (the run then fails
+    with a summary that says where)."""
 
     def __init__(self, uri: SourceURI, open_capture: Callable[[str], object] = cv2.VideoCapture):
         super().__init__(uri)
@@ -25,6 +35,7 @@ class VideoFileSource(Source):
             raise SourceError(f"source {uri.text!r}: video file {path} does not exist; expected a video file, "
                               "an image, an image folder, a camera index or a stream URL.")
         self._capture = open_capture(str(path))
+        self._decoded = self._failed = self._failed_in_a_row = 0
         if not self._capture.isOpened():
             raise SourceError(f"source {uri.text!r}: OpenCV cannot decode {path} as a video; expected a video "
                               "file (.mp4, .avi, .mkv, ...) in a codec this OpenCV build supports.")
@@ -40,10 +51,35 @@ class VideoFileSource(Source):
         return count if count > 0 else None
 
     def read(self, timeout: float | None = None) -> tuple[ReadStatus, np.ndarray | None]:
-        if self._capture is None:
+        if self._capture is None or self.damage is not None:
+            return ReadStatus.EOS, None
+        expected = self.frame_count
+        if expected is not None and self._decoded + self._failed >= expected:
+            if self._failed_in_a_row:  # the last frames never decoded: the file ends damaged or truncated
+                self._give_up(expected)
             return ReadStatus.EOS, None
         ok, frame = self._capture.read()
-        return (ReadStatus.OK, frame) if ok and frame is not None else (ReadStatus.EOS, None)
+        if ok and frame is not None:
+            self._decoded += 1
+            self._failed_in_a_row = 0
+            return ReadStatus.OK, frame
+        if expected is None:
+            return ReadStatus.EOS, None  # no frame count to check against: a failed read is the end
+        self._failed += 1
+        self._failed_in_a_row += 1
+        if self._failed_in_a_row >= MAX_FAILED_READS:
+            self._give_up(expected)
+            return ReadStatus.EOS, None
+        if self._failed_in_a_row == 1:
+            log.warning("source %r: frame %d does not decode (damaged file?); reading on", self.uri.text,
+                        self._decoded + self._failed)
+        return ReadStatus.ERROR, None
+
+    def _give_up(self, expected: int) -> None:
+        last_good = self._decoded + self._failed - self._failed_in_a_row
+        self.damage = (f"source {self.uri.text!r}: the video does not decode after frame {last_good} of {expected} "
+                       f"(a damaged or truncated file); {self._decoded} frames decoded, {self._failed} failed")
+        log.error("%s", self.damage)
 
     def close(self) -> None:
         if self._capture is not None:
