@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     stop = StopSignals().install()
     try:
-        _check_summary_path(args.summary)
+        _check_summary_path(args.summary, args.overwrite)
         _check_sources(args)
         for text in args.output or []:  # a typo in an output fails before the models load
             parse_output(text)
@@ -303,10 +303,13 @@ def _close_output(sink, stats) -> None:
         log.error("%s", err)
 
 
-def _check_summary_path(path: str | None) -> None:
-    """Refuse an unwritable --summary before the run, not after it."""
+def _check_summary_path(path: str | None, overwrite: bool) -> None:
+    """Refuse an unwritable --summary, or one that would replace a file without --overwrite, before the run."""
     if path is None:
         return
+    if Path(path).exists() and not overwrite:
+        raise RuntimeToolkitError(f"--summary {path} already exists; pass --overwrite to replace it, or choose "
+                                  "another path.")
     folder = Path(path).resolve().parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise RuntimeToolkitError(f"--summary {path}: the folder {folder} does not exist or is not writable; "

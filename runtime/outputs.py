@@ -214,5 +214,8 @@ def list_outputs() -> list[str]:
 
 
 def file_outputs(texts: list[str] | None) -> list[str]:
-    """The --output values that are files or folders (claimed against overwriting)."""
-    return [uri.location for uri in map(parse_output, texts or []) if uri.scheme in ("file", "folder")]
+    """The files and folders the --output values write (claimed against overwriting): video files, frame
+    folders, and the SDP file of rtp://...?sdp=FILE."""
+    uris = list(map(parse_output, texts or []))
+    return [uri.location for uri in uris if uri.scheme in ("file", "folder")] + \
+        [uri.sdp for uri in uris if uri.scheme == "rtp" and uri.sdp]

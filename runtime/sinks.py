@@ -140,12 +140,15 @@ def playable_frames(path: Path) -> int:
 
 
 class ImageFolderSink(Sink):
-    """Each view as frame_000000.jpg, frame_000001.jpg, ..."""
+    """Each view as frame_000000.jpg, frame_000001.jpg, ... Frames an earlier run left in the folder (which the
+    run's output claim only allows with --overwrite) are removed first, so the folder never mixes two runs."""
 
     def __init__(self, folder: str | os.PathLike, suffix: str = ".jpg"):
         self.folder = ensure_folder(Path(folder), "--output")
         self.suffix = suffix
         self.frames = 0
+        for old in self.folder.glob("frame_[0-9]*.*"):
+            old.unlink()
 
     def write(self, view: np.ndarray, result=None) -> None:
         path = self.folder / f"frame_{self.frames:06d}{self.suffix}"

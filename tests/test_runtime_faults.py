@@ -101,6 +101,45 @@ def test_a_model_that_outputs_nan_enhances_no_face_and_says_so(tmp_path, shared_
     assert np.abs(shown.astype(int) - upscaled).mean() < 3  # the faces are the recorded pixels, not a blur of NaN
 
 
+@pytest.mark.shared
+def test_an_existing_summary_is_not_replaced_without_overwrite(tmp_path, shared_dir, detector_path, fast_sr_artifact):
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"from": "an earlier run"}')
+    photo = shared_dir / "data/scenes/group-6faces.jpg"
+    args = ("--source", photo, "--model", fast_sr_artifact, "--summary", summary, "--detector-model", detector_path)
+    proc = _start_cli(*args)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "--summary" in stderr and "already exists" in stderr
+    assert json.loads(summary.read_text()) == {"from": "an earlier run"}
+    proc = _start_cli(*args, "--overwrite")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert json.loads(summary.read_text())["frames"] == 1
+
+
+def test_an_rtp_sdp_file_is_claimed_like_any_output():
+    from runtime.outputs import file_outputs
+
+    assert file_outputs(["rtp://127.0.0.1:5004?sdp=out.sdp", "video.mp4"]) == ["video.mp4", "out.sdp"]
+
+
+def test_overwriting_a_frame_folder_leaves_only_the_new_frames(tmp_path):
+    from runtime.records import OutputClaim
+    from runtime.sinks import ImageFolderSink
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):  # an earlier, longer run
+        (folder / f"frame_{i:06d}.jpg").write_bytes(b"old")
+    (folder / "notes.txt").write_text("not a frame")
+    with OutputClaim(folder, "--output", overwrite=True):
+        sink = ImageFolderSink(folder)
+        for _ in range(2):
+            sink.write(np.zeros((8, 8, 3), np.uint8))
+    assert sorted(p.name for p in folder.iterdir()) == ["frame_000000.jpg", "frame_000001.jpg", "notes.txt"]
+    assert (folder / "frame_000001.jpg").read_bytes() != b"old"
+
+
 def test_stage_timer_memory_is_bounded():
     timer = StageTimer()
     for i in range(RECENT_SAMPLES * 3):
