@@ -67,6 +67,13 @@ TRACK_SIZE_RATIO = 1.5  # ... and only between boxes whose sizes differ by at mo
 # Still images (an image or a folder) have no second frame: every detection counts there.
 TRACK_CONFIRM_HITS = 3
 TRACK_CONFIRM_SCORE = 0.72
+# Stills have no second frame, so a detection gets a second look instead: YuNet again on a window 3x its size
+# enlarged so that the face is STILL_SECOND_LOOK_FACE_PX, and the mean of the two scores must reach
+# TRACK_CONFIRM_SCORE, as a video track's mean does. Measured on the labelled street frames (first-pass
+# detections >= 0.6, as stills): faces 33 of 35 kept, non-faces 1 of 4 (the crest above the entrance, 0.76 /
+# 0.79); the newel-post knob of group-4faces-small.png 0.69 / 0.49 (was enhanced as a face); the faces of
+# group-6faces.jpg downscaled 1x-8x (11-104 px) all kept (their second looks 0.90-0.94).
+STILL_SECOND_LOOK_FACE_PX = 64
 
 # --- Faces and composition ---------------------------------------------------------------------------
 # Default --min-face, as a fraction of the smallest model input: the models still add detail down to about

@@ -10,7 +10,7 @@ import numpy as np
 
 from .constants import (
     DETECT_MAX_SIDE, DETECT_MAX_UPSCALE, DETECT_MIN_FACE_PX, DETECT_NMS_THRESHOLD, DETECT_REFINE_BELOW_PX,
-    DETECT_REFINE_FACE_PX, DETECT_REFINE_WINDOW, DETECT_SCORE_THRESHOLD, DETECT_TOP_K,
+    DETECT_REFINE_FACE_PX, DETECT_REFINE_WINDOW, DETECT_SCORE_THRESHOLD, DETECT_TOP_K, STILL_SECOND_LOOK_FACE_PX,
 )
 from .errors import AssetError
 from .frames import resample_square
@@ -101,18 +101,22 @@ class FaceDetector:
         self._warned_scale = False
         self._input_size: tuple[int, int] | None = None
         self._window_px = round(DETECT_REFINE_FACE_PX * DETECT_REFINE_WINDOW)
+        self._still_px = round(STILL_SECOND_LOOK_FACE_PX * DETECT_REFINE_WINDOW)
+        self._settings = (score_threshold, nms_threshold, top_k)
+        self._still_net = None  # made on the first second look (stills only)
         try:
-            self._net = cv2.FaceDetectorYN.create(str(self.model_path), "", (320, 320), score_threshold,
-                                                  nms_threshold, top_k)
+            self._net = self._create_net((320, 320))
             # a second net for the refinement windows, so that neither changes input size between calls
-            self._window_net = cv2.FaceDetectorYN.create(str(self.model_path), "", (self._window_px,) * 2,
-                                                         score_threshold, nms_threshold, top_k)
+            self._window_net = self._create_net((self._window_px,) * 2)
         except cv2.error as err:
             raise AssetError(
                 f"cannot load the face detector {self.model_path}: {err.msg.strip()}. Expected the YuNet "
                 "ONNX file face_detection_yunet_2023mar.onnx; fetch a fresh copy with "
                 "`python -m runtime.assets fetch` or pass --detector-model PATH."
             ) from err
+
+    def _create_net(self, size: tuple[int, int]):
+        return cv2.FaceDetectorYN.create(str(self.model_path), "", size, *self._settings)
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         """Faces in a BGR uint8 frame, boxes in the frame's own pixels, best score first."""
@@ -133,18 +137,34 @@ class FaceDetector:
     def _refined(self, frame: np.ndarray, detection: Detection) -> Detection:
         """The detection with box and points measured again on an enlarged window around it (its score is
         kept: gating thresholds are set on first-pass scores). Unchanged when the window finds no match."""
+        again = self._look_again(frame, detection, self._window_net, self._window_px)
+        if again is None:
+            return detection
+        return Detection(box=again.box, score=detection.score, landmarks=again.landmarks)
+
+    def second_look_score(self, frame: np.ndarray, detection: Detection) -> float:
+        """YuNet's score for the same face on a window around it, enlarged so that the face is
+        STILL_SECOND_LOOK_FACE_PX (0.0 when it is not found there): the stills' stand-in for a second frame."""
+        if self._still_net is None:
+            self._still_net = self._create_net((self._still_px,) * 2)
+        again = self._look_again(frame, detection, self._still_net, self._still_px)
+        return 0.0 if again is None else again.score
+
+    def _look_again(self, frame: np.ndarray, detection: Detection, net, window_px: int) -> Detection | None:
+        """The same face detected on a window DETECT_REFINE_WINDOW x its size, resampled to window_px (frame
+        coordinates), or None."""
         x, y, w, h = detection.box
         side = DETECT_REFINE_WINDOW * box_size(detection.box)
         left, top = x + w / 2 - side / 2, y + h / 2 - side / 2
-        window = resample_square(frame, left, top, side, (self._window_px, self._window_px))
-        _, rows = self._window_net.detect(window)
+        window = resample_square(frame, left, top, side, (window_px, window_px))
+        _, rows = net.detect(window)
         original = (x - left, y - top, w, h)  # in window coordinates, frame pixels
-        candidates = [d for d in _to_detections(rows, self._window_px / side) if _same_face(d.box, original)]
+        candidates = [d for d in _to_detections(rows, window_px / side) if _same_face(d.box, original)]
         if not candidates:
-            return detection
+            return None
         best = min(candidates, key=lambda d: _centre_distance(d.box, original))
         bx, by, bw, bh = best.box
-        return Detection(box=(bx + left, by + top, bw, bh), score=detection.score,
+        return Detection(box=(bx + left, by + top, bw, bh), score=best.score,
                          landmarks=tuple((px + left, py + top) for px, py in best.landmarks))
 
     def _warn_if_budget_limits(self, scale: float) -> None:

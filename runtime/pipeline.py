@@ -18,7 +18,7 @@ from .backends import Backend
 from .backends.base import infer_batched
 from .compose import (VIEWS, EnhancedFace, comparison, draw_fps, gallery, gallery_layout, mark_landmarks, overlay,
                       side_by_side)
-from .constants import FRAMING_GRID, MAX_FACES, MIN_FACE_PX
+from .constants import FRAMING_GRID, MAX_FACES, MIN_FACE_PX, TRACK_CONFIRM_SCORE
 from .detect import FaceDetector, box_size
 from .errors import RuntimeToolkitError, SinkError, SourceError
 from .faces import (FaceJob, covering_job, crop_square, face_jobs, from_model_output, model_crop, native_region,
@@ -52,6 +52,7 @@ class EnhanceConfig:
     confirm_hits: int = 1  # detections before a track counts as a face (videos: TRACK_CONFIRM_HITS)
     confirm_score: float = 0.0  # ... with at least this mean detector score (videos: TRACK_CONFIRM_SCORE)
     independent_frames: bool = False  # stills (an image folder): no track carries over to the next frame
+    still_confirm_score: float = TRACK_CONFIRM_SCORE  # stills: mean of first and second-look score (0: off)
     draw_landmarks: bool = False  # dots on enhanced faces (models exported --with-landmarks)
 
 
@@ -214,10 +215,17 @@ class Enhancer:
     def _tracks(self, frame: np.ndarray, index: int) -> list[Track]:
         if self.config.independent_frames:  # unrelated photos: a new tracker, detection on every one
             self.reset_tracks()
-            return self.tracker.update(self.detector.detect(frame), index)
+            return self.tracker.update(self._confirmed_in_still(frame), index)
         if index % self.config.detect_every == 0:
             return self.tracker.update(self.detector.detect(frame), index)
         return self.tracker.tracks_at(index)
+
+    def _confirmed_in_still(self, frame: np.ndarray) -> list:
+        """A photo's detections that are faces: the mean of the detector's score and its second look's
+        reaches the still threshold (constants.STILL_SECOND_LOOK_FACE_PX: no second frame to confirm with)."""
+        threshold = self.config.still_confirm_score
+        return [d for d in self.detector.detect(frame)
+                if threshold <= 0 or (d.score + self.detector.second_look_score(frame, d)) / 2 >= threshold]
 
     def _render(self, frame: np.ndarray, faces: list[EnhancedFace], fps: float | None) -> np.ndarray:
         if self.config.draw_landmarks:

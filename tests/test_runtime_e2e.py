@@ -6,6 +6,7 @@ runtime, not a network's quality.
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -165,10 +166,29 @@ def test_self_ensemble_runs_each_batch_mirrored_too(tmp_path, shared_dir, detect
 def test_min_face_skips_and_counts(tmp_path, shared_dir, detector_path, sr_artifact):
     summary_path = tmp_path / "summary.json"
     code = _cli("--source", shared_dir / "data/scenes/group-4faces-small.png", "--model", sr_artifact,
-                "--min-face", "50", "--summary", summary_path, detector=detector_path)
+                "--min-face", "80", "--summary", summary_path, detector=detector_path)
     assert code == 0
     summary = json.loads(summary_path.read_text())
-    assert summary["skipped_tiny_faces"] >= 1 and summary["faces"] == 3
+    assert summary["skipped_tiny_faces"] == 1 and summary["faces"] == 2  # the 76 px face is below 80
+
+
+def test_in_a_photo_the_banister_knob_is_not_a_face(tmp_path, shared_dir, detector_path, sr_artifact):
+    """Against hand labels (tests/data/group4_faces.json): the three faces are enhanced, the knob YuNet scores
+    0.69 is not (stills confirm with a second look, as videos confirm over frames)."""
+    from runtime import FaceSR
+    from runtime.track import iou
+
+    labels = json.loads((Path(__file__).parent / "data" / "group4_faces.json").read_text())
+    frame = cv2.imread(str(shared_dir / labels["image"]))
+    with FaceSR(str(sr_artifact), detector=str(detector_path), enhance_all=True) as sr:
+        faces = sr(frame).faces
+    assert len(faces) == 3 and all(face.sr is not None for face in faces)
+    assert all(any(iou(face.box, box) >= 0.5 for face in faces) for box in labels["faces"])
+    assert not any(iou(face.box, item["box"]) > 0 for face in faces for item in labels["not_faces"])
+    events = tmp_path / "events.jsonl"
+    code = _cli("--source", shared_dir / labels["image"], "--model", sr_artifact, "--upscale", "2", "--enhance-all",
+                "--events", events, detector=detector_path)
+    assert code == 0 and len(events.read_text().splitlines()) == 3
 
 
 # --- errors a user sees ----------------------------------------------------------------------------------------
