@@ -71,9 +71,14 @@ def write_repository(model: str | Path, repository: str | Path, options: Reposit
     if version.is_dir():  # a rewrite replaces the model files (another platform leaves none behind)
         _check_ours(folder)
         shutil.rmtree(version)
+    new_folder = not folder.exists()
     version.mkdir(parents=True)
-    _copy_model_files(artifact, version, options)
-    (folder / "config.pbtxt").write_text(model_config(artifact, name, options))
+    try:
+        _copy_model_files(artifact, version, options)
+        (folder / "config.pbtxt").write_text(model_config(artifact, name, options))
+    except BaseException:  # leave nothing half-written behind (a folder without its config is not ours)
+        shutil.rmtree(folder if new_folder else version, ignore_errors=True)
+        raise
     Path(repository, f"{name}.nvinferserver.txt").write_text(nvinferserver_config(artifact, name, repository))
     log.info("wrote %s (%s platform)", folder, options.platform)
     return folder

@@ -30,6 +30,7 @@ from .detect import FaceDetector
 from .errors import RuntimeToolkitError, SinkError
 from .pipeline import LANDMARK_OUTPUT, EnhanceConfig, Enhancer, StopSignals, peak_rss_mb, run_stream, summarize
 from .files import write_json_atomic
+from .backends.triton_backend import REQUEST_TIMEOUT_S
 from .outputs import file_outputs, list_outputs, open_outputs, parse_output
 from .multi import Lane, run_sources
 from .pipelined import run_pipelined
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
                    help="auto: triton for triton:// models, tensorrt for an .engine when TensorRT is installed, else "
                         "onnxruntime")
+    p.add_argument("--remote-timeout", type=float, default=REQUEST_TIMEOUT_S, metavar="S",
+                   help=f"triton:// models: seconds a request may take before it is retried (default "
+                        f"{REQUEST_TIMEOUT_S:g}); a stop signal ends a waiting request at once")
     p.add_argument("--output", action="append",
                    help="where the views go; repeat for several: a video file (.mp4/.avi/.mkv), an image folder, "
                         "display://0 (a window), http://@:PORT/ (a web page + MJPEG; @ = every interface), "
@@ -179,6 +183,8 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
 
 def _backend_options(args, artifact) -> dict:
     options = {"self_ensemble": args.self_ensemble}
+    if resolve_backend_name(args.backend, artifact) == "triton":
+        options["timeout_s"] = args.remote_timeout
     if args.threads and resolve_backend_name(args.backend, artifact) == "onnxruntime":
         options["intra_op_threads"] = args.threads
     return options

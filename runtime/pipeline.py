@@ -29,6 +29,7 @@ from .progress import Progress
 from .routing import FORCED, NON_FINITE, Route, model_fit, route
 from .sinks import Sink
 from .sources import ReadStatus, Source
+from .stopping import STOP_REQUESTED, Cancelled
 from .tiles import enhance_regions
 from .timing import FpsMeter, StageTimer
 from .tone import keep_recorded_tones
@@ -330,6 +331,7 @@ class StopSignals:
     def install(self) -> "StopSignals":
         import signal
 
+        STOP_REQUESTED.clear()
         for name in self.SIGNALS:
             number = getattr(signal, name, None)
             if number is not None:
@@ -349,6 +351,7 @@ class StopSignals:
             log.error("second stop signal: exiting at once (outputs may be incomplete)")
             os._exit(128 + signum)
         self.received = signum
+        STOP_REQUESTED.set()  # a remote model call that waits gives up now (runtime.stopping)
         log.warning("stop signal %d: finishing the current frame and closing the outputs", signum)
 
     @property
@@ -381,6 +384,8 @@ def run_stream(source: Source, sink: Sink, enhancer: Enhancer, max_frames: int |
                                 getattr(source, "reconnects", 0))
     except KeyboardInterrupt:
         log.info("interrupted after %d frames", stats.frames)
+    except Cancelled as err:  # a stop signal came while a remote model was still answering
+        log.info("stopped after %d frames: %s", stats.frames, err)
     except SinkError as err:  # an output failed: stop, keep what was written, say so in the summary
         stats.error = str(err)
         log.error("stopping after %d frames: %s", stats.frames, err)

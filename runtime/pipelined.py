@@ -20,6 +20,7 @@ import queue
 import threading
 
 from .errors import RuntimeToolkitError, SinkError, SourceError
+from .stopping import Cancelled
 from .pipeline import Enhancer, RunStats, StopSignals, read_frame, write_result
 from .progress import Progress
 from .sinks import Sink
@@ -155,6 +156,8 @@ def run_pipelined(source: Source, sink: Sink, enhancer: Enhancer, max_frames: in
         log.error("stopping after %d frames: %s", stats.frames, err)
     except KeyboardInterrupt:
         log.info("interrupted after %d frames", stats.frames)
+    except Cancelled as err:  # a stop signal came while a remote model was still answering
+        log.info("stopped after %d frames: %s", stats.frames, err)
     finally:
         stopping.set()
         for stage in stages:

@@ -29,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backends.triton_backend import ADMIN_KEY_HEADER, admin_key
 from .errors import RuntimeToolkitError
 
 log = logging.getLogger("runtime.triton_server")
@@ -166,10 +167,20 @@ def server_environment(env: ServerEnv) -> dict[str, str]:
     return variables
 
 
+# APIs only requests with this user's admin key may use (runtime.backends.triton_backend.admin_key): with
+# them a client could read, overwrite or unregister another process's shared memory, or load models.
+RESTRICTED_APIS = "shared-memory,model-repository,trace,logging"
+DEFAULT_HOST = "127.0.0.1"
+
+
 def server_command(env: ServerEnv, repository: Path, grpc_port: int, http_port: int, metrics_port: int,
-                   extra: list[str] = ()) -> list[str]:
+                   extra: list[str] = (), host: str = DEFAULT_HOST, key: str | None = None) -> list[str]:
+    key = key or admin_key(create=True)
+    restricted = f"{RESTRICTED_APIS}:{ADMIN_KEY_HEADER}={key}"
     return [str(env.server_binary), f"--model-repository={repository}", f"--backend-directory={env.backend_dir}",
+            f"--grpc-address={host}", f"--http-address={host}", f"--metrics-address={host}",
             f"--grpc-port={grpc_port}", f"--http-port={http_port}", f"--metrics-port={metrics_port}",
+            f"--grpc-restricted-protocol={restricted}", f"--http-restricted-api={restricted}",
             "--allow-metrics=false", "--strict-readiness=true", "--exit-on-error=true", *extra]
 
 
@@ -179,12 +190,14 @@ class TritonServer:
 
     def __init__(self, repository: str | Path, grpc_port: int = 8001, http_port: int = 8000,
                  metrics_port: int | None = None, env_root: str | Path | None = None,
-                 log_file: str | Path | None = None, extra_args: list[str] = ()):
+                 log_file: str | Path | None = None, extra_args: list[str] = (), host: str = DEFAULT_HOST):
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
             raise TritonServerError(f"--repository {repository} is not a folder; write one with "
                                     "`python -m export.triton --model M.json --repository DIR`.")
         self.grpc_port, self.http_port = grpc_port, http_port
+        self.host = host  # the address it binds; clients here reach a wildcard bind through the loopback
+        self.local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         self.metrics_port = metrics_port or http_port + 2
         self.env = open_env(Path(env_root) if env_root else default_env())
         self.log_file = Path(log_file) if log_file else self.repository.parent / f"{self.repository.name}.server.log"
@@ -193,13 +206,14 @@ class TritonServer:
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.local_host}:{self.grpc_port}"
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> "TritonServer":
         prepare_backends(self.env)
         command = server_command(self.env, self.repository, self.grpc_port, self.http_port, self.metrics_port,
-                                 self.extra_args)
-        log.info("starting %s (log: %s)", " ".join(command), self.log_file)
+                                 self.extra_args, host=self.host)
+        shown = [part.split("=")[0] + "=<admin key>" if ADMIN_KEY_HEADER in part else part for part in command]
+        log.info("starting %s (log: %s)", " ".join(shown), self.log_file)
         with open(self.log_file, "wb") as sink:
             self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
                                             env=server_environment(self.env), preexec_fn=_stop_with_parent)
@@ -213,7 +227,7 @@ class TritonServer:
                 raise TritonServerError(f"tritonserver exited with code {self.process.returncode} before it was "
                                         f"ready: {self.log_tail()}")
             if self.is_ready():
-                log.info("Triton ready: gRPC %s, HTTP 127.0.0.1:%d", self.grpc_url, self.http_port)
+                log.info("Triton ready: gRPC %s:%d, HTTP %s:%d", self.host, self.grpc_port, self.host, self.http_port)
                 return
             time.sleep(0.25)
         self.stop()
@@ -221,7 +235,8 @@ class TritonServer:
 
     def is_ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/v2/health/ready", timeout=2) as answer:
+            with urllib.request.urlopen(f"http://{self.local_host}:{self.http_port}/v2/health/ready",
+                                        timeout=2) as answer:
                 return answer.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -272,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "--repository is given")
     p.add_argument("--env", type=Path, help=f"server environment (default $FSR_TRITON_ENV or {DEFAULT_ENV})")
     p.add_argument("--repository", type=Path, help="model repository written by `python -m export.triton`")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address the server binds (default {DEFAULT_HOST}: this machine only; 0.0.0.0: every "
+                        "interface). Shared memory and model loading need this user's admin key whatever the address")
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--metrics-port", type=int, help="default: HTTP port + 2")
@@ -307,10 +325,10 @@ def serve(args, env_root: Path) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     server = TritonServer(args.repository, args.grpc_port, args.http_port, args.metrics_port, env_root,
-                          args.log_file)
+                          args.log_file, host=args.host)
     try:
         server.start(args.ready_timeout)
-        print(f"READY grpc=127.0.0.1:{args.grpc_port} http=127.0.0.1:{args.http_port}", flush=True)
+        print(f"READY grpc={args.host}:{args.grpc_port} http={args.host}:{args.http_port}", flush=True)
         while not stop_requested and server.process.poll() is None:
             time.sleep(0.2)
         if not stop_requested:

@@ -326,6 +326,82 @@ def test_reconnects_after_a_restart_and_stops_cleanly_on_sigterm(server_env, rep
     assert restarted[0].stop() == 0
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of the TCP sockets listening on `port` (Linux /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_the_server_listens_on_the_loopback_only(server):
+    # 127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net/tcp{,6} print them
+    loopback = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+    for port in (server.grpc, server.http):
+        addresses = _listening_addresses(port)
+        assert addresses and addresses <= loopback, (port, addresses)
+
+
+def test_shared_memory_and_model_loading_need_the_admin_key(server):
+    """A client without this user's key can neither list, unregister nor register shared memory, nor load
+    models; the runtime, with it, still passes its tensors through shared memory."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from runtime.backends.triton_backend import GRPC_ADMIN_KEY_HEADER, admin_key
+
+    stranger = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+    for call in (lambda: stranger.get_system_shared_memory_status(),
+                 lambda: stranger.unregister_system_shared_memory(),
+                 lambda: stranger.register_system_shared_memory("x", "/x", 64),
+                 lambda: stranger.load_model("pfsr_fp32")):
+        with pytest.raises(InferenceServerException, match="(?i)restricted|unavailable|permission|key"):
+            call()
+    with create_backend("triton", load_model(server.url("pfsr_fp32"))) as backend:
+        assert backend.shared is not None
+        regions = stranger.get_system_shared_memory_status(headers={GRPC_ADMIN_KEY_HEADER: admin_key()}, as_json=True)
+        assert any(name.startswith("fsr_") for name in json.dumps(regions).split('"'))
+        assert backend.infer({"lr": np.zeros((2, 3, 16, 16), np.float32)})["sr"].shape == (2, 3, 128, 128)
+
+
+def test_a_stop_request_ends_a_request_to_a_hung_server_within_two_seconds(server_env, repository):
+    """The server stopped (SIGSTOP), not dead: the request waits; a stop request abandons it at once."""
+    from runtime.stopping import STOP_REQUESTED, Cancelled
+
+    launcher = Launcher(repository)
+    server_pid = _server_pid(launcher.process.pid)
+    backend = TritonBackend(load_model(launcher.url("pfsr_fp32")), timeout_s=120).activate()
+    try:
+        os.kill(server_pid, signal.SIGSTOP)
+        threading.Timer(1.0, STOP_REQUESTED.set).start()
+        start = time.monotonic()
+        with pytest.raises(Cancelled, match="asked to stop"):
+            backend.infer({"lr": np.zeros((1, 3, 16, 16), np.float32)})
+        assert time.monotonic() - start < 1.0 + 2.0
+    finally:
+        STOP_REQUESTED.clear()
+        os.kill(server_pid, signal.SIGCONT)
+        backend.deactivate()
+        launcher.stop()
+
+
+def _server_pid(launcher_pid: int) -> int:
+    """The tritonserver child of a launcher process (Linux /proc)."""
+    children = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
+    for pid in map(int, children):
+        if "tritonserver" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+            return pid
+    raise AssertionError(f"no tritonserver under pid {launcher_pid}: {children}")
+
+
 def test_benchmark_runs_and_writes_its_reports(server_env, pfsr_onnx, tmp_path):
     from benchmarks.triton import main
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 from ..artifact import ModelArtifact
 from ..contract import BatchProfile, TensorSpec
 from ..errors import BackendError, ModelArtifactError
+from ..stopping import STOP_REQUESTED, Cancelled, wait_unless_stopped
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ NUMPY_DTYPES = {"TYPE_FP32": "float32", "TYPE_FP16": "float16", "TYPE_INT8": "in
 WIRE_DTYPES = {"float32": "FP32", "float16": "FP16", "int8": "INT8", "uint8": "UINT8", "int32": "INT32",
                "int64": "INT64"}
 RETRY_DELAYS_S = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)  # ~6 s of backoff before a request fails
+# A request's deadline: a CPU server answers a batch of 32 PFSR faces in about 2 s; a server that hangs (stopped,
+# not dead) is given up on after this, and retried like an unreachable one.
+REQUEST_TIMEOUT_S = 20.0
 SERVE_HINT = "start it with `python -m runtime.triton_server --repository DIR`"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -137,9 +141,8 @@ def _ready_client(target: TritonTarget):
         if not client.is_server_ready():
             raise BackendError(f"Triton server at {target.address} is not ready yet; retry when it is.")
         if not client.is_model_ready(target.model, target.version):
-            served = [m.get("name") for m in client.get_model_repository_index(as_json=True).get("models", [])]
             raise BackendError(f"model {target.model!r} is not loaded on the Triton server at {target.address} "
-                               f"(it has: {', '.join(served) or 'none'}); write it with `python -m export.triton`.")
+                               f"({_served_models(client)}); write it with `python -m export.triton`.")
     except InferenceServerException as err:
         client.close()
         raise BackendError(f"Triton server at {target.address} is not reachable ({_one_line(err)}); "
@@ -150,16 +153,54 @@ def _ready_client(target: TritonTarget):
     return client
 
 
+def _served_models(client) -> str:
+    """'it has: a, b' where the repository index may be read (it needs the admin key: local servers)."""
+    from tritonclient.utils import InferenceServerException
+
+    key = admin_key()
+    try:
+        index = client.get_model_repository_index(headers={GRPC_ADMIN_KEY_HEADER: key} if key else None,
+                                                  as_json=True)
+    except InferenceServerException:
+        return "its model list is restricted"
+    return f"it has: {', '.join(m.get('name') for m in index.get('models', [])) or 'none'}"
+
+
 def _one_line(err) -> str:
     return " ".join(str(err).split())[:200]
 
 
+# The server started by `runtime.triton_server` restricts its shared-memory and model-repository APIs to
+# requests that carry this header with the key in ADMIN_KEY_FILE (made once, readable by its owner only):
+# another user on the machine, or anyone on the network, cannot list, unregister or register regions.
+ADMIN_KEY_HEADER = "fsr-edge-admin-key"
+GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"  # the server's gRPC side adds this prefix
+ADMIN_KEY_FILE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fsr-edge" / "triton-admin-key"
+
+
+def admin_key(create: bool = False) -> str | None:
+    """This user's key for the restricted APIs of local servers; made (0600) when `create` and missing."""
+    if not ADMIN_KEY_FILE.is_file():
+        if not create:
+            return None
+        import secrets
+
+        ADMIN_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(ADMIN_KEY_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(24))
+    return ADMIN_KEY_FILE.read_text().strip() or None
+
+
 class SharedMemoryIO:
-    """System shared memory regions for every input and output of one backend, sized for its max batch."""
+    """System shared memory regions for every input and output of one backend, sized for its max batch.
+    Registered with this user's admin key (a local server restricts the shared-memory API to it)."""
 
     def __init__(self, backend: "TritonBackend"):
         import tritonclient.utils.shared_memory as shm
 
+        key = admin_key()
+        self.headers = {GRPC_ADMIN_KEY_HEADER: key} if key else None
         self.shm = shm
         prefix = f"fsr_{os.getpid()}_{id(self)}"
         self.regions = {}  # tensor name -> (region name, handle, byte size)
@@ -172,8 +213,8 @@ class SharedMemoryIO:
     def register(self, client) -> None:
         self.registered = False
         for name, _, size in self.regions.values():
-            client.unregister_system_shared_memory(name)  # after a server restart: nothing to remove
-            client.register_system_shared_memory(name, f"/{name}", size)
+            client.unregister_system_shared_memory(name, headers=self.headers)  # after a restart: nothing to remove
+            client.register_system_shared_memory(name, f"/{name}", size, headers=self.headers)
         self.registered = True
 
     def attach(self, inputs: list, outputs: list, feeds: dict[str, np.ndarray]) -> None:
@@ -194,7 +235,7 @@ class SharedMemoryIO:
         for name, handle, _ in self.regions.values():
             try:
                 if client is not None:
-                    client.unregister_system_shared_memory(name)
+                    client.unregister_system_shared_memory(name, headers=self.headers)
             except Exception as err:  # the server may be gone; the region is still freed here
                 log.debug("triton: unregistering %s failed: %s", name, err)
             self.shm.destroy_shared_memory_region(handle)
@@ -207,14 +248,15 @@ class TritonBackend(Backend):
     Args:
         artifact: a RemoteArtifact (`fetch_artifact`, or `load_model("triton://...")`).
         retry_delays_s: waits between attempts when the server is unreachable; () fails at once.
-        timeout_s: per-request deadline.
+        timeout_s: per-request deadline (REQUEST_TIMEOUT_S; runtime.enhance --remote-timeout). A stop request
+            (runtime.stopping) abandons a waiting request at once.
         shared_memory: pass tensors through system shared memory; None: when the server is on this machine.
     """
 
     name = "triton"
 
     def __init__(self, artifact: ModelArtifact, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
-                 timeout_s: float | None = 60.0, shared_memory: bool | None = None):
+                 timeout_s: float | None = REQUEST_TIMEOUT_S, shared_memory: bool | None = None):
         super().__init__(artifact)
         if not isinstance(artifact, RemoteArtifact):
             raise BackendError(f"--backend triton needs --model triton://HOST:PORT/NAME, not {artifact.path}.")
@@ -262,7 +304,8 @@ class TritonBackend(Backend):
                     raise BackendError(f"triton: {self.target.url} failed: {_one_line(err)}") from None
                 log.warning("triton: %s unreachable (%s); retry %d in %.1f s", self.target.address,
                             _one_line(err), attempt + 1, delay)
-                time.sleep(delay)
+                if STOP_REQUESTED.wait(delay):
+                    raise Cancelled(f"triton: {self.target.url} unreachable; the run was asked to stop") from None
                 self._reconnect()
         raise AssertionError("unreachable")
 
@@ -278,11 +321,37 @@ class TritonBackend(Backend):
         else:
             for tensor in inputs:
                 tensor.set_data_from_numpy(np.ascontiguousarray(feeds[tensor.name()]))
-        result = self.client.infer(self.target.model, inputs, model_version=self.target.version, outputs=wanted,
-                                   client_timeout=self.timeout_s)
+        result = self._infer_unless_stopped(inputs, wanted)
         if self.shared is not None:
             return {spec.name: self.shared.read(result, spec) for spec in self.outputs}
         return {spec.name: result.as_numpy(spec.name) for spec in self.outputs}
+
+    def _infer_unless_stopped(self, inputs, wanted):
+        """The request, waited for in short slices: a stop request (runtime.stopping) abandons it at once
+        instead of after `timeout_s`, and a hung server times out like an unreachable one (and is retried)."""
+        from tritonclient.utils import InferenceServerException
+
+        done, answer = threading.Event(), {}
+
+        def on_answer(result, error):
+            answer.update(result=result, error=error)
+            done.set()
+
+        call = self.client.async_infer(self.target.model, inputs, on_answer, model_version=self.target.version,
+                                       outputs=wanted, client_timeout=self.timeout_s)
+        try:
+            answered = wait_unless_stopped(done, None if self.timeout_s is None else self.timeout_s + 1.0,
+                                           f"triton: request to {self.target.url}")
+        except Cancelled:
+            call.cancel()
+            raise
+        if not answered:
+            call.cancel()
+            raise InferenceServerException(f"no answer within {self.timeout_s:g} s",
+                                           status="StatusCode.DEADLINE_EXCEEDED")
+        if answer["error"] is not None:
+            raise answer["error"]
+        return answer["result"]
 
     def _reconnect(self) -> None:
         """A new connection; the regions are registered again (a restarted server has forgotten them)."""
