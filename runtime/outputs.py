@@ -101,8 +101,14 @@ def _webrtc(text: str, rest: str) -> OutputURI:
     if not port.isdigit() or not 0 < int(port) < 65536 or not WEBRTC_NAME.match(name):
         raise SinkError(f"--output {text}: expected webrtc://HOST:PORT/NAME with a port and a one-word NAME, e.g. "
                         "webrtc://@:8555/enhanced (@ = every interface; the page is http://HOST:8555/enhanced).")
-    host = "0.0.0.0" if host in ("@", "") else host
+    host = bind_host(host)
     return OutputURI("webrtc", hostport, text, host=host, port=int(port), name=name or "stream")
+
+
+def bind_host(host: str) -> str:
+    """The address a page server binds: '@' every interface (the operator's explicit choice), no host this
+    machine only, else the address given."""
+    return {"@": "0.0.0.0", "": "127.0.0.1"}.get(host, host)
 
 
 def _http(text: str, rest: str) -> OutputURI:
@@ -111,7 +117,7 @@ def _http(text: str, rest: str) -> OutputURI:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise SinkError(f"--output {text}: expected http://HOST:PORT/ with a port, e.g. http://@:8080/ "
                         "(@ = every interface) or http://127.0.0.1:8080/.")
-    host = "0.0.0.0" if host in ("@", "") else host
+    host = bind_host(host)
     return OutputURI("http", hostport, text, host=host, port=int(port))
 
 

@@ -8,7 +8,11 @@
     /status.json    frames, faces, FPS
 
 Standard library only (http.server on a daemon thread). Views are JPEG-encoded once per frame, and only when
-somebody asks; memory is fixed (the latest view, the last EVENTS_KEPT events, GALLERY_TRACKS crops).
+somebody asks; memory is fixed (the latest view, the last EVENTS_KEPT events, GALLERY_TRACKS crops). At most
+MAX_CLIENTS connections are served at once (a newcomer beyond them gets 503 at once), and a client that neither
+sends its request nor reads what it is sent for CLIENT_TIMEOUT_S is disconnected: slow or hostile clients
+cannot take the run's threads or file descriptors. `http://:PORT/` binds 127.0.0.1, `http://@:PORT/` every
+interface, `http://HOST:PORT/` that address.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ from .timing import FpsMeter
 log = logging.getLogger(__name__)
 
 EVENTS_KEPT = 1000
+MAX_CLIENTS = 32  # connections served at once (each MJPEG viewer holds one)
+CLIENT_TIMEOUT_S = 10.0  # a socket read or write that waits longer ends that connection
 GALLERY_TRACKS = 24
 JPEG_QUALITY = 85
 BOUNDARY = "fsrframe"
@@ -166,8 +172,56 @@ def send_body(handler: BaseHTTPRequestHandler, body: bytes, content_type: str, c
     handler.wfile.write(body)
 
 
+class CappedHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on the connections served at once (the others get 503 at once) and a
+    socket timeout for each (set on the handler class). Also used by runtime.webrtc."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_clients: int = MAX_CLIENTS):
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(max_clients)
+        self.refused = 0
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            _refuse(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread could be started: give the slot back
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def _refuse(request) -> None:
+    try:
+        request.settimeout(1.0)
+        request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 17\r\n"
+                        b"Connection: close\r\n\r\ntoo many clients\n")
+    except OSError:
+        pass
+
+
+def bind_description(host: str, port: int) -> str:
+    """What a server really listens on, for the log."""
+    if host in ("0.0.0.0", "::"):
+        return f"every interface, port {port} (http://127.0.0.1:{port}/ on this machine)"
+    return f"{host}:{port} only"
+
+
 def _handler(state: LiveState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = CLIENT_TIMEOUT_S  # applied to the socket in setup(): idle or non-reading clients end
+
         def log_message(self, fmt, *args):  # the run's log, at debug level
             log.debug("http %s - %s", self.address_string(), fmt % args)
 
@@ -197,8 +251,8 @@ def _handler(state: LiveState) -> type[BaseHTTPRequestHandler]:
                     self.send_error(404)
             except ValueError:
                 self.send_error(400, "bad number in the request")
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client went away
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                pass  # the client went away, or stopped reading
 
         def _send(self, body: bytes, content_type: str) -> None:
             send_body(self, body, content_type)
@@ -226,16 +280,14 @@ class WebSink(Sink):
     def __init__(self, host: str, port: int):
         self.state = LiveState()
         try:
-            self.server = ThreadingHTTPServer((host, port), _handler(self.state))
+            self.server = CappedHTTPServer((host, port), _handler(self.state), MAX_CLIENTS)
         except OSError as err:
             raise SinkError(f"--output http://{host}:{port}/: cannot listen ({err.strerror}); is the port in use?") \
                 from err
-        self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name=f"http:{port}", daemon=True)
         self._thread.start()
-        log.info("serving the live view at http://%s:%d/ (MJPEG: /stream.mjpg)",
-                 "127.0.0.1" if host in ("0.0.0.0", "") else host, self.port)
+        log.info("serving the live view on %s (MJPEG: /stream.mjpg)", bind_description(host, self.port))
 
     def write(self, view: np.ndarray, result=None) -> None:
         self.state.update(view, result)

@@ -13,7 +13,10 @@ host candidates, so a browser must reach this machine's address directly — no 
 page to every interface, a HOST to that one; ICE itself offers every non-loopback interface of the machine.
 
 Needs aiortc (`pip install -e ".[live]"`). The page is served by the standard library's HTTP server on a
-daemon thread (like runtime.web); aiortc runs on its own asyncio loop on a second daemon thread.
+daemon thread (like runtime.web, with its connection cap and timeouts); aiortc runs on its own asyncio loop on a
+second daemon thread. At most MAX_VIEWERS peer connections exist at once, counting offers still connecting (a
+newcomer beyond them gets 503), and an offer whose connection is not up within CONNECT_TIMEOUT_S is dropped with
+its sockets: offers that never complete cannot exhaust the run's file descriptors.
 """
 from __future__ import annotations
 
@@ -22,13 +25,13 @@ import concurrent.futures
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 
 from .errors import SinkError
 from .sinks import Sink
-from .web import send_body
+from .web import CLIENT_TIMEOUT_S, CappedHTTPServer, bind_description, send_body
 
 try:
     import av
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
+MAX_VIEWERS = 8  # peer connections at once, connecting ones included (each holds UDP sockets and an encoder)
+CONNECT_TIMEOUT_S = 20.0  # an answered offer must be connected by then
 MAX_OFFER_BYTES = 100_000
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>fsr-edge live (WebRTC)</title>
@@ -151,6 +156,9 @@ def _handler(sink: "WebRtcSink") -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 answer = sink.answer(offer_sdp)
+            except ViewerLimit as err:
+                self._send(503, str(err).encode(), "text/plain; charset=utf-8")
+                return
             except concurrent.futures.TimeoutError:
                 self._send(504, b"no answer in time", "text/plain; charset=utf-8")
                 return
@@ -172,10 +180,15 @@ def _handler(sink: "WebRtcSink") -> type[BaseHTTPRequestHandler]:
         def _send(self, code: int, body: bytes, content_type: str) -> None:
             try:
                 send_body(self, body, content_type, code)
-            except (BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
                 pass  # the viewer went away
 
+    Handler.timeout = CLIENT_TIMEOUT_S
     return Handler
+
+
+class ViewerLimit(Exception):
+    """MAX_VIEWERS peer connections exist already."""
 
 
 class WebRtcSink(Sink):
@@ -187,22 +200,23 @@ class WebRtcSink(Sink):
         self.name, self.offer_path = name, f"/{name}/offer"
         self.latest = LatestView()
         self.peers: set = set()  # touched on the loop's thread only
+        self.max_viewers, self.connect_timeout_s = MAX_VIEWERS, CONNECT_TIMEOUT_S
         self._closed = False
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self.loop.run_forever, name=f"webrtc-loop:{port}", daemon=True)
         self._loop_thread.start()
         try:
-            self.server = ThreadingHTTPServer((host, port), _handler(self))
+            self.server = CappedHTTPServer((host, port), _handler(self), MAX_VIEWERS + 4)
         except OSError as err:
             self._stop_loop()
             raise SinkError(f"--output webrtc://{host}:{port}/{name}: cannot listen ({err.strerror}); is the port "
                             "in use?") from err
-        self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._http_thread = threading.Thread(target=self.server.serve_forever, name=f"webrtc-http:{port}",
                                              daemon=True)
         self._http_thread.start()
-        log.info("WebRTC: open %s in a browser (LAN only: no STUN/TURN)", " or ".join(self.urls(host)))
+        log.info("WebRTC: listening on %s; open %s in a browser (LAN only: no STUN/TURN)",
+                 bind_description(host, self.port), " or ".join(self.urls(host)))
 
     def urls(self, host: str) -> list[str]:
         """The viewer page's addresses: for every interface ("0.0.0.0"), loopback and those ICE offers."""
@@ -224,8 +238,11 @@ class WebRtcSink(Sink):
     async def _answer(self, offer_sdp: str) -> dict:
         if self._closed:
             raise ValueError("the output is closing")
+        if len(self.peers) >= self.max_viewers:
+            raise ViewerLimit(f"{len(self.peers)} viewers are connected or connecting (the limit); try again later")
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # [] not None: None means Google's STUN
         self.peers.add(pc)
+        self.loop.call_later(self.connect_timeout_s, self._drop_if_not_connected, pc)
 
         @pc.on("connectionstatechange")
         async def on_state():
@@ -237,10 +254,15 @@ class WebRtcSink(Sink):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             pc.addTrack(ViewTrack(self.latest))
             await pc.setLocalDescription(await pc.createAnswer())  # gathers every candidate
-        except Exception:
+        except Exception:  # an unusable offer, or no file descriptor left for its sockets (EMFILE)
             await self._drop(pc)
             raise
         return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
+
+    def _drop_if_not_connected(self, pc) -> None:
+        if pc in self.peers and pc.connectionState != "connected":
+            log.info("WebRTC: an offer did not connect within %.0f s; dropped", self.connect_timeout_s)
+            self.loop.create_task(self._drop(pc))
 
     async def _drop(self, pc) -> None:
         self.peers.discard(pc)

@@ -124,3 +124,36 @@ def test_page_in_a_real_browser_shows_the_view_and_the_gallery(live_run, tmp_pat
     status = image[:30]
     assert ((status[..., 1] > 150) & (status[..., 2] < 150)).sum() > 50  # green status text
     assert image[40:500].std() > 20  # a real frame in the view
+
+
+def test_the_page_binds_this_machine_unless_told_otherwise():
+    from runtime.outputs import parse_output
+
+    assert parse_output("http://:8080/").host == "127.0.0.1"
+    assert parse_output("http://@:8080/").host == "0.0.0.0"  # every interface: the operator's explicit choice
+    assert parse_output("http://10.1.2.3:8080/").host == "10.1.2.3"
+
+
+def test_slow_clients_are_capped_and_timed_out_and_the_run_goes_on(monkeypatch):
+    """Clients that connect and never send a request (or never read) hold at most MAX_CLIENTS threads; a newcomer
+    beyond them gets 503 at once; each is disconnected after CLIENT_TIMEOUT_S; the page then answers again."""
+    import socket
+
+    from runtime import web
+
+    monkeypatch.setattr(web, "MAX_CLIENTS", 3)
+    monkeypatch.setattr(web, "CLIENT_TIMEOUT_S", 1.5)
+    sink = web.WebSink("127.0.0.1", 0)
+    try:
+        idle = [socket.create_connection(("127.0.0.1", sink.port), timeout=10) for _ in range(3)]
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", sink.port), timeout=10)
+        assert extra.recv(100).startswith(b"HTTP/1.1 503")
+        sink.write(np.zeros((48, 64, 3), np.uint8))  # the run is not held up
+        start = time.monotonic()
+        assert all(s.recv(100) == b"" for s in idle)  # the server hung up on each idle client
+        assert time.monotonic() - start < 5
+        page = urllib.request.urlopen(f"http://127.0.0.1:{sink.port}/status.json", timeout=5).read()
+        assert json.loads(page)["frames"] == 1
+    finally:
+        sink.close()

@@ -40,7 +40,7 @@ FRAMES_PER_VIEWER = 30  # about 1 s at the track's 30 fps
     ("webrtc://@:8555/cam", "0.0.0.0", 8555, "cam"),
     ("webrtc://127.0.0.1:9000", "127.0.0.1", 9000, "stream"),
     ("webrtc://192.168.1.5:9000/", "192.168.1.5", 9000, "stream"),
-    ("WEBRTC://:8555/front-door_1", "0.0.0.0", 8555, "front-door_1"),
+    ("WEBRTC://:8555/front-door_1", "127.0.0.1", 8555, "front-door_1"),  # no host: this machine only
 ])
 def test_webrtc_uri_is_parsed(text, host, port, name):
     uri = parse_output(text)
@@ -231,3 +231,35 @@ def test_a_real_browser_on_a_virtual_screen_plays_the_stream(virtual_screen, tmp
 
 def _orange(image: np.ndarray) -> np.ndarray:
     return np.all(np.abs(image.astype(int) - (0, 160, 255)) < 40, axis=-1)
+
+
+async def _offer_sdp() -> str:
+    """A real viewer's offer (aiortc, every candidate in it); the peer is closed, so it never connects."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+@requires_aiortc
+def test_offers_that_never_connect_are_capped_and_dropped(webrtc_sink):
+    """Offers that never complete (a remote denial of service) hold at most max_viewers connections, get 503
+    beyond that, and are dropped with their sockets after the connect timeout; the output keeps working."""
+    webrtc_sink.max_viewers, webrtc_sink.connect_timeout_s = 3, 2.0
+    offer_url = f"http://127.0.0.1:{webrtc_sink.port}/cam/offer"
+    body = json.dumps({"sdp": asyncio.run(_offer_sdp()), "type": "offer"}).encode()
+    for _ in range(3):
+        assert _post(offer_url, body)["type"] == "answer"
+    with pytest.raises(urllib.error.HTTPError, match="503"):
+        _post(offer_url, body)
+    assert webrtc_sink.viewers == 3
+    deadline = time.monotonic() + 10
+    while webrtc_sink.viewers and time.monotonic() < deadline:
+        webrtc_sink.write(np.zeros((48, 64, 3), np.uint8))
+        time.sleep(0.2)
+    assert webrtc_sink.viewers == 0
+    assert _post(offer_url, body)["type"] == "answer"  # room again for a real viewer
