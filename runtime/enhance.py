@@ -304,9 +304,13 @@ def _close_output(sink, stats) -> None:
     """Close the output now (not on leaving the run) so a failure found on close reaches the summary."""
     try:
         sink.close()
-    except SinkError as err:
-        stats.error = stats.error or str(err)
-        log.error("%s", err)
+    except SinkError as err:  # after an earlier failure this says what it left: one error, completed
+        if stats.error:
+            stats.error = f"{stats.error}; {err}"
+            log.warning("%s", err)
+        else:
+            stats.error = str(err)
+            log.error("%s", err)
 
 
 def _check_summary_path(path: str | None, overwrite: bool) -> None:

@@ -63,7 +63,11 @@ class BestCropStore:
         best = self._scores.get(track_id)
         if best is not None and score <= best:
             return None
-        write_image_atomic(self.path_for(track_id), image)
+        try:
+            write_image_atomic(self.path_for(track_id), image)
+        except OSError as err:  # disk full, folder gone: stop the run with what was saved so far
+            raise SinkError(f"--save-crops {self.folder}: cannot write {self.path_for(track_id).name} "
+                            f"({err.strerror}); the crops saved before it are complete.") from err
         self._scores[track_id] = score
         self._scores.move_to_end(track_id)
         while len(self._scores) > self.remember:
@@ -79,6 +83,7 @@ class EventLog:
 
     def __init__(self, path: str | os.PathLike, append: bool = False):
         self.path = Path(path)
+        self._failed = False
         ensure_folder(self.path.parent, "--events")
         try:
             self._file = open(self.path, "a" if append else "w", buffering=1)
@@ -89,11 +94,19 @@ class EventLog:
         try:
             self._file.write(json.dumps(record) + "\n")
         except OSError as err:  # disk full, device gone: stop the run, do not lose events silently
+            self._failed = True
             raise SinkError(f"--events {self.path}: write failed ({err.strerror}); the file holds every event "
                             "up to the previous line.") from err
 
     def close(self) -> None:
-        self._file.close()
+        """Close; a failure here (the last line could not be flushed: disk full) is logged, not raised: the run
+        has already stopped on the failed write and says so in its summary."""
+        try:
+            self._file.close()
+        except OSError as err:  # after a failed write: the same failure again, already reported
+            (log.debug if self._failed else log.error)(
+                "--events %s: closing failed (%s); the file holds every event up to its last complete line",
+                self.path, err.strerror)
 
     def __enter__(self) -> "EventLog":
         return self

@@ -103,7 +103,9 @@ class VideoFileSink(Sink):
 
     def _check_growing(self) -> None:
         size = self.path.stat().st_size if self.path.exists() else 0
-        if size <= self._bytes_at_check and _room_left(self.path, size) < NO_ROOM_BYTES:
+        # a file that has not grown at all yet may still sit in the muxer's buffer (MKV): only a file that grew
+        # and then stopped, with no room left, is a full disk here (the read-back on close catches the rest)
+        if 0 < size <= self._bytes_at_check and _room_left(self.path, size) < NO_ROOM_BYTES:
             raise SinkError(f"--output {self.path}: the file stopped growing at {size} bytes while writing frame "
                             f"{self.frames} (disk full or file size limit); check free space.")
         self._bytes_at_check = size
@@ -113,7 +115,8 @@ class VideoFileSink(Sink):
             return
         self._writer.release()
         self._writer = None
-        playable = playable_frames(self.path)
+        playable = playable_frames(self.path, self.frames)
+        self.playable = playable
         if playable < self.frames:
             raise SinkError(f"--output {self.path}: {playable} of {self.frames} written frames are playable (disk "
                             "full or file size limit?); check free space.")
@@ -130,11 +133,21 @@ def _room_left(path: Path, size: int) -> int:
     return room if limit == resource.RLIM_INFINITY else min(room, limit - size)
 
 
-def playable_frames(path: Path) -> int:
-    """Frames a video file holds, as its container reports them when read back (0 if unreadable)."""
+def playable_frames(path: Path, expected: int | None = None) -> int:
+    """Frames a video file holds when read back (0 if unreadable): the container's count, or, when that is
+    short of `expected` (a file cut off before its header or index was written, e.g. AVI and MKV on a full
+    disk), the frames that actually decode."""
     capture = cv2.VideoCapture(str(path))
     try:
-        return max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))) if capture.isOpened() else 0
+        if not capture.isOpened():
+            return 0
+        reported = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+        if expected is None or reported >= expected:
+            return reported
+        decoded = 0
+        while capture.grab():
+            decoded += 1
+        return max(reported, decoded)
     finally:
         capture.release()
 

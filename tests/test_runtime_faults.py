@@ -1,6 +1,7 @@
 """Faults a deployment meets: stop signals mid-run, unwritable summaries, unbounded growth."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -138,6 +139,52 @@ def test_overwriting_a_frame_folder_leaves_only_the_new_frames(tmp_path):
             sink.write(np.zeros((8, 8, 3), np.uint8))
     assert sorted(p.name for p in folder.iterdir()) == ["frame_000000.jpg", "frame_000001.jpg", "notes.txt"]
     assert (folder / "frame_000001.jpg").read_bytes() != b"old"
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MB tmpfs (root only; skipped where mounting is not allowed): a disk that fills up during a run."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()[:200]}); needs root")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("what", ["events", "crops", "avi", "mkv"])
+def test_a_full_disk_ends_the_run_with_one_clear_error_and_a_summary(tmp_path, full_disk, shared_dir, detector_path,
+                                                                     fast_sr_artifact, what):
+    summary = tmp_path / "summary.json"  # on another disk: the summary is always written
+    if what in ("events", "crops"):  # room for a few events or crops, then none
+        (full_disk / "filler").write_bytes(b"x" * (1024 * 1024 - (8 if what == "events" else 64) * 1024))
+    outputs = {"events": ["--events", full_disk / "events.jsonl"], "crops": ["--save-crops", full_disk / "crops"],
+               "avi": ["--output", full_disk / "out.avi"], "mkv": ["--output", full_disk / "out.mkv"]}[what]
+    proc = _start_cli("--source", shared_dir / "data/scenes/street-video-1080p.mp4", "--model", fast_sr_artifact,
+                      "--upscale", "2", "--enhance-all", "--detector-model", detector_path, "--summary", summary,
+                      "-q", *outputs)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    written = json.loads(summary.read_text())
+    assert written["error"] and 0 < written["frames"] < 105
+    assert stderr.count(" ERROR ") == 1, stderr[-2000:]
+    if what in ("avi", "mkv"):  # the summary's count of playable frames is what really plays back
+        video = full_disk / f"out.{what}"
+        playable = re.search(r"(\d+) of (\d+) written frames are playable", written["error"])
+        assert playable, written["error"]
+        assert int(playable.group(1)) == _decodable_frames(video) > 0
+
+
+def _decodable_frames(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.grab():
+        count += 1
+    return count
 
 
 def test_stage_timer_memory_is_bounded():
