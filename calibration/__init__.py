@@ -61,9 +61,13 @@ def save_set(path: str | Path, lr: np.ndarray, source: str, min_count: int = MIN
     """Write `lr` with its content hash and source description to an .npz; returns the metadata."""
     lr = check_array(lr, min_count)
     meta = {"format": FORMAT, "sha256": content_hash(lr), "source": source, "count": len(lr)}
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, lr=lr, sha256=np.array(meta["sha256"]), source=np.array(source),
-                            format=np.array(FORMAT))
+    try:
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, lr=lr, sha256=np.array(meta["sha256"]), source=np.array(source),
+                                format=np.array(FORMAT))
+    except OSError as err:  # read-only or full filesystem, missing folder
+        raise CalibrationError(f"--out {path}: cannot write the calibration set ({err.strerror or err}); choose a "
+                               "writable path.") from err
     return meta
 
 

@@ -16,7 +16,9 @@ import argparse
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -351,12 +353,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (systemd, Docker, a CI timeout) leaves the export like Ctrl-C does: through the `finally` blocks
+    that delete its temporary files, so a stopped export leaves nothing behind."""
+    def stop(signum, _frame):
+        log.error("stopped by signal %d: nothing was published", signum)
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():  # (called as a library from another thread: skip)
+        signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     # Our loggers at INFO; third-party exporters (onnxscript, onnx_ir) stay at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("export", "models", "calibration"):
         logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    _exit_cleanly_on_sigterm()
     try:
         result = build(
             args.model, weights=args.weights, random_init=args.random_init, config=args.config,

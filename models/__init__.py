@@ -138,7 +138,12 @@ def _resolve_config(spec: ModelSpec, config, weights: str | os.PathLike | None):
     if config is None and weights is not None:
         stored = read_metadata(weights).get("config")
         if stored:
-            return spec.config_from_dict(json.loads(stored))
+            try:
+                return spec.config_from_dict(json.loads(stored))
+            except json.JSONDecodeError as err:
+                raise WeightsError(f"{weights}: its metadata field 'config' is not JSON ({err.msg} at character "
+                                   f"{err.pos}); the file was damaged or not written by this project. Pass "
+                                   "--config NAME to build the architecture yourself.") from err
     if config is None:
         return spec.configs.get("default") or next(iter(spec.configs.values()))
     if isinstance(config, str):

@@ -49,9 +49,9 @@ def _read_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         if unsafe is None:  # not an unsafe class: the bytes themselves are broken
             raise WeightsError(f"{path}: cannot read PyTorch checkpoint. Is it truncated or corrupt?") from err
         raise WeightsError(
-            f"{path}: refused — this checkpoint needs full unpickling of {unsafe.group(1)}, and unpickling can "
-            "run arbitrary code. If you trust its source, re-save only the tensors, e.g. "
-            "`torch.save(torch.load(p, weights_only=False)['state_dict'], 'clean.pth')`, or convert to safetensors."
+            f"{path}: refused — this checkpoint needs full unpickling of {unsafe.group(1)}, and unpickling runs "
+            "whatever code the file names; this toolkit never does that. Use a checkpoint that holds tensors only "
+            "(a state dict saved by its publisher, or a safetensors file)."
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise WeightsError(f"{path}: cannot read PyTorch checkpoint ({err}). Is it truncated or corrupt?") from err

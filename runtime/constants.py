@@ -52,6 +52,7 @@ TRACK_EMA_ALPHA = 0.5  # box smoothing: new = alpha * detection + (1 - alpha) * 
 TRACK_VELOCITY_ALPHA = 0.5  # velocity smoothing, same form
 TRACK_MAX_MISSES = 2  # detection rounds a track survives without a matching detection
 CROP_SCORES_KEPT = 4096  # best-crop scores remembered (most recently improved tracks): fixed memory
+CROP_FILES_KEPT = 10_000  # --save-crops keeps the crops of this many most recent tracks (a 24/7 camera: ~0.3 GB)
 # Second-pass matching by centre distance, for what IoU missed. In street-video-1080p.mp4 faces of ~95 px
 # cross the frame at ~40 px/frame, i.e. ~1.3 box sizes between detections with --detect-every 3; a
 # new track has no velocity yet, so its prediction cannot follow. 1.5 sizes keeps those ids.

@@ -108,6 +108,7 @@ class FaceDetector:
             self._net = self._create_net((320, 320))
             # a second net for the refinement windows, so that neither changes input size between calls
             self._window_net = self._create_net((self._window_px,) * 2)
+            self._net.detect(np.zeros((320, 320, 3), np.uint8))  # a file that is not YuNet fails here, not mid-run
         except cv2.error as err:
             raise AssetError(
                 f"cannot load the face detector {self.model_path}: {err.msg.strip()}. Expected the YuNet "

@@ -24,7 +24,7 @@ from .assets import detector_model_path
 from .backends import BACKENDS, create_backend, load_model, resolve_backend_name
 from .compose import VIEWS
 from .constants import (
-    DETECT_MAX_SIDE, MAX_FACES, MIN_FACE_INPUT_FRACTION, TRACK_CONFIRM_HITS, TRACK_CONFIRM_SCORE,
+    CROP_FILES_KEPT, DETECT_MAX_SIDE, MAX_FACES, MIN_FACE_INPUT_FRACTION, TRACK_CONFIRM_HITS, TRACK_CONFIRM_SCORE,
 )
 from .detect import FaceDetector
 from .errors import RuntimeToolkitError, SinkError
@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw each enhanced face's landmarks (a model exported with --with-landmarks; the events "
                         "carry them in any case)")
     p.add_argument("--save-crops", metavar="DIR", help="keep the best enhanced crop per track in DIR")
+    p.add_argument("--crops-keep", type=int, default=CROP_FILES_KEPT, metavar="N",
+                   help=f"--save-crops: keep the crops of the N most recent tracks, deleting older ones (default "
+                        f"{CROP_FILES_KEPT}; 0: keep every crop)")
     p.add_argument("--events", metavar="FILE.jsonl", help="write one JSON line per track update")
     p.add_argument("--summary", metavar="FILE.json", help="also write the end-of-run summary here")
     p.add_argument("--overwrite", action="store_true",
@@ -214,7 +217,7 @@ def _open_lane(args: argparse.Namespace, stack: ExitStack, backends, min_face: f
                            confirm_score=0.0 if stills else TRACK_CONFIRM_SCORE, independent_frames=stills,
                            draw_landmarks=args.draw_landmarks)
     sink = stack.enter_context(open_outputs(outputs, args.headless, source.fps))
-    crops = BestCropStore(crops_dir) if crops_dir else None
+    crops = BestCropStore(crops_dir, keep_files=args.crops_keep or None) if crops_dir else None
     events = stack.enter_context(EventLog(events_path, args.append_events)) if events_path else None
     return Lane(source, sink, Enhancer(backends, detector, config, crops, events, StageTimer()))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .constants import CROP_SCORES_KEPT
+from .constants import CROP_FILES_KEPT, CROP_SCORES_KEPT
 from .errors import SinkError
 from .files import write_bytes_atomic
 
@@ -46,13 +46,17 @@ class BestCropStore:
     """Keeps one image per track: the best so far by (box size in px, then sharpness); a better one
     overwrites the file atomically. Scores are remembered for the `remember` most recently improved tracks
     only (memory stays fixed on a camera that runs for months; ids are never reused, and a track that has not
-    improved for that many other tracks' updates is long gone)."""
+    improved for that many other tracks' updates is long gone). Retention: the files of the `keep_files` most
+    recently saved tracks stay; an older track's crop is deleted (None: every crop stays, the disk grows)."""
 
-    def __init__(self, folder: str | os.PathLike, suffix: str = ".png", remember: int = CROP_SCORES_KEPT):
+    def __init__(self, folder: str | os.PathLike, suffix: str = ".png", remember: int = CROP_SCORES_KEPT,
+                 keep_files: int | None = CROP_FILES_KEPT):
         self.folder = ensure_folder(Path(folder), "--save-crops")
         self.suffix = suffix
         self.remember = remember
+        self.keep_files = keep_files  # None: every track's crop stays
         self._scores: OrderedDict[int, tuple[int, float]] = OrderedDict()
+        self._files: OrderedDict[int, None] = OrderedDict()  # tracks with a file, oldest first
 
     def path_for(self, track_id: int) -> Path:
         return self.folder / f"track_{track_id:05d}{self.suffix}"
@@ -72,10 +76,17 @@ class BestCropStore:
         self._scores.move_to_end(track_id)
         while len(self._scores) > self.remember:
             self._scores.popitem(last=False)
+        if self.keep_files is not None:
+            self._files[track_id] = None
+        while self.keep_files is not None and len(self._files) > self.keep_files:  # retention: oldest track goes
+            old, _ = self._files.popitem(last=False)
+            self.path_for(old).unlink(missing_ok=True)
+            self._scores.pop(old, None)
         return self.path_for(track_id)
 
     def saved(self, track_id: int) -> Path | None:
-        return self.path_for(track_id) if track_id in self._scores else None
+        saved = track_id in self._files if self.keep_files is not None else track_id in self._scores
+        return self.path_for(track_id) if saved else None
 
 
 class EventLog:

@@ -23,9 +23,10 @@ DEFAULT_FPS = 25.0
 # cv2.VideoWriter.write reports nothing: every this many frames the file is checked for a failed write
 SIZE_CHECK_EVERY = 10
 # A file that has not grown is only an error when it cannot grow: less than this left on the disk or under the
-# process's file size limit (FFmpeg writes in chunks of 256 KB, so a quiet, low-bitrate video can go 30 frames
-# without growing)
-NO_ROOM_BYTES = 1 << 20
+# process's file size limit. FFmpeg writes in chunks of 256 KB (a quiet, low-bitrate video can go 30 frames
+# without growing), and MKV holds whole clusters first, so a small disk with room for a chunk is not full yet;
+# whatever this check misses, the read-back on close counts.
+NO_ROOM_BYTES = 256 << 10
 QUIT_KEYS = (ord("q"), 27)  # q, Esc
 PAUSE_KEY, VIEW_KEY = ord(" "), ord("v")
 
@@ -103,9 +104,7 @@ class VideoFileSink(Sink):
 
     def _check_growing(self) -> None:
         size = self.path.stat().st_size if self.path.exists() else 0
-        # a file that has not grown at all yet may still sit in the muxer's buffer (MKV): only a file that grew
-        # and then stopped, with no room left, is a full disk here (the read-back on close catches the rest)
-        if 0 < size <= self._bytes_at_check and _room_left(self.path, size) < NO_ROOM_BYTES:
+        if size <= self._bytes_at_check and _room_left(self.path, size) < NO_ROOM_BYTES:
             raise SinkError(f"--output {self.path}: the file stopped growing at {size} bytes while writing frame "
                             f"{self.frames} (disk full or file size limit); check free space.")
         self._bytes_at_check = size

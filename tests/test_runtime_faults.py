@@ -350,13 +350,92 @@ def test_best_crop_store_remembers_a_bounded_number_of_tracks(tmp_path):
 
     from runtime.records import BestCropStore
 
-    store = BestCropStore(tmp_path / "crops", remember=3)
+    store = BestCropStore(tmp_path / "crops", remember=3, keep_files=None)
     crop = np.zeros((16, 16, 3), np.uint8)
     for track_id in range(1, 8):
         assert store.offer(track_id, crop, 20, crop) is not None
     assert len(store._scores) == 3 and list(store._scores) == [5, 6, 7]
     assert store.offer(7, crop, 20, crop) is None  # a remembered track keeps its best
-    assert len(list((tmp_path / "crops").iterdir())) == 7  # every saved file stays on disk
+    assert len(list((tmp_path / "crops").iterdir())) == 7  # keep_files=None: every saved file stays on disk
+
+
+def test_crop_retention_keeps_the_most_recent_tracks_files(tmp_path):
+    """A 24/7 camera: the crops of the `keep_files` most recently saved tracks stay, older ones are deleted."""
+    import numpy as np
+
+    from runtime.records import BestCropStore
+
+    store = BestCropStore(tmp_path / "crops", keep_files=3)
+    crop = np.zeros((16, 16, 3), np.uint8)
+    for track_id in range(1, 8):
+        store.offer(track_id, crop, 20, crop)
+    assert sorted(p.name for p in (tmp_path / "crops").iterdir()) == [f"track_{i:05d}.png" for i in (5, 6, 7)]
+    assert store.saved(4) is None and store.saved(7) == tmp_path / "crops" / "track_00007.png"
+
+
+def test_calibration_to_an_unwritable_place_is_one_clear_error(tmp_path, caplog):
+    import numpy as np
+
+    from calibration import CalibrationError, save_set
+
+    with pytest.raises(CalibrationError, match="--out .*cannot write the calibration set"):
+        save_set(tmp_path / "no-such-folder" / "calib.npz", np.zeros((64, 3, 16, 16), np.float32), "test")
+
+
+@pytest.mark.shared
+def test_an_onnx_that_is_not_a_face_detector_is_refused_at_start(tmp_path, shared_dir, sr_artifact):
+    code = subprocess.run([sys.executable, "-m", "runtime.enhance", "--source",
+                           str(shared_dir / "data/scenes/group-6faces.jpg"), "--model", str(sr_artifact),
+                           "--detector-model", str(sr_artifact.with_suffix(".onnx")), "--headless"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert code.returncode == 2 and "cannot load the face detector" in code.stderr
+    assert "Traceback" not in code.stderr
+
+
+def test_weights_whose_config_metadata_is_not_json_name_the_file_and_field(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from models import WeightsError, create_model
+
+    path = tmp_path / "w.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"model": "dic", "config": "{not json"})
+    with pytest.raises(WeightsError, match=r"w\.safetensors: its metadata field 'config' is not JSON"):
+        create_model("dic", weights=path)
+
+
+def test_an_export_stopped_by_sigterm_leaves_no_file(tmp_path):
+    """SIGTERM mid-export (the ONNX being written or checked): no temporary or partial file stays."""
+    proc = subprocess.Popen([sys.executable, "-m", "export.build", "--model", "pfsr", "--random-init",
+                             "--precision", "int8", "--outdir", str(tmp_path)], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(tmp_path.iterdir()):
+        time.sleep(0.05)  # until its temporary ONNX exists
+    assert any(tmp_path.iterdir()), "the export wrote no temporary file"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "nothing was published" in stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_pickle_that_runs_code_is_refused_without_advice_to_unpickle_it(tmp_path):
+    import pickle
+
+    from models import WeightsError
+    from models.weights import read_state_dict
+
+    class Payload:
+        def __reduce__(self):
+            import posix
+            return posix.system, ("true",)
+
+    import torch
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": Payload()}, str(path), pickle_module=pickle)
+    with pytest.raises(WeightsError, match="refused") as err:
+        read_state_dict(path)
+    assert "weights_only=False" not in str(err.value) and "never" in str(err.value)
 
 
 class _BufferingWriter:
