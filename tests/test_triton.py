@@ -393,6 +393,36 @@ def test_a_stop_request_ends_a_request_to_a_hung_server_within_two_seconds(serve
         launcher.stop()
 
 
+@pytest.mark.shared
+def test_sigterm_ends_a_run_within_two_seconds_while_its_server_hangs(server_env, repository, shared_dir,
+                                                                      detector_path, tmp_path):
+    """runtime.enhance through a server that is stopped (SIGSTOP) mid-run: SIGTERM ends the run within 2 s,
+    with exit code 143 and a summary of the frames done (Docker and systemd stop timeouts are 10 s and 90 s)."""
+    launcher = Launcher(repository)
+    server_pid = _server_pid(launcher.process.pid)
+    summary = tmp_path / "summary.json"
+    run = subprocess.Popen([sys.executable, "-m", "runtime.enhance", "--source",
+                            str(shared_dir / "data/scenes/street-video-1080p.mp4"), "--model",
+                            launcher.url("pfsr_fp32"), "--enhance-all", "--headless", "--detector-model",
+                            str(detector_path), "--summary", str(summary), "--remote-timeout", "120", "-q"],
+                           cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(8)  # frames are being enhanced through the server
+        os.kill(server_pid, signal.SIGSTOP)
+        time.sleep(3)  # the run now waits for an answer that does not come
+        start = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=60)
+        took = time.monotonic() - start
+    finally:
+        os.kill(server_pid, signal.SIGCONT)
+        run.kill()
+        launcher.stop()
+    assert run.returncode == 143, stderr[-2000:]
+    assert took < 2.0, f"the run took {took:.1f} s to end"
+    assert json.loads(summary.read_text())["stopped_by_signal"] == signal.SIGTERM
+
+
 def _server_pid(launcher_pid: int) -> int:
     """The tritonserver child of a launcher process (Linux /proc)."""
     children = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()

@@ -36,6 +36,7 @@ RETRY_DELAYS_S = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)  # ~6 s of backoff before a requ
 # A request's deadline: a CPU server answers a batch of 32 PFSR faces in about 2 s; a server that hangs (stopped,
 # not dead) is given up on after this, and retried like an unreachable one.
 REQUEST_TIMEOUT_S = 20.0
+CLOSE_TIMEOUT_S = 0.5  # unregistering shared memory at the end of a run
 SERVE_HINT = "start it with `python -m runtime.triton_server --repository DIR`"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -234,8 +235,9 @@ class SharedMemoryIO:
     def close(self, client) -> None:
         for name, handle, _ in self.regions.values():
             try:
-                if client is not None:
-                    client.unregister_system_shared_memory(name, headers=self.headers)
+                if client is not None:  # a short deadline: a hung server must not hold up the run's end
+                    client.unregister_system_shared_memory(name, headers=self.headers,
+                                                           client_timeout=CLOSE_TIMEOUT_S)
             except Exception as err:  # the server may be gone; the region is still freed here
                 log.debug("triton: unregistering %s failed: %s", name, err)
             self.shm.destroy_shared_memory_region(handle)
