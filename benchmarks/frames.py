@@ -6,8 +6,9 @@
 
 Each real frame (the shared group photos, street-video frames) is cropped to a multiple of 8, downscaled by
 K (1, 2, 4, 8) with INTER_AREA (with `--degradation`, then blurred, noised and compressed as a camera
-records it: `training.degrade.degrade_image`, seeded per frame and K), and run through the runtime exactly as `python -m runtime.enhance --view
-overlay --upscale K` runs it (detection, tracking, framing, scale routing, batched SR, feathered paste-back).
+records it: `training.degrade.degrade_image`, seeded per frame and K), and run through the runtime exactly
+as `python -m runtime.enhance --view overlay --upscale K` runs it (detection, tracking, framing, scale
+routing, batched SR, feathered paste-back).
 The result is compared with the original full-resolution frame, and so is plain bicubic upscaling of the
 whole small frame: Y-PSNR (BT.601 Y) inside the face boxes (YuNet on the original frame, score >= 0.9) and
 outside every face's framing squares (`runtime.faces.square_around` and `cover_square`), per face-size bucket

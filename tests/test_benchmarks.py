@@ -106,8 +106,8 @@ def test_camera_benchmark_scores_models_against_bicubic_of_the_same_recording(tm
     pytest.importorskip("dlib", reason="identity needs dlib-bin (the [bench] extra)")
     from benchmarks.camera import main as camera_main
 
-    assert camera_main(["--models", "pfsr_x4", "--limit", "6", "--levels", "clean,camera", "--framings", "aligned,loose",
-                        "--identity", "--outdir", str(tmp_path)]) == 0
+    assert camera_main(["--models", "pfsr_x4", "--limit", "6", "--levels", "clean,camera", "--framings",
+                        "aligned,loose", "--identity", "--outdir", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "camera.json").read_text())["rows"]
     assert len(rows) == 2 * 2 * 2  # framings x levels x (bicubic, the model)
     model_rows = [r for r in rows if r["method"].startswith("pfsr_x4")]

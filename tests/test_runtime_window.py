@@ -85,7 +85,8 @@ def _wait_for_window(display: str, run: subprocess.Popen, timeout: float = 60.0)
         time.sleep(0.2)
     run.kill()
     _, err = run.communicate(timeout=30)
-    raise AssertionError(f"the runtime's window did not appear (exit code {run.returncode}); its stderr:\n{err[-2000:]}")
+    raise AssertionError(f"the runtime's window did not appear (exit code {run.returncode}); its stderr:\n"
+                         f"{err[-2000:]}")
 
 
 def _wait_for_a_picture(display: str, timeout: float = 15.0) -> np.ndarray:

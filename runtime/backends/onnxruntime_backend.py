@@ -92,9 +92,9 @@ class OnnxRuntimeBackend(Backend):
                        "Runtime's fused int8 kernels would lose accuracy here; %s runs its Q/DQ nodes as float "
                        "ops instead (exact; about 1.3x the fp32 graph's time, docs/precision.md)", describe_cpu(), path)
         elif precision == "fp16":
-            _warn_once(f"fp16:{path}", "onnxruntime CPU: %s is an fp16 artifact; the CPU provider runs fp16 graphs no "
-                       "faster than fp32 and often much slower (docs/precision.md). On a CPU use the fp32 or int8 "
-                       "export; fp16 is for GPUs (CUDA/TensorRT).", path)
+            _warn_once(f"fp16:{path}", "onnxruntime CPU: %s is an fp16 artifact; the CPU provider runs fp16 graphs "
+                       "no faster than fp32 and often much slower (docs/precision.md). On a CPU use the fp32 or "
+                       "int8 export; fp16 is for GPUs (CUDA/TensorRT).", path)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = self._output_names
