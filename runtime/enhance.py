@@ -22,6 +22,7 @@ import cv2
 
 from .assets import detector_model_path
 from .backends import BACKENDS, create_backend, load_model, resolve_backend_name
+from .backends.triton_backend import REQUEST_TIMEOUT_S
 from .compose import VIEWS
 from .constants import (
     CROP_FILES_KEPT, DETECT_MAX_SIDE, MAX_FACES, MIN_FACE_INPUT_FRACTION, TRACK_CONFIRM_HITS, TRACK_CONFIRM_SCORE,
@@ -30,7 +31,6 @@ from .detect import FaceDetector
 from .errors import RuntimeToolkitError, SinkError
 from .pipeline import LANDMARK_OUTPUT, EnhanceConfig, Enhancer, StopSignals, peak_rss_mb, run_stream, summarize
 from .files import write_json_atomic
-from .backends.triton_backend import REQUEST_TIMEOUT_S
 from .outputs import file_outputs, list_outputs, open_outputs, parse_output
 from .multi import Lane, run_sources
 from .pipelined import run_pipelined
