@@ -41,6 +41,7 @@ class EnhancedFace:
     route: str = "enhanced"
     model: int | None = 0
     landmarks: np.ndarray | None = None  # [K, 2] (x, y) in the SR image's pixels, from a --with-landmarks model
+    kept: str = ""  # why `sr` is None: a key of runtime.routing.KEPT ("" for an enhanced face)
 
     @property
     def crop(self) -> np.ndarray | None:

@@ -173,7 +173,8 @@ class FaceDetector:
         if self.min_face_px and smallest > self.min_face_px * 1.05 and not self._warned_scale:
             self._warned_scale = True
             log.warning("faces below ~%.0f px are not detected reliably at this frame size (detection budget "
-                        "--detect-max-side %d; asked for %.0f px faces)", smallest, self.max_side, self.min_face_px)
+                        "--detect-max-side %d); the models would take faces from %.0f px (--min-face)", smallest,
+                        self.max_side, self.min_face_px)
 
     def _set_input_size(self, width: int, height: int) -> None:
         if self._input_size != (width, height):

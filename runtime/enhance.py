@@ -35,7 +35,7 @@ from .outputs import file_outputs, list_outputs, open_outputs, parse_output
 from .multi import Lane, run_sources
 from .pipelined import run_pipelined
 from .progress import Progress
-from .routing import default_min_face
+from .routing import default_min_face, kept_summary
 from .records import BestCropStore, EventLog, OutputClaim
 from .sources import list_sources, open_source
 from .timing import StageTimer
@@ -176,12 +176,22 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
         else:
             stats = run_stream(source, sink, enhancer, args.max_frames, stop=stop, progress=progress)
         stats.error = stats.error or source.damage
+        _say_why_faces_were_kept(stats)
         _close_output(sink, stats)
         wall = time.perf_counter() - start
         extra = {"source": args.source[0], **extra, "pipelined": args.pipelined, "sr_workers": args.sr_workers,
                  "frames_dropped": source.frames_dropped, "reconnects": getattr(source, "reconnects", 0),
                  "stopped_by_signal": stop.received if stop is not None else None}
     return summarize(stats, enhancer.timer, wall, extra)
+
+
+def _say_why_faces_were_kept(stats) -> None:
+    """One line: the faces kept as recorded, by reason, with what would enhance them (a warning when no face
+    at all was enhanced: the user should not have to guess)."""
+    if stats.kept:
+        level = logging.WARNING if stats.enhanced == 0 else logging.INFO
+        log.log(level, "%d of %d faces kept as recorded: %s", sum(stats.kept.values()), stats.faces,
+                kept_summary(stats.kept))
 
 
 def _backend_options(args, artifact) -> dict:
@@ -231,6 +241,7 @@ def _run_sources(args, stack: ExitStack, backends, min_face: float, stop, extra:
                             sr_workers=args.sr_workers)
     for lane, stats in zip(lanes, all_stats):
         stats.error = stats.error or lane.source.damage
+        _say_why_faces_were_kept(stats)
         _close_output(lane.sink, lane.stats)
     wall = time.perf_counter() - start
     per_source = [summarize(stats, lane.enhancer.timer, wall,

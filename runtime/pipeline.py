@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -26,7 +26,7 @@ from .faces import (FaceJob, covering_job, crop_square, face_jobs, from_model_ou
 from .frames import to_bgr
 from .records import BestCropStore, EventLog
 from .progress import Progress
-from .routing import FORCED, NON_FINITE, Route, model_fit, route
+from .routing import FORCED, KEPT, NON_FINITE, Route, model_fit, route
 from .sinks import Sink
 from .sources import ReadStatus, Source
 from .stopping import STOP_REQUESTED, Cancelled
@@ -98,6 +98,7 @@ class RunStats:
     read_errors: int = 0
     timeouts: int = 0
     non_finite: int = 0  # faces whose model output held NaN/Inf (kept as recorded)
+    kept: Counter = field(default_factory=Counter)  # faces kept as recorded, by routing.KEPT kind
     track_ids: set = field(default_factory=set)
     error: str | None = None  # why an output failed and the run stopped
     queues: dict = field(default_factory=dict)  # pipelined runs: queue name -> {"max": n, "mean": x}
@@ -290,9 +291,10 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
         faces = []
         for i, (job, decision) in enumerate(zip(frame.jobs, frame.routes)):
             lr, sr, points = results.get((f, i), (None, None, None))
-            reason = NON_FINITE if decision.model is not None and sr is None else decision.reason
+            broken = decision.model is not None and sr is None
             faces.append(EnhancedFace(job.track_id, job.box, job.square, lr, sr, native=job.crop,
-                                      route=reason, model=decision.model, landmarks=points))
+                                      route=NON_FINITE if broken else decision.reason, model=decision.model,
+                                      landmarks=points, kept="non_finite" if broken else decision.kind))
         enhanced.append(faces)
     return enhanced
 
@@ -447,7 +449,8 @@ def _count(stats: RunStats, result: FrameResult) -> None:
     stats.frames += 1
     stats.faces += len(result.faces)
     stats.enhanced += sum(face.sr is not None for face in result.faces)
-    non_finite = sum(face.route == NON_FINITE for face in result.faces)
+    stats.kept.update(face.kept for face in result.faces if face.sr is None and face.kept)
+    non_finite = sum(face.kept == "non_finite" for face in result.faces)
     if non_finite and not stats.non_finite:
         log.warning("the model's output for %d face(s) of frame %d was not finite (NaN/Inf): those faces keep "
                     "their recorded pixels; the weights or the engine are broken (re-export and check the "
@@ -486,6 +489,7 @@ def summarize(stats: RunStats, timer: StageTimer, wall_s: float, extra: dict | N
         "faces": stats.faces,
         "faces_enhanced": stats.enhanced,
         "faces_not_finite": stats.non_finite,
+        "faces_kept": {KEPT[kind][0]: n for kind, n in stats.kept.most_common()},
         "tracks": len(stats.track_ids),
         "skipped_tiny_faces": stats.skipped_tiny,
         "over_max_faces": stats.over_limit,

@@ -15,7 +15,7 @@ the display throws away (a 100 px face: about 256 tiles of a 16 px model).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .constants import (CROSSOVER_RATIO, MIN_FACE_INPUT_FRACTION, MIN_INPUT_RATIO, MIN_MAGNIFICATION_RATIO,
                         TILED_MIN_INPUT_RATIO)
@@ -68,12 +68,27 @@ def default_min_face(artifacts) -> float:
     return min(min(MIN_FACE_INPUT_FRACTION * a.input_hw[0], model_fit(a).min_native_px) for a in artifacts)
 
 
+# Why a face keeps its recorded pixels, and what would enhance it: the run's summary counts faces by these kinds
+# and its last log line repeats the advice.
+KEPT = {
+    "display": ("shown at or below their recorded size", "show them larger: --upscale 8 for a x8 model, 4 for x4"),
+    "crossover": ("larger than every model's crossover", "nothing: faces this large look best as recorded"),
+    "range": ("outside every model's size range", "a model trained for that size (e.g. add the x4 model), or "
+                                                  "--enhance-all"),
+    "magnification": ("shown enlarged less than their model's scale", "--upscale of at least the model's scale, or "
+                                                                      "add the x4 model (export --model pfsr_x4)"),
+    "non_finite": ("the model's output was not finite (NaN/Inf)", "re-export the model and check its parity"),
+}
+
+
 @dataclass(frozen=True)
 class Route:
-    """The decision for one face: `model` is an index into the models, or None (keep the source pixels)."""
+    """The decision for one face: `model` is an index into the models, or None (keep the source pixels);
+    `kind` is a key of KEPT when the face is kept ("" when enhanced)."""
 
     model: int | None
     reason: str
+    kind: str = field(default="", compare=False)
 
 
 def best_fit(native_px: float, models: list[ModelFit], candidates: list[int] | None = None) -> int:
@@ -84,6 +99,11 @@ def best_fit(native_px: float, models: list[ModelFit], candidates: list[int] | N
 
 FORCED = "forced"  # the reason of a face enhanced only because of `force`
 NON_FINITE = "the model's output was not finite (NaN/Inf): recorded pixels kept"  # set after inference
+
+
+def kept_summary(counts: dict[str, int]) -> str:
+    """One line: how many faces were kept for each reason, and what would enhance them."""
+    return "; ".join(f"{n} {KEPT[kind][0]} (to enhance them: {KEPT[kind][1]})" for kind, n in counts.items() if n)
 
 
 def route(native_px: float, display_px: float, models: list[ModelFit], force: bool = False) -> Route:
@@ -97,18 +117,18 @@ def route(native_px: float, display_px: float, models: list[ModelFit], force: bo
 
 def _route(native_px: float, display_px: float, models: list[ModelFit]) -> Route:
     if display_px <= native_px:
-        return Route(None, "shown at or below its recorded size")
+        return Route(None, "shown at or below its recorded size", "display")
     if all(native_px > model.crossover_px for model in models):
         largest = max(model.crossover_px for model in models)
-        return Route(None, f"{native_px:.0f} px is above every model's crossover ({largest:.0f} px)")
+        return Route(None, f"{native_px:.0f} px is above every model's crossover ({largest:.0f} px)", "crossover")
     in_range = [i for i, model in enumerate(models) if model.min_native_px <= native_px <= model.crossover_px]
     if not in_range:
         ranges = ", ".join(f"{model.min_native_px:.0f}-{model.crossover_px:.0f}" for model in models)
-        return Route(None, f"{native_px:.0f} px is outside every model's range ({ranges} px)")
+        return Route(None, f"{native_px:.0f} px is outside every model's range ({ranges} px)", "range")
     magnification = display_px / native_px
     takers = [i for i in in_range if magnification >= MIN_MAGNIFICATION_RATIO * models[i].scale]
     if not takers:
         least = min(models[i].scale for i in in_range)
         return Route(None, f"shown {magnification:.1f}x its recorded size, less than the x{least:g} its "
-                           "model would add")
+                           "model would add", "magnification")
     return Route(best_fit(native_px, models, takers), "enhanced")

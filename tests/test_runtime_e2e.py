@@ -242,3 +242,31 @@ def test_measured_framing_constant_matches_a_fresh_sample(shared_dir, detector_p
     assert result["detected"] >= 28
     assert result["scale_median"] == pytest.approx(FRAMING_SCALE, rel=0.05)
     assert result["offset_median"][1] == pytest.approx(FRAMING_OFFSET[1], abs=0.04)
+
+
+def test_a_run_that_enhances_no_face_says_why_and_what_would(tmp_path, shared_dir, detector_path, sr_artifact,
+                                                             caplog):
+    """The street video with only a x8 model at --upscale 1: every face is shown at its recorded size, so none is
+    enhanced; the summary counts them by reason and one warning says what would enhance them."""
+    summary_path = tmp_path / "summary.json"
+    with caplog.at_level(logging.INFO):
+        code = _cli("--source", shared_dir / "data/scenes/street-video-1080p.mp4", "--model", sr_artifact,
+                    "--max-frames", "6", "--summary", summary_path, detector=detector_path)
+    summary = json.loads(summary_path.read_text())
+    assert code == 0 and summary["faces"] > 0 and summary["faces_enhanced"] == 0
+    assert summary["faces_kept"] == {"shown at or below their recorded size": summary["faces"]}
+    why = [r for r in caplog.records if r.levelno == logging.WARNING and "kept as recorded" in r.getMessage()]
+    assert len(why) == 1 and "--upscale 8" in why[0].getMessage()
+    assert not any("asked for" in r.getMessage() for r in caplog.records)  # the user asked for no face size
+
+
+def test_kept_faces_are_counted_by_reason_with_the_advice_for_each():
+    from runtime.routing import KEPT, ModelFit, kept_summary, route
+
+    x8 = ModelFit.for_sides(16, 128)
+    assert route(40, 40, [x8]).kind == "display"
+    assert route(100, 400, [x8]).kind == "crossover"
+    assert route(12, 48, [x8]).kind == "magnification"
+    assert route(12, 96, [x8]).kind == ""  # enhanced
+    line = kept_summary({"display": 3, "magnification": 2})
+    assert line.startswith("3 shown at or below their recorded size") and KEPT["magnification"][1] in line
