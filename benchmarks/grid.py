@@ -3,10 +3,15 @@
     python -m benchmarks.grid                                   # the shipped DIC, DICGAN, PFSR and Panini-Net
     python -m benchmarks.grid --models dic,dicgan --faces 0,7,21,42,77,123
     python -m benchmarks.grid --weights dic=runs/dic_joint/best.safetensors --out grid.png
+    python -m benchmarks.grid --models pfsr --weights pfsr:camera=runs/pfsr_camera/best.safetensors \
+        --degradation camera --out camera.png        # a second PFSR column, LR recorded by the simulated camera
+    python -m benchmarks.grid --models pfsr_x4 --lr-size 32 --out x4.png
 
 One row per face of the UTK test split, one column per method, every image at 128 px (LR enlarged with
-nearest neighbour so its pixels show). Models run in PyTorch with their shipped (or given) weights; a model
-without weights is left out with a note. Written to benchmarks/results/<machine>/faces_grid.png.
+nearest neighbour so its pixels show). `--degradation` records the LR with `training.degrade` at that level
+(seeded, as `benchmarks.camera`). Models run in PyTorch with their shipped (or given) weights; `MODEL=PATH`
+replaces a model's weights, `MODEL:LABEL=PATH` adds a column. A model without weights is left out with a
+note. Written to benchmarks/results/<machine>/faces_grid.png.
 """
 from __future__ import annotations
 
@@ -25,23 +30,22 @@ LABEL_HEIGHT = 22
 
 
 def model_columns(names: list[str], weights: dict[str, str], lr: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """(label, SR images uint8 [N, 128, 128, 3] RGB) per model that has weights."""
-    import torch
+    """(label, SR images uint8 [N, 128, 128, 3] RGB) per model that has weights; `weights` keys are MODEL
+    (replaces its weights) or MODEL:LABEL (one more column)."""
+    from models import shipped_weights
 
-    from models import create_model, shipped_weights
-    from runtime.frames import hwc_uint8_to_nchw
-    from training.metrics import to_uint8
+    from .camera import super_resolve
 
+    entries = [(name, name, weights.get(name) or shipped_weights(name)) for name in names]
+    entries += [(key.partition(":")[2], key.partition(":")[0], path) for key, path in weights.items() if ":" in key]
     columns = []
-    for name in names:
-        path = weights.get(name) or shipped_weights(name)
+    for label, name, path in entries:
         if path is None:
             log.warning("%s: no weights (shipped or --weights), left out", name)
             continue
-        model = create_model(name, weights=path)
-        with torch.no_grad():
-            sr = model.unroll(torch.from_numpy(hwc_uint8_to_nchw(lr)))[0][-1]
-        columns.append((f"{name}", to_uint8(sr)))
+        from models import create_model
+
+        columns.append((label, super_resolve(create_model(name, weights=path), lr)))
     return columns
 
 
@@ -53,12 +57,17 @@ def labelled(images: np.ndarray, label: str) -> np.ndarray:
     return np.concatenate([header, column], axis=0)
 
 
-def build_grid(split, faces: list[int], names: list[str], weights: dict[str, str]) -> np.ndarray:
+def build_grid(split, faces: list[int], names: list[str], weights: dict[str, str], level: str = "clean",
+               lr_size: int = 16) -> np.ndarray:
     from training.evaluate import bicubic_upsample
 
-    lr, hr = split.lr[faces], split.hr[faces]
+    from .camera import record
+
+    hr = split.hr[faces]
+    lr = record(hr, lr_size, level)
     size = hr.shape[1]
-    columns = [("LR 16 px", np.stack([cv2.resize(x, (size, size), interpolation=cv2.INTER_NEAREST) for x in lr])),
+    columns = [(f"LR {lr_size} px{'' if level == 'clean' else ', ' + level}",
+                np.stack([cv2.resize(x, (size, size), interpolation=cv2.INTER_NEAREST) for x in lr])),
                ("bicubic", np.stack([bicubic_upsample(x, size) for x in lr]))]
     columns += model_columns(names, weights, lr)
     columns.append(("HR", hr))
@@ -72,6 +81,9 @@ def parse_args(argv=None):
                    help="weights for a model instead of the shipped ones (repeatable)")
     p.add_argument("--faces", type=lambda s: [int(v) for v in s.split(",")], default=list(DEFAULT_FACES),
                    help="indices into the test split")
+    p.add_argument("--degradation", default="clean", choices=("clean", "camera", "heavy"),
+                   help="record the LR with training.degrade at this level (default clean: PIL bicubic)")
+    p.add_argument("--lr-size", type=int, default=16, help="LR side in px (16 for the x8 models, 32 for x4)")
     p.add_argument("--data", default=None, help="face data dir (default ../shared/data/faces-utk)")
     p.add_argument("--cache", default="runs/cache")
     p.add_argument("--out", type=Path, default=None, help="PNG path (default: the machine's results folder)")
@@ -92,7 +104,7 @@ def main(argv=None) -> int:
     if max(args.faces) >= len(split):
         log.error("error: --faces must be below %d (the test split's size)", len(split))
         return 2
-    grid = build_grid(split, args.faces, args.models, weights)
+    grid = build_grid(split, args.faces, args.models, weights, args.degradation, args.lr_size)
     out = args.out or RESULTS_ROOT / machine_tag(machine_info()) / "faces_grid.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), grid[..., ::-1])

@@ -201,6 +201,14 @@ def test_faces_grid_has_a_column_per_method_and_a_row_per_face(tmp_path):
     grid = cv2.imread(str(out))
     assert grid.shape == (LABEL_HEIGHT + 3 * 128, 4 * 128, 3)  # LR, bicubic, pfsr, HR
     assert grid_main(["--faces", "999999", "--out", str(out), "--cache", ""]) == 2
+    from models import shipped_weights
+
+    assert grid_main(["--models", "pfsr", "--weights", f"pfsr:again={shipped_weights('pfsr')}", "--faces", "0,5",
+                      "--degradation", "camera", "--out", str(out), "--cache", ""]) == 0
+    camera = cv2.imread(str(out))
+    assert camera.shape == (LABEL_HEIGHT + 2 * 128, 5 * 128, 3)  # LR, bicubic, pfsr, again, HR
+    assert np.array_equal(camera[LABEL_HEIGHT:, 2 * 128:3 * 128], camera[LABEL_HEIGHT:, 3 * 128:4 * 128])
+    assert not np.array_equal(camera[LABEL_HEIGHT:, :128], grid[LABEL_HEIGHT:LABEL_HEIGHT + 256, :128])  # degraded
 
 
 def test_cpu_scaling_reports_threads_and_parallel_workers(tmp_path, make_artifact):
