@@ -18,6 +18,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
+def split_cache(tmp_path_factory) -> Path:
+    """Where tests cache decoded face splits: a temporary folder, never the repository."""
+    return tmp_path_factory.mktemp("split-cache")
+
+
+@pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The read-only data folder (../shared or $FSR_SHARED_DIR); tests using it skip when it is absent."""
     root = shared_data.shared_dir()

@@ -1,5 +1,4 @@
 """DIC architecture: upstream key layout, shapes, small-config forward, strict weight loading."""
-import pickle
 
 import pytest
 import torch

@@ -288,11 +288,11 @@ SHIPPED = Path(__file__).resolve().parents[1] / "models" / "weights" / "msfsr_ut
 @pytest.mark.shared
 @pytest.mark.skipif(utk_dir() is None, reason="../shared/data/faces-utk not available")
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped MSFSR weights absent")
-def test_shipped_weights_beat_bicubic_and_every_stage_improves_on_the_last():
+def test_shipped_weights_beat_bicubic_and_every_stage_improves_on_the_last(split_cache):
     from training.data import load_split
     from training.evaluate import evaluate_bicubic, evaluate_model
 
-    split = load_split("test", cache_dir=SHIPPED.parents[2] / "runs" / "cache").subset(50)
+    split = load_split("test", cache_dir=split_cache).subset(50)
     model = create_model("msfsr", weights=SHIPPED)
     assert model.config.upsample_skip  # read from the file's metadata
     rows = evaluate_model(model, split)
@@ -307,7 +307,7 @@ FRAMES_WEIGHTS = SHIPPED.with_name("msfsr_frames_utk.safetensors")
 @pytest.mark.shared
 @pytest.mark.skipif(utk_dir() is None, reason="../shared/data/faces-utk not available")
 @pytest.mark.skipif(not FRAMES_WEIGHTS.is_file(), reason="shipped MSFSR frames weights absent")
-def test_frames_weights_take_10px_faces_and_beat_bicubic_on_them():
+def test_frames_weights_take_10px_faces_and_beat_bicubic_on_them(split_cache):
     """msfsr_frames_utk is for faces recorded at ~9-16 px and enlarged to the 16 px input, as the runtime does."""
     import cv2
 
@@ -316,7 +316,7 @@ def test_frames_weights_take_10px_faces_and_beat_bicubic_on_them():
     from training.metrics import y_psnr_ssim
 
     assert float(read_metadata(FRAMES_WEIGHTS)["min_input_ratio"]) == 0.55  # the routing floor it declares
-    hr = load_split("test", cache_dir=SHIPPED.parents[2] / "runs" / "cache").subset(40).hr
+    hr = load_split("test", cache_dir=split_cache).subset(40).hr
     native = [cv2.resize(im, (10, 10), interpolation=cv2.INTER_AREA) for im in hr]
     model_input = np.stack([cv2.resize(im, (16, 16), interpolation=cv2.INTER_CUBIC) for im in native])
     bicubic = np.stack([cv2.resize(im, (128, 128), interpolation=cv2.INTER_CUBIC) for im in native])

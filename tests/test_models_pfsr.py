@@ -13,7 +13,7 @@ from models import WeightsError, create_model, list_models
 from models.pfsr import PFSR, PFSR_CONFIGS, PFSRConfig
 from training.checkpoints import save_weights
 from training.data import DEFAULT_DATA_DIR
-from training.tasks import PFSRTask, ProgressiveSchedule, attention_map, get_task, sample_batch
+from training.tasks import ProgressiveSchedule, attention_map, get_task, sample_batch
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "weights" / "pfsr_utk.safetensors"
@@ -283,11 +283,11 @@ def test_cli_trains_pfsr(tmp_path):
 @pytest.mark.shared
 @pytest.mark.skipif(not HAVE_DATA, reason="../shared/data/faces-utk not available")
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped PFSR weights absent")
-def test_shipped_weights_beat_bicubic_on_test_slice():
+def test_shipped_weights_beat_bicubic_on_test_slice(split_cache):
     from training.data import load_split
     from training.evaluate import evaluate_bicubic, evaluate_model
 
-    split = load_split("test", cache_dir=REPO / "runs" / "cache").subset(50)
+    split = load_split("test", cache_dir=split_cache).subset(50)
     model = create_model("pfsr", weights=SHIPPED)
     (row,) = evaluate_model(model, split)
     bicubic = evaluate_bicubic(split)

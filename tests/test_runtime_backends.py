@@ -148,7 +148,7 @@ def backend_for(make_artifact, tmp_path):
     return make
 
 
-@pytest.mark.parametrize("name", _conformance_backends())
+@pytest.mark.parametrize("name", list(_conformance_backends()))
 def test_backend_conformance(backend_for, name):
     backend, reference, tolerance = backend_for(name)
     assert backend.name == name and not backend.is_active and backend.last_latency_ms is None

@@ -15,7 +15,7 @@ from models.dic import heatmap_peaks
 from training import train as train_mod
 from training.data import (DEFAULT_DATA_DIR, FLIP_PERMUTATION_68, DataError, FaceSplit, flip_landmarks,
                            load_split, make_heatmaps)
-from training.evaluate import bicubic_upsample, evaluate_bicubic, evaluate_model
+from training.evaluate import evaluate_bicubic, evaluate_model
 from training.metrics import landmark_nme, psnr, rgb_to_y, ssim, y_psnr_ssim
 from training.tasks import get_task, sample_batch
 
@@ -86,8 +86,8 @@ def test_landmark_nme():
 
 
 @needs_data
-def test_bicubic_reference_on_test_slice():
-    split = load_split("test", cache_dir=REPO / "runs" / "cache").subset(50)
+def test_bicubic_reference_on_test_slice(split_cache):
+    split = load_split("test", cache_dir=split_cache).subset(50)
     row = evaluate_bicubic(split)
     # independent recomputation with plain numpy (per-pixel loop-free, rounded Y, 8-px crop, MSE -> PSNR)
     ps = []
@@ -105,8 +105,8 @@ def test_bicubic_reference_on_test_slice():
 
 
 @needs_data
-def test_bicubic_reproduces_readme_reference_on_full_test_split():
-    row = evaluate_bicubic(load_split("test", cache_dir=REPO / "runs" / "cache"))
+def test_bicubic_reproduces_readme_reference_on_full_test_split(split_cache):
+    row = evaluate_bicubic(load_split("test", cache_dir=split_cache))
     assert row["images"] == 500
     assert round(row["psnr"], 2) == 24.12  # README: 24.12 dB / 0.666 (we get 24.117 / 0.6664)
     assert round(row["ssim"], 3) == 0.666
@@ -125,8 +125,8 @@ def test_heatmap_peak_at_landmark():
 
 
 @needs_data
-def test_nme_of_gt_heatmaps_is_only_quantisation():
-    split = load_split("test", cache_dir=REPO / "runs" / "cache").subset(100)
+def test_nme_of_gt_heatmaps_is_only_quantisation(split_cache):
+    split = load_split("test", cache_dir=split_cache).subset(100)
     pred = heatmap_peaks(make_heatmaps(torch.from_numpy(split.landmarks))).numpy()
     assert landmark_nme(pred, split.landmarks).mean() < 0.04  # 4-px grid, ~50-px eye distance
 
@@ -143,8 +143,8 @@ def test_flip_permutation_is_an_involution():
 
 
 @needs_data
-def test_flipped_landmarks_land_on_the_mirrored_features():
-    split = load_split("val", cache_dir=REPO / "runs" / "cache").subset(8)
+def test_flipped_landmarks_land_on_the_mirrored_features(split_cache):
+    split = load_split("val", cache_dir=split_cache).subset(8)
     batch = sample_batch(split, np.arange(8), flips=np.ones(8, bool))
     assert torch.equal(batch.hr, torch.from_numpy(split.hr[:, :, ::-1].copy()).permute(0, 3, 1, 2).float() / 255)
     lm = batch.landmarks.numpy()
@@ -310,8 +310,8 @@ def test_missing_landmarks_is_an_error(fake_data_dir, tmp_path):
 
 @needs_data
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="shipped weights absent")
-def test_shipped_weights_beat_bicubic_on_test_slice():
-    split = load_split("test", cache_dir=REPO / "runs" / "cache").subset(50)
+def test_shipped_weights_beat_bicubic_on_test_slice(split_cache):
+    split = load_split("test", cache_dir=split_cache).subset(50)
     model = create_model("dic", weights=SHIPPED)
     rows = evaluate_model(model, split)
     bicubic = evaluate_bicubic(split)
