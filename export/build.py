@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.contract import BatchProfile, OnnxManifest, TensorSpec, WeightsInfo, write_manifest
@@ -28,6 +28,7 @@ from runtime.files import sha256_of
 
 from . import ExportError
 from .manifest import package_versions, utc_now
+from .precision import PrecisionOptions, gate_summary, make_precision_onnx, with_model_defaults
 
 log = logging.getLogger("export.build")
 
@@ -35,18 +36,6 @@ PARITY_FACES = 16
 PARITY_FACES_LARGE = 2  # outputs above 256 px (Panini's 1024 px): batch 1 and 2, minutes instead of an hour
 TILING_FACES = 8  # face regions 2.5 inputs wide for the tiling check (local models)
 ACCURACY_GATES = ("fail", "warn", "off")
-
-
-@dataclass(frozen=True)
-class PrecisionOptions:
-    """What --precision fp16/int8 needs besides the fp32 export (ignored for fp32)."""
-
-    accuracy_gate: str = "fail"  # fail | warn | off
-    gate_images: int = 200
-    calibration: str = "entropy"  # int8: entropy | max
-    calibration_data: str | None = None  # int8: calib.npz from `python -m calibration.collect`
-    exclude_op_types: tuple[str, ...] | None = None  # None: the precision's defaults
-    exclude_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -252,58 +241,6 @@ def _load_calibration(options: PrecisionOptions, input_size: int):
         return default_set(input_size=input_size)
     except CalibrationError as err:
         raise ExportError(str(err)) from err
-
-
-def with_model_defaults(options: PrecisionOptions, row, io, fp32_path: Path) -> PrecisionOptions:
-    """Add the model's own int8 fp32 keep-list (`ModelIO.int8_keep_*`) unless --exclude-op-types was given."""
-    from .precision import nodes_reading
-
-    if row.name != "int8" or options.exclude_op_types is not None:
-        return options
-    if not (io.int8_keep_ops or io.int8_keep_weights):
-        return options
-    nodes = nodes_reading(fp32_path, io.int8_keep_weights)
-    log.info("int8: this model keeps %s and %d nodes reading %s in fp32",
-             ", ".join(io.int8_keep_ops) or "no op types", len(nodes), ", ".join(io.int8_keep_weights) or "no weights")
-    return replace(options, exclude_op_types=tuple(row.keep_fp32_ops) + io.int8_keep_ops,
-                   exclude_nodes=tuple(options.exclude_nodes) + nodes)
-
-
-def make_precision_onnx(fp32, out_path: Path, row, options: PrecisionOptions, calibration=None) -> tuple[dict, dict]:
-    """fp32 artifact -> the precision's ONNX at `out_path`, checked and gated; returns (conversion, accuracy)."""
-    from . import precision as prec
-    from .onnx_export import check_onnx
-    from .verify import onnx_artifact
-
-    keep = row.keep_fp32_ops if options.exclude_op_types is None else options.exclude_op_types
-    conversion = row.convert(fp32.onnx_path, out_path, keep, options.exclude_nodes, calibration, options.calibration)
-    check_onnx(out_path)
-    if options.accuracy_gate == "off":
-        log.warning("accuracy gate is off: the %s model was not compared with fp32", row.name)
-        return conversion, {"skipped": True}
-    log.info("accuracy gate: %s vs fp32 on %d val images (runtime onnxruntime backend)", row.name, options.gate_images)
-    converted = onnx_artifact(out_path, fp32.inputs, fp32.outputs, fp32.batch)
-    gate = prec.accuracy_gate(fp32, converted, row, count=options.gate_images)
-    summary = gate_summary(row.name, gate)
-    if not gate["passed"]:
-        if options.accuracy_gate == "fail":
-            raise ExportError(f"accuracy gate failed: {summary}. Nothing was written. Keep more nodes in fp32 "
-                              "(--exclude-op-types / --exclude-nodes), try --calibration max|entropy, or pass "
-                              "--accuracy-gate warn to publish anyway.")
-        log.warning("accuracy gate failed (publishing anyway, --accuracy-gate warn): %s", summary)
-    else:
-        log.info("accuracy gate passed: %s", summary)
-    return conversion, gate
-
-
-def gate_summary(p: str, gate: dict) -> str:
-    text = (f"{p} Y-PSNR vs GT {gate[f'{p}_vs_gt_db']:.3f} dB, fp32 {gate['fp32_vs_gt_db']:.3f} dB "
-            f"(delta {gate['delta_vs_gt_db']:+.3f} dB, allowed -{gate['tolerance_db']} dB); "
-            f"{p} vs fp32 {gate[f'{p}_vs_fp32_db']:.2f} dB on {gate['images']}")
-    host = gate.get("host_kernels")
-    if host:  # int8: the gate ran the Q/DQ arithmetic; this CPU's own int8 kernels, for information
-        text += f"; ONNX Runtime's fused int8 kernels on this CPU: {host['minus_gate_db']:+.3f} dB vs that"
-    return text
 
 
 def trtexec_hint(onnx_file: str, image_input: TensorSpec, batch: BatchProfile) -> str:

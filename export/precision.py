@@ -16,6 +16,7 @@ the artifact defines and TensorRT computes, the same on every CPU. ONNX Runtime'
 run beside it and reported: on x86 CPUs without VNNI they saturate and lose accuracy the artifact does not.
 
 `PRECISIONS` is the one table of what each precision means; nothing else compares precision strings.
+`make_precision_onnx` is the export's precision step (`export.build` calls it after the fp32 graph is verified).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -248,6 +249,71 @@ def _host_kernels(converted: "ModelArtifact", lr: np.ndarray, hr: np.ndarray, em
     return info
 
 
+# --- the precision step of an export ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrecisionOptions:
+    """What --precision fp16/int8 needs besides the fp32 export (ignored for fp32)."""
+
+    accuracy_gate: str = "fail"  # fail | warn | off
+    gate_images: int = 200
+    calibration: str = "entropy"  # int8: entropy | max
+    calibration_data: str | None = None  # int8: calib.npz from `python -m calibration.collect`
+    exclude_op_types: tuple[str, ...] | None = None  # None: the precision's defaults
+    exclude_nodes: tuple[str, ...] = ()
+
+
+def with_model_defaults(options: PrecisionOptions, row: "Precision", io, fp32_path: Path) -> PrecisionOptions:
+    """Add the model's own int8 fp32 keep-list (`ModelIO.int8_keep_*`) unless --exclude-op-types was given."""
+    if not row.model_keep_lists or options.exclude_op_types is not None:
+        return options
+    if not (io.int8_keep_ops or io.int8_keep_weights):
+        return options
+    nodes = nodes_reading(fp32_path, io.int8_keep_weights)
+    log.info("int8: this model keeps %s and %d nodes reading %s in fp32",
+             ", ".join(io.int8_keep_ops) or "no op types", len(nodes), ", ".join(io.int8_keep_weights) or "no weights")
+    return replace(options, exclude_op_types=tuple(row.keep_fp32_ops) + io.int8_keep_ops,
+                   exclude_nodes=tuple(options.exclude_nodes) + nodes)
+
+
+def make_precision_onnx(fp32, out_path: Path, row: "Precision", options: PrecisionOptions,
+                        calibration=None) -> tuple[dict, dict]:
+    """fp32 artifact -> the precision's ONNX at `out_path`, checked and gated; returns (conversion, accuracy)."""
+    from .onnx_export import check_onnx
+    from .verify import onnx_artifact
+
+    keep = row.keep_fp32_ops if options.exclude_op_types is None else options.exclude_op_types
+    conversion = row.convert(fp32.onnx_path, out_path, keep, options.exclude_nodes, calibration, options.calibration)
+    check_onnx(out_path)
+    if options.accuracy_gate == "off":
+        log.warning("accuracy gate is off: the %s model was not compared with fp32", row.name)
+        return conversion, {"skipped": True}
+    log.info("accuracy gate: %s vs fp32 on %d val images (runtime onnxruntime backend)", row.name, options.gate_images)
+    converted = onnx_artifact(out_path, fp32.inputs, fp32.outputs, fp32.batch)
+    gate = accuracy_gate(fp32, converted, row, count=options.gate_images)
+    summary = gate_summary(row.name, gate)
+    if not gate["passed"]:
+        if options.accuracy_gate == "fail":
+            raise ExportError(f"accuracy gate failed: {summary}. Nothing was written. Keep more nodes in fp32 "
+                              "(--exclude-op-types / --exclude-nodes), try --calibration max|entropy, or pass "
+                              "--accuracy-gate warn to publish anyway.")
+        log.warning("accuracy gate failed (publishing anyway, --accuracy-gate warn): %s", summary)
+    else:
+        log.info("accuracy gate passed: %s", summary)
+    return conversion, gate
+
+
+def gate_summary(p: str, gate: dict) -> str:
+    text = (f"{p} Y-PSNR vs GT {gate[f'{p}_vs_gt_db']:.3f} dB, fp32 {gate['fp32_vs_gt_db']:.3f} dB "
+            f"(delta {gate['delta_vs_gt_db']:+.3f} dB, allowed -{gate['tolerance_db']} dB); "
+            f"{p} vs fp32 {gate[f'{p}_vs_fp32_db']:.2f} dB on {gate['images']}")
+    host = gate.get("host_kernels")
+    if host:  # int8: the gate ran the Q/DQ arithmetic; this CPU's own int8 kernels, for information
+        text += f"; ONNX Runtime's fused int8 kernels on this CPU: {host['minus_gate_db']:+.3f} dB vs that"
+    return text
+
+
 # --- the precision table --------------------------------------------------------------------------------
 
 
@@ -264,6 +330,7 @@ class Precision:
         legacy_trt_flags: BuilderFlag names for TensorRT's weakly typed path (TensorRT < 11).
         dla: whether Jetson's DLA can run it.
         needs_calibration: whether a calibration set is read.
+        model_keep_lists: whether the model's own keep-fp32 lists (`ModelIO.int8_keep_*`) apply.
     """
 
     name: str
@@ -273,6 +340,7 @@ class Precision:
     legacy_trt_flags: tuple[str, ...]
     dla: bool
     needs_calibration: bool = False
+    model_keep_lists: bool = False
 
 
 def _to_fp16(src, dst, keep_op_types, keep_nodes, calibration, method) -> dict:
@@ -289,7 +357,8 @@ def _to_int8(src, dst, keep_op_types, keep_nodes, calibration, method) -> dict:
 PRECISIONS: dict[str, Precision] = {p.name: p for p in (
     Precision("fp32", None, (), None, (), dla=False),
     Precision("fp16", _to_fp16, FP16_KEEP_FP32_OPS, 0.05, ("FP16",), dla=True),
-    Precision("int8", _to_int8, INT8_DEFAULT_EXCLUDE_OPS, 0.3, ("FP16", "INT8"), dla=True, needs_calibration=True),
+    Precision("int8", _to_int8, INT8_DEFAULT_EXCLUDE_OPS, 0.3, ("FP16", "INT8"), dla=True, needs_calibration=True,
+              model_keep_lists=True),
 )}
 
 

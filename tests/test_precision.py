@@ -5,8 +5,9 @@ import onnxruntime as ort
 import pytest
 
 from export import ExportError
-from export.build import PrecisionOptions, build, main, make_precision_onnx
-from export.precision import FP16_KEEP_FP32_OPS, PRECISIONS, accuracy_gate, convert_fp16, quantize_int8
+from export.build import build, main
+from export.precision import (FP16_KEEP_FP32_OPS, PRECISIONS, PrecisionOptions, accuracy_gate, convert_fp16,
+                              make_precision_onnx, quantize_int8)
 from export.quality import mean_y_psnr
 from export.verify import onnx_artifact
 from runtime.artifact import load_artifact
@@ -160,7 +161,7 @@ def test_int8_cli_with_too_small_calibration_set(tiny_weights, tmp_path, caplog)
 def test_the_model_keep_list_selects_nodes_by_weight_name_and_yields_to_the_user(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.build import with_model_defaults
+    from export.precision import with_model_defaults
     from export.precision import get_precision, nodes_reading
     from models import MSFSR_CONFIGS, model_io
 

@@ -191,7 +191,8 @@ def test_real_tensorrt_engine_through_the_exporter(tmp_path):
     """Export -> export.tensorrt_build -> the runtime's TensorRT backend, on real TensorRT and a GPU."""
     import torch
 
-    from export.build import PrecisionOptions, build
+    from export.build import build
+    from export.precision import PrecisionOptions
     from export.tensorrt_build import build_engine_from_manifest
     from models import create_model
     from runtime.artifact import load_artifact
