@@ -155,3 +155,62 @@ def write_engine_artifact(manifest_path: Path, version: str = "10.3.0.26", gpu: 
         source=EngineSource(manifest_path.name, source.onnx, source.onnx_sha256), inputs=source.inputs,
         outputs=source.outputs, batch=source.batch, tensorrt=build))
     return engine_path
+
+
+# --- training (tests/test_training*.py) ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The CPU is shared (2 cores, often a training run beside): oversubscribed OpenMP threads crawl."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def fake_data_dir(tmp_path_factory):
+    """A miniature faces-utk folder: 10 train (one undecodable), 3 val, 2 test."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("faces")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    names = [f"img{i:02d}.jpg" for i in range(15)]
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(root / "images" / name)
+    (root / "images" / names[3]).write_bytes(b"not a jpeg")
+    lms = rng.uniform(30, 170, (15, 68, 2)).astype(np.float32)
+    np.savez(root / "landmarks68.npz", names=np.array(names), landmarks=lms)
+    (root / "splits.json").write_text(json.dumps({"train": names[:10], "val": names[10:13], "test": names[13:]}))
+    return root
+
+
+# --- a virtual X screen (tests/test_runtime_window.py, tests/test_runtime_webrtc.py) ----------------------
+@pytest.fixture(scope="module")
+def virtual_screen():
+    """An Xvfb display (":N") for this module (tests that look at a page or window the way a person sees it);
+    skipped with the reason when the tools are missing."""
+    import shutil
+    import subprocess
+    import time
+
+    missing = [tool for tool in ("Xvfb", "xdotool", "xwd") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (Debian: apt-get install xvfb xdotool x11-apps)")
+    free = [n for n in range(70, 100) if not os.path.exists(f"/tmp/.X{n}-lock")]
+    if not free:
+        pytest.skip("no free X display number in :70-:99")
+    display = f":{free[0]}"
+    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1920x1200x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    if server.poll() is not None:
+        pytest.skip(f"Xvfb could not start on {display}")
+    yield display
+    server.terminate()
+    server.wait(10)

@@ -1,35 +1,10 @@
-"""A virtual X screen for tests that look at what a person sees: Xvfb, screenshots with xwd, keys with xdotool."""
+"""Screenshots of a virtual X screen (the `virtual_screen` fixture is in conftest.py): xwd, read back as BGR."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import time
 
 import numpy as np
-import pytest
-
-TOOLS = ("Xvfb", "xdotool", "xwd")
-
-
-@pytest.fixture(scope="module")
-def virtual_screen():
-    """An Xvfb display (":N") for this module; skipped with the reason when the tools are missing."""
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (Debian: apt-get install xvfb xdotool x11-apps)")
-    free = [n for n in range(70, 100) if not os.path.exists(f"/tmp/.X{n}-lock")]
-    if not free:
-        pytest.skip("no free X display number in :70-:99")
-    display = f":{free[0]}"
-    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1920x1200x24", "-nolisten", "tcp"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    if server.poll() is not None:
-        pytest.skip(f"Xvfb could not start on {display}")
-    yield display
-    server.terminate()
-    server.wait(10)
 
 
 def screenshot(display: str) -> np.ndarray:

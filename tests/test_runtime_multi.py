@@ -16,7 +16,7 @@ from runtime.errors import SinkError
 from runtime.multi import Lane, run_sources
 from runtime.pipeline import EnhanceConfig, Enhancer
 from runtime.sources import ReadStatus
-from tests.test_runtime_pipeline import CPU, FakeDetector, ListSink, ListSource, _det
+from tests.helpers import CPU, FakeDetector, ListSink, ListSource, det
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def shared_backend(make_artifact):
 
 def _lane(backend, source, sink=None):
     config = EnhanceConfig(enhance_all=True, show_fps=False)
-    return Lane(source, sink or ListSink(), Enhancer(backend, FakeDetector([_det(40, 40, 30)]), config))
+    return Lane(source, sink or ListSink(), Enhancer(backend, FakeDetector([det(40, 40, 30)]), config))
 
 
 @pytest.mark.parametrize("workers", [1, 3])

@@ -24,11 +24,11 @@ from runtime.pipeline import EnhanceConfig, Enhancer, run_stream
 from runtime.records import BestCropStore, EventLog, sharpness
 from runtime.outputs import Outputs, open_outputs, parse_output
 from runtime.sinks import ImageFolderSink, NullSink, VideoFileSink
-from runtime.sources import ReadStatus, Source, SourceURI
+from runtime.sources import ReadStatus
 from runtime.timing import StageTimer
 from runtime.track import IoUTracker, Track, iou, match_greedy
+from tests.helpers import CPU, FakeDetector, ListSink, ListSource, det
 
-CPU = ["CPUExecutionProvider"]
 
 
 # --- framing and crops ----------------------------------------------------------------------------------
@@ -111,10 +111,6 @@ def test_detection_scale():
 
 
 # --- tracking -------------------------------------------------------------------------------------------
-def _det(x, y, s=40.0, score=0.9):
-    return Detection((float(x), float(y), s, s), score)
-
-
 def test_iou_and_greedy_matching():
     assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
@@ -127,19 +123,19 @@ def test_tracker_keeps_ids_for_moving_faces_and_drops_lost_ones():
     tracker = IoUTracker(max_misses=1)
     ids = []
     for frame in range(6):  # two faces moving right, 8 px per frame
-        tracks = tracker.update([_det(100 + 8 * frame, 100), _det(400 + 8 * frame, 120)], frame)
+        tracks = tracker.update([det(100 + 8 * frame, 100), det(400 + 8 * frame, 120)], frame)
         ids.append(sorted(t.track_id for t in tracks))
     assert ids == [[1, 2]] * 6
-    tracks = tracker.update([_det(148, 100)], 6)  # face 2 vanishes: kept one round (coasting)...
+    tracks = tracker.update([det(148, 100)], 6)  # face 2 vanishes: kept one round (coasting)...
     assert {t.track_id: t.misses for t in tracks} == {1: 0, 2: 1}
-    assert [t.track_id for t in tracker.update([_det(156, 100)], 7)] == [1]  # ...then dropped
-    assert [t.track_id for t in tracker.update([_det(164, 100), _det(600, 300)], 8)] == [1, 3]  # new face
+    assert [t.track_id for t in tracker.update([det(156, 100)], 7)] == [1]  # ...then dropped
+    assert [t.track_id for t in tracker.update([det(164, 100), det(600, 300)], 8)] == [1, 3]  # new face
 
 
 def test_tracker_predicts_between_detections_and_follows_fast_faces():
     tracker = IoUTracker()
     for frame in (0, 3, 6):  # detect every 3 frames; an 80 px face moves 30 px per frame: no overlap per round
-        tracks = tracker.update([_det(100 + 30 * frame, 200, 80)], frame)
+        tracks = tracker.update([det(100 + 30 * frame, 200, 80)], frame)
         assert [t.track_id for t in tracks] == [1]
     between = tracker.tracks_at(7)
     assert between[0].box[0] > tracks[0].box[0] + 20  # carried along with its velocity
@@ -153,7 +149,7 @@ def test_tracker_smooths_jitter():
     for frame in range(40):
         x = 200 + rng.normal(0, 3)
         raw.append(x)
-        smoothed.append(tracker.update([_det(x, 200)], frame)[0].box[0])
+        smoothed.append(tracker.update([det(x, 200)], frame)[0].box[0])
     assert np.std(np.diff(smoothed[5:])) < 0.8 * np.std(np.diff(raw[5:]))
     assert abs(np.mean(smoothed[5:]) - 200) < 3
 
@@ -324,21 +320,6 @@ def test_to_bgr_accepts_grey_bgra_and_deep_frames(frame):
 
 
 # --- one frame at a time through Enhancer -----------------------------------------------------------------
-class FakeDetector:
-    """Returns the given detections for every frame (so these tests need no detector model)."""
-
-    def __init__(self, detections):
-        self.detections = detections
-        self.calls = 0
-
-    def detect(self, frame):
-        self.calls += 1
-        return list(self.detections)
-
-    def second_look_score(self, frame, detection):  # stills: the second look agrees with the first
-        return detection.score
-
-
 @pytest.fixture
 def backend(make_artifact):
     with create_backend("onnxruntime", load_artifact(make_artifact("m", mode="linear", batch_max=4)),
@@ -358,7 +339,7 @@ def test_no_faces(backend):
 
 
 def test_more_faces_than_the_max_batch(backend):
-    detections = [_det(10 + 50 * i, 10 + 60 * (i % 3), 40) for i in range(10)]  # max batch is 4
+    detections = [det(10 + 50 * i, 10 + 60 * (i % 3), 40) for i in range(10)]  # max batch is 4
     frame = np.random.default_rng(0).integers(0, 255, (240, 560, 3), dtype=np.uint8)
     result = _enhancer(backend, detections, enhance_all=True).process(frame, 0)
     assert len(result.faces) == 10 and len({f.track_id for f in result.faces}) == 10
@@ -371,18 +352,18 @@ def test_more_faces_than_the_max_batch(backend):
     np.full((241, 333, 3), 90, np.uint8),  # odd size
 ])
 def test_odd_frames(backend, frame):
-    result = _enhancer(backend, [_det(100, 100, 50)]).process(frame, 0)
+    result = _enhancer(backend, [det(100, 100, 50)]).process(frame, 0)
     assert len(result.faces) == 1 and result.view.shape == (frame.shape[0], frame.shape[1], 3)
 
 
 def test_tiny_faces_are_skipped_and_counted(backend):
-    result = _enhancer(backend, [_det(10, 10, 8), _det(100, 100, 40)], min_face=16).process(
+    result = _enhancer(backend, [det(10, 10, 8), det(100, 100, 40)], min_face=16).process(
         np.zeros((200, 200, 3), np.uint8), 0)
     assert len(result.faces) == 1 and result.skipped_tiny == 1
 
 
 def test_detection_runs_every_n_frames(backend):
-    enhancer = _enhancer(backend, [_det(100, 100, 40)], detect_every=3)
+    enhancer = _enhancer(backend, [det(100, 100, 40)], detect_every=3)
     frame = np.zeros((200, 300, 3), np.uint8)
     results = [enhancer.process(frame, i) for i in range(7)]
     assert enhancer.detector.calls == 3  # frames 0, 3, 6
@@ -392,7 +373,7 @@ def test_detection_runs_every_n_frames(backend):
 def test_enhancer_does_not_modify_the_frame(backend):
     frame = np.random.default_rng(1).integers(0, 255, (200, 300, 3), dtype=np.uint8)
     before = frame.copy()
-    _enhancer(backend, [_det(100, 100, 60)], upscale=2.0).process(frame, 0)
+    _enhancer(backend, [det(100, 100, 60)], upscale=2.0).process(frame, 0)
     np.testing.assert_array_equal(frame, before)
 
 
@@ -401,29 +382,12 @@ def test_unknown_view_is_an_error(backend):
         _enhancer(backend, [], view="mosaic")
 
 
-class ListSource(Source):
-    def __init__(self, items):
-        super().__init__(SourceURI("file", "list", "list"))
-        self.items = list(items)
-
-    def read(self, timeout=None):
-        return self.items.pop(0) if self.items else (ReadStatus.EOS, None)
-
-
-class ListSink(NullSink):
-    def __init__(self):
-        self.views = []
-
-    def write(self, view, result=None):
-        self.views.append(view)
-
-
 def test_run_stream_survives_bad_frames_timeouts_and_read_errors(backend):
     good = np.zeros((100, 120, 3), np.uint8)
     items = [(ReadStatus.OK, good), (ReadStatus.TIMEOUT, None), (ReadStatus.OK, np.zeros((5, 5, 5), np.uint8)),
              (ReadStatus.ERROR, None), (ReadStatus.OK, good[..., 0]), (ReadStatus.OK, good)]
     sink, timer = ListSink(), StageTimer()
-    enhancer = Enhancer(backend, FakeDetector([_det(30, 30, 40)]), EnhanceConfig(), timer=timer)
+    enhancer = Enhancer(backend, FakeDetector([det(30, 30, 40)]), EnhanceConfig(), timer=timer)
     stats = run_stream(ListSource(items), sink, enhancer)
     assert (stats.frames, stats.bad_frames, stats.timeouts, stats.read_errors) == (3, 1, 1, 1)
     assert len(sink.views) == 3 and stats.faces == 3
@@ -503,14 +467,14 @@ def test_a_face_the_best_fit_rejects_goes_to_a_model_that_takes_it():
 
 def test_enhancer_keeps_faces_shown_at_their_recorded_size(backend):
     frame = np.random.default_rng(2).integers(0, 255, (240, 320, 3), dtype=np.uint8)
-    at_one = _enhancer(backend, [_det(100, 100, 20)]).process(frame, 0)
+    at_one = _enhancer(backend, [det(100, 100, 20)]).process(frame, 0)
     assert at_one.faces[0].sr is None and "recorded size" in at_one.faces[0].route
     np.testing.assert_array_equal(at_one.view[60:200, 60:200], frame[60:200, 60:200])  # untouched
-    at_four = _enhancer(backend, [_det(100, 100, 14)], upscale=4.0).process(frame, 0)  # less than the model's x8
+    at_four = _enhancer(backend, [det(100, 100, 14)], upscale=4.0).process(frame, 0)  # less than the model's x8
     assert at_four.faces[0].sr is None and "less than the x8" in at_four.faces[0].route
-    at_eight = _enhancer(backend, [_det(100, 100, 14)], upscale=8.0).process(frame, 0)  # within the input size
+    at_eight = _enhancer(backend, [det(100, 100, 14)], upscale=8.0).process(frame, 0)  # within the input size
     assert at_eight.faces[0].sr is not None and at_eight.view.shape == (1920, 2560, 3)
-    too_large = _enhancer(backend, [_det(100, 100, 20)], upscale=8.0).process(frame, 0)  # above the crossover
+    too_large = _enhancer(backend, [det(100, 100, 20)], upscale=8.0).process(frame, 0)  # above the crossover
     assert too_large.faces[0].sr is None and "crossover" in too_large.faces[0].route
 
 
@@ -521,7 +485,7 @@ def test_large_faces_go_to_a_64_px_input_model_with_a_1024_px_output(make_artifa
     small = load_artifact(make_artifact("x8", mode="linear", in_size=16, out_size=128))
     large = load_artifact(make_artifact("panini_io", mode="linear", in_size=64, out_size=1024, batch_max=2))
     frame = np.random.default_rng(3).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    faces = [_det(100, 100, 14), _det(400, 200, 60)]
+    faces = [det(100, 100, 14), det(400, 200, 60)]
     with create_backend("onnxruntime", small, providers=CPU) as b16, \
             create_backend("onnxruntime", large, providers=CPU) as b64:
         result = Enhancer([b16, b64], FakeDetector(faces), EnhanceConfig(upscale=4.0, enhance_all=True)).process(
@@ -535,7 +499,7 @@ def test_large_faces_go_to_a_64_px_input_model_with_a_1024_px_output(make_artifa
 # --- face gating ------------------------------------------------------------------------------------------------
 def test_tracks_get_an_id_only_when_confirmed():
     tracker = IoUTracker(confirm_hits=3, confirm_score=0.72)
-    flicker = [_det(400, 50, 20)]  # a crest figure: found now and then, low scores
+    flicker = [det(400, 50, 20)]  # a crest figure: found now and then, low scores
     for frame in range(6):
         face = [Detection(box=(100 + 2 * frame, 100, 60, 60), score=0.9)]
         noise = [Detection(box=flicker[0].box, score=0.65)] if frame % 2 == 0 else []
@@ -568,11 +532,11 @@ def test_default_gating_on_the_hand_labelled_street_video(shared_dir, detector_p
 
 def test_independent_frames_share_no_tracks(backend):
     """Photos of a folder are unrelated: the same place in the next photo is a new face with a new id."""
-    enhancer = _enhancer(backend, [_det(100, 100, 40)], independent_frames=True)
+    enhancer = _enhancer(backend, [det(100, 100, 40)], independent_frames=True)
     frame = np.zeros((200, 300, 3), np.uint8)
     ids = [[f.track_id for f in enhancer.process(frame, i).faces] for i in range(3)]
     assert ids == [[1], [2], [3]]
-    video = _enhancer(backend, [_det(100, 100, 40)])
+    video = _enhancer(backend, [det(100, 100, 40)])
     assert [[f.track_id for f in video.process(frame, i).faces] for i in range(3)] == [[1], [1], [1]]
 
 

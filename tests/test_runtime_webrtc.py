@@ -25,7 +25,7 @@ from tests.ports import free_port
 
 from runtime.errors import SinkError
 from runtime.outputs import parse_output
-from tests.screens import screenshot, virtual_screen  # noqa: F401  (a fixture)
+from tests.screens import screenshot
 
 HAS_AIORTC = importlib.util.find_spec("aiortc") is not None
 requires_aiortc = pytest.mark.skipif(not HAS_AIORTC, reason='aiortc is not installed (pip install -e ".[live]")')

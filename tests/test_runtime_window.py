@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.screens import screenshot, virtual_screen as screen  # noqa: F401  (a fixture)
+from tests.screens import screenshot
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # One GUI environment per test environment: a venv made from inside another venv is based on the base
@@ -100,7 +100,8 @@ def _wait_for_a_picture(display: str, timeout: float = 15.0) -> np.ndarray:
     return shot
 
 
-def test_the_window_shows_the_video_and_its_keys_work(screen, shared_dir, detector_path, fast_sr_artifact):
+def test_the_window_shows_the_video_and_its_keys_work(virtual_screen, shared_dir, detector_path, fast_sr_artifact):
+    screen = virtual_screen
     python = _gui_python()
     video = shared_dir / "data" / "scenes" / "street-video-1080p.mp4"
     env = {**os.environ, "DISPLAY": screen, "OMP_NUM_THREADS": "1"}

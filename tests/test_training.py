@@ -13,29 +13,21 @@ from PIL import Image
 from models import create_model
 from models.dic import heatmap_peaks
 from training import train as train_mod
-from training.data import (DEFAULT_DATA_DIR, FLIP_PERMUTATION_68, DataError, FaceSplit, flip_landmarks,
+from training.data import (DEFAULT_DATA_DIR, FLIP_PERMUTATION_68, DataError, flip_landmarks,
                            load_split, make_heatmaps)
 from training.evaluate import evaluate_bicubic, evaluate_model
 from training.metrics import landmark_nme, psnr, rgb_to_y, ssim, y_psnr_ssim
 from training.tasks import get_task, sample_batch
+from tests.helpers import MICRO, fake_split, train_args
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "weights" / "dic_utk_cpu_demo.safetensors"
 HAVE_DATA = (DEFAULT_DATA_DIR / "splits.json").is_file()
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason="../shared/data/faces-utk not available")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CPU is shared (2 cores, often a training run beside): oversubscribed OpenMP threads crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SLICE50_BICUBIC = (24.1334, 0.68124)  # bicubic on the first 50 test images (Y-PSNR dB, SSIM)
-MICRO = {"num_features": 8, "num_groups": 1, "hg_num_feature": 8, "num_fusion_block": 1, "num_steps": 2}
 
 
 # --- metrics ----------------------------------------------------------------------------------------
@@ -169,20 +161,11 @@ def test_flipped_landmarks_land_on_the_mirrored_features(split_cache):
 # --- training loop ------------------------------------------------------------------------------------
 
 
-def _fake_split(n=4, seed=0) -> FaceSplit:
-    rng = np.random.default_rng(seed)
-    hr = rng.integers(0, 256, (n, 128, 128, 3), dtype=np.uint8)
-    hr = np.asarray([np.asarray(Image.fromarray(h).resize((16, 16)).resize((128, 128), Image.BICUBIC)) for h in hr])
-    lr = np.asarray([np.asarray(Image.fromarray(h).resize((16, 16), Image.BICUBIC)) for h in hr])
-    lms = rng.uniform(20, 108, (n, 68, 2)).astype(np.float32)
-    return FaceSplit([f"{i}.jpg" for i in range(n)], hr, lr, lms)
-
-
 def test_loss_goes_down_on_a_fixed_batch():
     torch.manual_seed(0)
     task = get_task("dic")
     model = task.build_model(task.resolve_config(MICRO))
-    batch = sample_batch(_fake_split(), np.arange(4))
+    batch = sample_batch(fake_split(), np.arange(4))
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(8):
@@ -195,36 +178,14 @@ def test_loss_goes_down_on_a_fixed_batch():
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-@pytest.fixture(scope="module")
-def fake_data_dir(tmp_path_factory):
-    """A miniature faces-utk folder: 10 train (one undecodable), 3 val, 2 test."""
-    root = tmp_path_factory.mktemp("faces")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(0)
-    names = [f"img{i:02d}.jpg" for i in range(15)]
-    for name in names:
-        Image.fromarray(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(root / "images" / name)
-    (root / "images" / names[3]).write_bytes(b"not a jpeg")
-    lms = rng.uniform(30, 170, (15, 68, 2)).astype(np.float32)
-    np.savez(root / "landmarks68.npz", names=np.array(names), landmarks=lms)
-    (root / "splits.json").write_text(json.dumps({"train": names[:10], "val": names[10:13], "test": names[13:]}))
-    return root
-
-
-def _train_args(data, out, *extra):
-    return train_mod.parse_args(["--config", json.dumps(MICRO), "--data", str(data), "--out", str(out),
-                                 "--cache", "", "--batch", "2", "--lr", "1e-3", "--milestones", "2,3",
-                                 "--val-every", "2", "--log-every", "1", "--threads", "1", *extra])
-
-
 def test_checkpoint_round_trip_and_exact_resume(fake_data_dir, tmp_path):
-    straight = train_mod.train(_train_args(fake_data_dir, tmp_path / "a", "--iters", "4"))
+    straight = train_mod.train(train_args(fake_data_dir, tmp_path / "a", "--iters", "4"))
     assert straight["iterations"] == 4
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "b", "--iters", "2"))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "b", "--iters", "2"))
     ckpt = tmp_path / "b" / "checkpoint.pt"
     state = torch.load(ckpt, weights_only=True)  # plain tensors / primitives only
     assert state["iteration"] == 2
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "b", "--iters", "4", "--resume", str(ckpt)))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "b", "--iters", "4", "--resume", str(ckpt)))
     a = create_model("dic", weights=tmp_path / "a" / "last.safetensors").state_dict()
     b = create_model("dic", weights=tmp_path / "b" / "last.safetensors").state_dict()
     for k in a:
@@ -239,10 +200,10 @@ def test_checkpoint_round_trip_and_exact_resume(fake_data_dir, tmp_path):
 
 
 def test_ema_weights_are_the_running_average_and_resume_exactly(fake_data_dir, tmp_path):
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "start", "--iters", "1"))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "start", "--iters", "1"))
     start = tmp_path / "start" / "last.safetensors"
     init = ["--init-weights", str(start), "--ema", "0.5"]
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "a", "--iters", "1", *init))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "a", "--iters", "1", *init))
     state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     before = create_model("dic", weights=start).state_dict()
     saved = create_model("dic", weights=tmp_path / "a" / "last.safetensors").state_dict()
@@ -252,9 +213,9 @@ def test_ema_weights_are_the_running_average_and_resume_exactly(fake_data_dir, t
         assert torch.equal(saved[name], state["ema"][name]), name
     assert any(not torch.equal(saved[n], state["model"][n]) for n in trained)
 
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "b", "--iters", "3", *init))
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "c", "--iters", "2", *init))
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "c", "--iters", "3", "--ema", "0.5",
+    train_mod.train(train_args(fake_data_dir, tmp_path / "b", "--iters", "3", *init))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "c", "--iters", "2", *init))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "c", "--iters", "3", "--ema", "0.5",
                                 "--resume", str(tmp_path / "c" / "checkpoint.pt")))
     b = create_model("dic", weights=tmp_path / "b" / "last.safetensors").state_dict()
     c = create_model("dic", weights=tmp_path / "c" / "last.safetensors").state_dict()
@@ -263,7 +224,7 @@ def test_ema_weights_are_the_running_average_and_resume_exactly(fake_data_dir, t
 
 
 def test_resume_with_another_config_is_refused(fake_data_dir, tmp_path):
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "a", "--iters", "1", "--val-every", "1"))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "a", "--iters", "1", "--val-every", "1"))
     other = dict(MICRO, num_features=12)
     args = train_mod.parse_args(["--config", json.dumps(other), "--data", str(fake_data_dir), "--cache", "",
                                  "--out", str(tmp_path / "c"), "--resume", str(tmp_path / "a" / "checkpoint.pt")])
@@ -272,8 +233,8 @@ def test_resume_with_another_config_is_refused(fake_data_dir, tmp_path):
 
 
 def test_reschedule_on_resume_replaces_milestones(fake_data_dir, tmp_path):
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "a", "--iters", "2"))
-    args = _train_args(fake_data_dir, tmp_path / "a", "--iters", "3", "--milestones", "1", "--gamma", "0.1",
+    train_mod.train(train_args(fake_data_dir, tmp_path / "a", "--iters", "2"))
+    args = train_args(fake_data_dir, tmp_path / "a", "--iters", "3", "--milestones", "1", "--gamma", "0.1",
                        "--resume", str(tmp_path / "a" / "checkpoint.pt"), "--reschedule")
     train_mod.train(args)
     state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
@@ -326,5 +287,5 @@ def test_every_16_px_model_evaluates(name, config):
     from training.evaluate import evaluate_model
 
     torch.manual_seed(0)
-    rows = evaluate_model(create_model(name, config), _fake_split(n=2), batch_size=2)
+    rows = evaluate_model(create_model(name, config), fake_split(n=2), batch_size=2)
     assert rows and all(np.isfinite(row["psnr"]) for row in rows)

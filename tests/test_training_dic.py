@@ -14,8 +14,9 @@ from models.weights import read_metadata, read_state_dict
 from training import train as train_mod
 from training.data import make_heatmaps
 from training.tasks import DICLandmarkTask, get_task, sample_batch, weighted_heatmap_mse
+from tests.helpers import MICRO, fake_split, train_args
 
-from test_training import MICRO, _fake_split, _one_thread, _train_args, fake_data_dir  # noqa: F401  (fixtures)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_foreground_weighted_mse_matches_its_formula():
@@ -41,7 +42,7 @@ def test_detached_attention_keeps_the_sr_loss_off_the_hourglass():
     torch.manual_seed(0)
     task = get_task("dic", heatmap_weight=0.0, detach_attention_iters=3)
     model = task.build_model(task.resolve_config(MICRO))
-    batch = sample_batch(_fake_split(), np.arange(2))
+    batch = sample_batch(fake_split(), np.arange(2))
     task.set_iteration(0, 10)
     assert task.detach_attention and _hourglass_grad_norm(task, model, batch) == 0.0
     task.set_iteration(3, 10)
@@ -68,7 +69,7 @@ def test_landmark_loss_goes_down_on_a_fixed_batch():
     torch.manual_seed(0)
     task = DICLandmarkTask()
     model = task.build_model(task.resolve_config(MICRO))
-    batch = sample_batch(_fake_split(), np.arange(4))
+    batch = sample_batch(fake_split(), np.arange(4))
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(10):
@@ -83,7 +84,7 @@ def test_landmark_loss_goes_down_on_a_fixed_batch():
 
 def test_landmark_pretraining_writes_hourglass_weights_for_joint_training(fake_data_dir, tmp_path):
     hg_run = tmp_path / "hg"
-    train_mod.train(_train_args(fake_data_dir, hg_run, "--task", "landmarks", "--iters", "2"))
+    train_mod.train(train_args(fake_data_dir, hg_run, "--task", "landmarks", "--iters", "2"))
     weights = hg_run / "best.safetensors"
     state = read_state_dict(weights)
     assert set(state) == set(FeedbackHourGlass(MICRO["hg_num_feature"], 68).state_dict())  # raw upstream keys
@@ -94,7 +95,7 @@ def test_landmark_pretraining_writes_hourglass_weights_for_joint_training(fake_d
 
     # joint run: the pre-trained hourglass goes in through --landmark-weights; 0 iterations = what was loaded
     joint = tmp_path / "joint"
-    train_mod.train(_train_args(fake_data_dir, joint, "--iters", "0", "--landmark-weights", str(weights)))
+    train_mod.train(train_args(fake_data_dir, joint, "--iters", "0", "--landmark-weights", str(weights)))
     loaded = create_model("dic", weights=joint / "last.safetensors")
     for key, value in loaded.HG.state_dict().items():
         assert torch.equal(value, state[key]), key
@@ -103,14 +104,14 @@ def test_landmark_pretraining_writes_hourglass_weights_for_joint_training(fake_d
 
 
 def test_init_weights_warm_start_and_conflict_with_resume(fake_data_dir, tmp_path):
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "a", "--iters", "1"))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "a", "--iters", "1"))
     start = tmp_path / "a" / "last.safetensors"
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "b", "--iters", "0", "--init-weights", str(start)))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "b", "--iters", "0", "--init-weights", str(start)))
     a = create_model("dic", weights=start).state_dict()
     b = create_model("dic", weights=tmp_path / "b" / "last.safetensors").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(SystemExit):
-        _train_args(fake_data_dir, tmp_path / "c", "--init-weights", str(start),
+        train_args(fake_data_dir, tmp_path / "c", "--init-weights", str(start),
                     "--resume", str(tmp_path / "a" / "checkpoint.pt"))
 
 
@@ -155,7 +156,7 @@ def test_gan_step_trains_the_discriminator_but_not_through_the_generator_loss():
     torch.manual_seed(0)
     task = get_task("dicgan")
     model = task.build_model(task.resolve_config(MICRO))
-    batch = sample_batch(_fake_split(), np.arange(2))
+    batch = sample_batch(fake_split(), np.arange(2))
     before = {k: v.clone() for k, v in task.discriminator.state_dict().items()}
     loss, parts = task.loss(model, batch)
     assert {"l1", "heatmap", "g_gan", "d"} <= set(parts)
@@ -169,11 +170,11 @@ def test_gan_step_trains_the_discriminator_but_not_through_the_generator_loss():
 
 def test_dicgan_resume_restores_the_discriminator_exactly(fake_data_dir, tmp_path):
     gan = ("--model", "dicgan")
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "a", *gan, "--iters", "3"))
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "b", *gan, "--iters", "2"))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "a", *gan, "--iters", "3"))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "b", *gan, "--iters", "2"))
     ckpt = tmp_path / "b" / "checkpoint.pt"
     assert "discriminator" in torch.load(ckpt, weights_only=True)["task"]
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "b", *gan, "--iters", "3", "--resume", str(ckpt)))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "b", *gan, "--iters", "3", "--resume", str(ckpt)))
     a = create_model("dicgan", weights=tmp_path / "a" / "last.safetensors").state_dict()
     b = create_model("dicgan", weights=tmp_path / "b" / "last.safetensors").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -182,9 +183,9 @@ def test_dicgan_resume_restores_the_discriminator_exactly(fake_data_dir, tmp_pat
 
 def test_real_framing_runs_resume_exactly(fake_data_dir, tmp_path):
     framing = ("--real-framing",)
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "a", *framing, "--iters", "3"))
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "b", *framing, "--iters", "2"))
-    train_mod.train(_train_args(fake_data_dir, tmp_path / "b", *framing, "--iters", "3", "--resume",
+    train_mod.train(train_args(fake_data_dir, tmp_path / "a", *framing, "--iters", "3"))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "b", *framing, "--iters", "2"))
+    train_mod.train(train_args(fake_data_dir, tmp_path / "b", *framing, "--iters", "3", "--resume",
                                 str(tmp_path / "b" / "checkpoint.pt")))
     a = create_model("dic", weights=tmp_path / "a" / "last.safetensors").state_dict()
     b = create_model("dic", weights=tmp_path / "b" / "last.safetensors").state_dict()
