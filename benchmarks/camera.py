@@ -170,6 +170,7 @@ def _row(framing: str, level: str, method: str, scores: dict, reference: dict | 
     row = {"framing": framing, "level": level, "method": method, "psnr": float(scores["psnr"].mean())}
     if reference is not None:
         row["gain_db"], row["gain_low"], row["gain_high"] = paired_bootstrap(scores["psnr"], reference["psnr"])
+        row["worse_than_bicubic"] = float(np.mean(scores["psnr"] < reference["psnr"]))  # share of faces
     if "distance" in scores:
         row["distance"], row["rank1"] = float(scores["distance"].mean()), float(scores["rank1"].mean())
         if reference is not None:
@@ -186,13 +187,14 @@ def _interval(value: tuple[float, float, float] | None, digits: int = 3) -> str:
 
 
 def to_markdown(payload: dict) -> str:
-    headers = ["framing", "level", "method", "Y-PSNR (dB)", "over bicubic (dB, 95 % CI)"]
+    headers = ["framing", "level", "method", "Y-PSNR (dB)", "over bicubic (dB, 95 % CI)", "faces below bicubic"]
     if payload["identity"]:
         headers += ["dlib distance", "minus bicubic (95 % CI)", "rank-1", "minus bicubic (95 % CI)"]
     rows = []
     for r in payload["rows"]:
         gain = (r["gain_db"], r["gain_low"], r["gain_high"]) if "gain_db" in r else None
-        row = [r["framing"], r["level"], r["method"], f"{r['psnr']:.2f}", _interval(gain, 2)]
+        below = f"{r['worse_than_bicubic']:.0%}" if "worse_than_bicubic" in r else "-"
+        row = [r["framing"], r["level"], r["method"], f"{r['psnr']:.2f}", _interval(gain, 2), below]
         if payload["identity"]:
             row += [f"{r['distance']:.4f}", _interval(r.get("distance_delta"), 4), f"{r['rank1']:.1%}",
                     _interval(r.get("rank1_delta"), 3)]
