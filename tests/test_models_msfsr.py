@@ -237,13 +237,13 @@ def test_msfsr_task_trains_stage_by_stage():
     import numpy as np
 
     from training.tasks import get_task, sample_batch
-    from test_training import _fake_split
+    from tests.helpers import fake_split
 
     torch.manual_seed(0)
     task = get_task("msfsr")
     model = task.build_model(task.resolve_config({"features": 16, "boundary_width": 16, "boundary_blocks": 1,
                                                   "hourglasses": 1}))
-    batch = sample_batch(_fake_split(), np.arange(4))
+    batch = sample_batch(fake_split(), np.arange(4))
     task.set_iteration(0, 100)
     assert task.active == 1 and not task.final_model_ready
     task.set_iteration(20, 100)
