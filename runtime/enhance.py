@@ -196,9 +196,10 @@ def _say_why_faces_were_kept(stats) -> None:
 
 def _backend_options(args, artifact) -> dict:
     options = {"self_ensemble": args.self_ensemble}
-    if resolve_backend_name(args.backend, artifact) == "triton":
+    backend = resolve_backend_name(args.backend, artifact)
+    if backend == "triton":
         options["timeout_s"] = args.remote_timeout
-    if args.threads and resolve_backend_name(args.backend, artifact) == "onnxruntime":
+    if args.threads and backend == "onnxruntime":
         options["intra_op_threads"] = args.threads
     return options
 

@@ -97,7 +97,6 @@ class RunStats:
     bad_frames: int = 0
     read_errors: int = 0
     timeouts: int = 0
-    non_finite: int = 0  # faces whose model output held NaN/Inf (kept as recorded)
     kept: Counter = field(default_factory=Counter)  # faces kept as recorded, by routing.KEPT kind
     track_ids: set = field(default_factory=set)
     error: str | None = None  # why an output failed and the run stopped
@@ -449,13 +448,12 @@ def _count(stats: RunStats, result: FrameResult) -> None:
     stats.frames += 1
     stats.faces += len(result.faces)
     stats.enhanced += sum(face.sr is not None for face in result.faces)
-    stats.kept.update(face.kept for face in result.faces if face.sr is None and face.kept)
     non_finite = sum(face.kept == "non_finite" for face in result.faces)
-    if non_finite and not stats.non_finite:
+    if non_finite and not stats.kept["non_finite"]:
         log.warning("the model's output for %d face(s) of frame %d was not finite (NaN/Inf): those faces keep "
                     "their recorded pixels; the weights or the engine are broken (re-export and check the "
                     "export's parity). The summary counts them as faces_not_finite.", non_finite, stats.frames - 1)
-    stats.non_finite += non_finite
+    stats.kept.update(face.kept for face in result.faces if face.sr is None and face.kept)
     stats.skipped_tiny += result.skipped_tiny
     stats.over_limit += result.over_limit
     stats.track_ids.update(face.track_id for face in result.faces)
@@ -488,7 +486,7 @@ def summarize(stats: RunStats, timer: StageTimer, wall_s: float, extra: dict | N
         "frames": stats.frames,
         "faces": stats.faces,
         "faces_enhanced": stats.enhanced,
-        "faces_not_finite": stats.non_finite,
+        "faces_not_finite": stats.kept["non_finite"],
         "faces_kept": {KEPT[kind][0]: n for kind, n in stats.kept.most_common()},
         "tracks": len(stats.track_ids),
         "skipped_tiny_faces": stats.skipped_tiny,
