@@ -11,19 +11,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from runtime.cpu_int8 import cpu_name
+
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 # --quick runs never replace published results: they write here (ignored by git) unless --outdir is given.
 QUICK_RESULTS_ROOT = Path(__file__).resolve().parent.parent / "runs" / "benchmarks-quick"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def gpu_name() -> str | None:

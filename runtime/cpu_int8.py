@@ -60,16 +60,18 @@ def qdq_session_config(kernels: str = "auto") -> dict[str, str]:
     return {}
 
 
-def describe_cpu() -> str:
-    """One line naming the CPU and whether it has VNNI, for manifests and logs."""
-    name = ""
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what the platform module knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
             if line.startswith("model name"):
-                name = line.partition(":")[2].strip()
-                break
+                return line.partition(":")[2].strip()
     except OSError:
         pass
-    name = name or platform.processor() or platform.machine()
+    return platform.processor() or platform.machine()
+
+
+def describe_cpu() -> str:
+    """One line naming the CPU and whether it has VNNI, for manifests and logs."""
     dot = sorted((VNNI_FLAGS | ARM_DOT_FLAGS) & cpu_flags())
-    return f"{name} ({'int8 dot product: ' + ', '.join(dot) if dot else 'no int8 dot product (VNNI)'})"
+    return f"{cpu_name()} ({'int8 dot product: ' + ', '.join(dot) if dot else 'no int8 dot product (VNNI)'})"
