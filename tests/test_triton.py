@@ -398,18 +398,21 @@ def test_sigterm_ends_a_run_within_two_seconds_while_its_server_hangs(server_env
                                                                       detector_path, tmp_path):
     """runtime.enhance through a server that is stopped (SIGSTOP) mid-run: SIGTERM ends the run within 2 s,
     with exit code 143 and a summary of the frames done (Docker and systemd stop timeouts are 10 s and 90 s)."""
+    frames = _long_street_folder(shared_dir / "data/scenes/street-video-1080p.mp4", tmp_path / "frames")
     launcher = Launcher(repository)
     server_pid = _server_pid(launcher.process.pid)
-    summary = tmp_path / "summary.json"
-    run = subprocess.Popen([sys.executable, "-m", "runtime.enhance", "--source",
-                            str(shared_dir / "data/scenes/street-video-1080p.mp4"), "--model",
+    summary, events = tmp_path / "summary.json", tmp_path / "events.jsonl"
+    run = subprocess.Popen([sys.executable, "-m", "runtime.enhance", "--source", str(frames), "--model",
                             launcher.url("pfsr_fp32"), "--enhance-all", "--headless", "--detector-model",
-                            str(detector_path), "--summary", str(summary), "--remote-timeout", "120", "-q"],
+                            str(detector_path), "--summary", str(summary), "--events", str(events),
+                            "--remote-timeout", "120", "-q"],
                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(8)  # frames are being enhanced through the server
+        _wait_for(lambda: events.exists() and events.stat().st_size > 0 or run.poll() is not None, 120)
+        assert run.poll() is None, "the run ended before any face was enhanced"
         os.kill(server_pid, signal.SIGSTOP)
         time.sleep(3)  # the run now waits for an answer that does not come
+        assert run.poll() is None, "the run ended while its server was stopped"
         start = time.monotonic()
         run.send_signal(signal.SIGTERM)
         _, stderr = run.communicate(timeout=60)
@@ -421,6 +424,32 @@ def test_sigterm_ends_a_run_within_two_seconds_while_its_server_hangs(server_env
     assert run.returncode == 143, stderr[-2000:]
     assert took < 2.0, f"the run took {took:.1f} s to end"
     assert json.loads(summary.read_text())["stopped_by_signal"] == signal.SIGTERM
+
+
+def _long_street_folder(video: Path, folder: Path, count: int = 2000) -> Path:
+    """A frame folder far longer than a test waits (names linking to three street frames with faces), so a run
+    through it is still going whatever the machine's speed."""
+    import cv2
+
+    folder.mkdir()
+    capture = cv2.VideoCapture(str(video))
+    stills = []
+    for index in range(3):
+        ok, frame = capture.read()
+        assert ok, f"cannot read {video}"
+        stills.append(folder / f"still-{index}.png")
+        cv2.imwrite(str(stills[-1]), frame)
+    capture.release()
+    for index in range(count):
+        (folder / f"frame-{index:05d}.png").symlink_to(stills[index % 3].name)
+    return folder
+
+
+def _wait_for(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout_s:.0f} s in vain"
+        time.sleep(0.1)
 
 
 def _server_pid(launcher_pid: int) -> int:

@@ -38,7 +38,6 @@ from .data import DataError, load_split
 from .degrade import LEVELS, TRAINING_MIX, degrade_lr_set
 from .tasks import PIXEL_LOSSES, get_task, sample_batch
 
-CAMERA_CHOICES = ("mix", *LEVELS)
 VAL_DEGRADATION_SEED = 20261207  # the fixed degraded val set of --val-degradation
 log = logging.getLogger("training")
 
@@ -113,9 +112,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--framing-routes", type=_routes, default=LR_ROUTES,
                    help=f"--real-framing: LR routes drawn from, comma-separated (default {','.join(LR_ROUTES)}; "
                         "'native' trains a tiled model on faces smaller than its input, with their surroundings)")
-    p.add_argument("--camera", choices=CAMERA_CHOICES, default=None,
+    p.add_argument("--camera", type=_camera_mix, default=None,
                    help="LR faces recorded by a simulated camera (training.degrade): 'mix' = "
-                        f"{', '.join(f'{n} {w:.0%}' for n, w in TRAINING_MIX)}, or one level for every face")
+                        f"{','.join(f'{n}:{w:g}' for n, w in TRAINING_MIX)}, one level for every face, "
+                        "or shares of your own (e.g. clean:0.4,camera:0.5,heavy:0.1)")
     p.add_argument("--framing-scale-max", type=float, default=RealFraming.scale_range[1],
                    help="--real-framing: largest crop side / the aligned one (1.18; 1.45 adds looser, "
                         "FFHQ-like framing)")
@@ -141,10 +141,20 @@ def _routes(text: str) -> tuple[str, ...]:
     return routes
 
 
-def _camera_mix(choice: str | None) -> tuple[tuple[str, float], ...] | None:
-    if choice is None:
-        return None
-    return TRAINING_MIX if choice == "mix" else ((choice, 1.0),)
+def _camera_mix(text: str) -> tuple[tuple[str, float], ...]:
+    """'mix', a level name, or 'level:share,...' -> ((level, share), ...) with shares summing to 1."""
+    if text == "mix":
+        return TRAINING_MIX
+    try:
+        pairs = [part.split(":") if ":" in part else (part, "1") for part in text.split(",") if part.strip()]
+        mix = [(name.strip(), float(share)) for name, share in pairs]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--camera {text!r}: write 'mix', a level, or level:share,...") from None
+    unknown = [name for name, _ in mix if name not in LEVELS]
+    total = sum(share for _, share in mix)
+    if not mix or unknown or total <= 0 or any(share < 0 for _, share in mix):
+        raise argparse.ArgumentTypeError(f"--camera {text!r}: levels are {', '.join(LEVELS)} with shares >= 0")
+    return tuple((name, share / total) for name, share in mix)
 
 
 def make_milestones(spec: str, iters: int) -> list[int]:
@@ -210,7 +220,7 @@ def _new_run(args) -> Run:
         task.augment = RealFraming(smallest_native=args.framing_smallest, routes=args.framing_routes,
                                    clean_share=RealFraming.clean_share if args.real_framing else 1.0,
                                    scale_range=(RealFraming.scale_range[0], args.framing_scale_max),
-                                   camera=_camera_mix(args.camera))
+                                   camera=args.camera)
     config = task.resolve_config(args.config)
     model = task.build_model(config).to(device)
     if device.type == "cuda":
