@@ -48,8 +48,9 @@ def run_pipeline(args, video: Path, model: Path) -> dict:
     from runtime.assets import detector_model_path
     from runtime.backends import create_backend
     from runtime.detect import FaceDetector
-    from runtime.pipeline import EnhanceConfig, Enhancer, RunStats, run_stream, summarize
-    from runtime.sinks import NullSink
+    from runtime.outputs import NullSink
+    from runtime.pipeline import EnhanceConfig, Enhancer
+    from runtime.run import Lane, RunStats, run_lanes, summarize
     from runtime.sources import open_source
     from runtime.constants import TRACK_CONFIRM_HITS, TRACK_CONFIRM_SCORE
     from runtime.timing import StageTimer
@@ -68,7 +69,7 @@ def run_pipeline(args, video: Path, model: Path) -> dict:
         enhancer = Enhancer(backend, detector, config, timer=timer)
         while total.frames < target:
             with open_source(str(video)) as source:
-                stats = run_stream(source, NullSink(), enhancer, max_frames=target - total.frames)
+                stats, = run_lanes(Lane(source, NullSink(), enhancer), max_frames=target - total.frames)
             if stats.frames == 0:
                 break
             total.frames += stats.frames

@@ -27,7 +27,7 @@ from runtime.contract import BatchProfile, OnnxManifest, TensorSpec, WeightsInfo
 from runtime.files import sha256_of
 
 from . import ExportError
-from .manifest import package_versions, utc_now
+from .provenance import package_versions, utc_now
 from .precision import PrecisionOptions, gate_summary, make_precision_onnx, with_model_defaults
 
 log = logging.getLogger("export.build")

@@ -32,7 +32,7 @@ from runtime.errors import ModelArtifactError
 from runtime.files import sha256_of
 
 from . import ExportError
-from .manifest import package_versions, utc_now
+from .provenance import package_versions, utc_now
 
 log = logging.getLogger("export.tensorrt_build")
 

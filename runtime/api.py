@@ -27,9 +27,9 @@ from .constants import DETECT_MAX_SIDE, MAX_FACES, TRACK_CONFIRM_HITS, TRACK_CON
 from .detect import FaceDetector
 from .pipeline import EnhanceConfig, Enhancer, FrameResult
 from .routing import default_min_face
-from .sinks import NullSink, WindowSink
-from .sources import ReadStatus, open_source
-from .timing import FpsMeter
+from .outputs import NullSink, WindowSink
+from .run import Lane, frames_inline
+from .sources import open_source
 
 __all__ = ["FaceSR"]
 
@@ -43,23 +43,24 @@ class FaceSR:
         backend: auto (TensorRT for engines where installed, else ONNX Runtime), onnxruntime, tensorrt, torch,
             triton.
         detector: the YuNet ONNX file (default: the per-user cache of `python -m runtime.assets fetch`).
-        view, upscale, enhance_all, max_faces, min_face, detect_every, draw_landmarks, self_ensemble: as the
-            CLI's options.
+        view, upscale, enhance_all, max_faces, min_face, detect_every, draw_landmarks, self_ensemble,
+            fuse_frames: as the CLI's options (fusion applies to `stream()`, not to single-frame calls).
     """
 
     def __init__(self, model: str | list[str], *, backend: str = "auto", detector: str | None = None,
                  view: str = "overlay", upscale: float = 1.0, enhance_all: bool = False, max_faces: int = MAX_FACES,
                  min_face: float | None = None, detect_every: int = 1, draw_landmarks: bool = False,
-                 self_ensemble: bool = False):
+                 self_ensemble: bool = False, fuse_frames: int = 1):
         artifacts = [load_model(m) for m in ([model] if isinstance(model, str) else model)]
         self.min_face = min_face or default_min_face(artifacts)
         self.detector = FaceDetector(detector_model_path(detector), max_side=DETECT_MAX_SIDE,
-                                     min_face_px=self.min_face)
+                                     min_face_px=self.min_face, min_face_asked=min_face is not None)
         self._resources = ExitStack()
         self.backends = [self._resources.enter_context(create_backend(backend, a, self_ensemble=self_ensemble))
                          for a in artifacts]
         self.config = EnhanceConfig(view=view, detect_every=detect_every, max_faces=max_faces, min_face=self.min_face,
-                                    upscale=upscale, enhance_all=enhance_all, draw_landmarks=draw_landmarks)
+                                    upscale=upscale, enhance_all=enhance_all, draw_landmarks=draw_landmarks,
+                                    fuse_frames=fuse_frames)
         self._photos = self._enhancer(photos=True)
         self._calls = 0
 
@@ -78,23 +79,8 @@ class FaceSR:
     def stream(self, source, show: bool = False, max_frames: int | None = None) -> Iterator[FrameResult]:
         """Results of a camera, stream, video, image or folder, frame by frame (a generator). `source` is what
         --source takes (0, /dev/video0, rtsp://..., a file or folder). `show` opens a window (q/Esc stops)."""
-        enhancer = self._enhancer(photos=False)
-        fps = FpsMeter()
         with open_source(str(source)) as frames, (WindowSink() if show else NullSink()) as window:
-            index = 0
-            while max_frames is None or index < max_frames:
-                status, frame = frames.read(1.0)
-                if status is ReadStatus.EOS:
-                    return
-                if status is not ReadStatus.OK:
-                    continue  # a live source reconnecting
-                result = enhancer.process(frame, index, fps.fps)
-                fps.tick()
-                window.write(result.view, result)
-                yield result
-                index += 1
-                if window.wants_stop:
-                    return
+            yield from frames_inline(Lane(frames, window, self._enhancer(photos=False)), max_frames)
 
     def close(self) -> None:
         """Release the backends (also on leaving a `with FaceSR(...) as sr:` block)."""

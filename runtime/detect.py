@@ -86,18 +86,21 @@ class FaceDetector:
         min_face_px: the smallest face wanted; sets the detection scale (see `detection_scale`). None: only
             downscale to `max_side`. Boxes are always mapped back to full-frame pixels.
         score_threshold, nms_threshold, top_k: YuNet's own settings.
+        min_face_asked: False when `min_face_px` is a default, not the user's: a frame too large to detect faces
+            that small is then said at INFO level, not as a warning.
         refine_below_px: faces found smaller than this get their box and points re-measured on an enlarged
             window around them (see constants.DETECT_REFINE_*); 0 turns it off.
     """
 
     def __init__(self, model_path: str | Path, max_side: int = DETECT_MAX_SIDE,
                  score_threshold: float = DETECT_SCORE_THRESHOLD, nms_threshold: float = DETECT_NMS_THRESHOLD,
-                 top_k: int = DETECT_TOP_K, min_face_px: float | None = None,
+                 top_k: int = DETECT_TOP_K, min_face_px: float | None = None, min_face_asked: bool = True,
                  refine_below_px: float = DETECT_REFINE_BELOW_PX):
         self.model_path = Path(model_path)
         self.refine_below_px = refine_below_px
         self.max_side = max_side
         self.min_face_px = min_face_px
+        self.min_face_asked = min_face_asked
         self._warned_scale = False
         self._input_size: tuple[int, int] | None = None
         self._window_px = round(DETECT_REFINE_FACE_PX * DETECT_REFINE_WINDOW)
@@ -172,9 +175,10 @@ class FaceDetector:
         smallest = DETECT_MIN_FACE_PX / scale
         if self.min_face_px and smallest > self.min_face_px * 1.05 and not self._warned_scale:
             self._warned_scale = True
-            log.warning("faces below ~%.0f px are not detected reliably at this frame size (detection budget "
-                        "--detect-max-side %d); the models would take faces from %.0f px (--min-face)", smallest,
-                        self.max_side, self.min_face_px)
+            log.log(logging.WARNING if self.min_face_asked else logging.INFO,
+                    "faces below ~%.0f px are not detected reliably at this frame size (detection budget "
+                    "--detect-max-side %d); the models would take faces from %.0f px (--min-face)", smallest,
+                    self.max_side, self.min_face_px)
 
     def _set_input_size(self, width: int, height: int) -> None:
         if self._input_size != (width, height):

@@ -29,15 +29,14 @@ from .constants import (
 )
 from .detect import FaceDetector
 from .errors import RuntimeToolkitError, SinkError
-from .pipeline import LANDMARK_OUTPUT, EnhanceConfig, Enhancer, StopSignals, peak_rss_mb, run_stream, summarize
+from .pipeline import LANDMARK_OUTPUT, EnhanceConfig, Enhancer
 from .files import write_json_atomic
 from .outputs import file_outputs, list_outputs, open_outputs, parse_output
-from .multi import Lane, run_sources
-from .pipelined import run_pipelined
 from .progress import Progress
 from .routing import default_min_face, kept_summary
 from .records import BestCropStore, EventLog, OutputClaim
-from .sources import list_sources, open_source
+from .run import Lane, StopSignals, peak_rss_mb, run_lanes, summarize
+from .sources import SourceOptions, list_sources, open_source
 from .timing import StageTimer
 
 log = logging.getLogger("runtime.enhance")
@@ -89,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "rtsp://HOST:PORT/PATH (publish to an RTSP server), rtp://HOST:PORT[?sdp=FILE], "
                         "webrtc://@:PORT/NAME (a low-latency viewer page). Default: a window when a display exists")
     p.add_argument("--view", default="overlay", choices=VIEWS)
+    p.add_argument("--input-width", type=_positive_int, metavar="W",
+                   help="resize every frame to W pixels wide (aspect kept) as it leaves the source: see how the "
+                        "models do on a camera of lower resolution, or lighten a heavy stream")
     p.add_argument("--upscale", type=_positive_float, default=1.0,
                    help="overlay view: scale of the output frame (faces are pasted at this scale; default 1)")
     p.add_argument("--detect-every", type=_positive_int, default=1, help="run the detector every N frames "
@@ -104,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enhance-all", action="store_true",
                    help="enhance every face, even where routing keeps the recorded pixels (shown at or below its "
                         "recorded size, or larger than the model's crossover)")
+    p.add_argument("--fuse-frames", type=_positive_int, default=1, metavar="N",
+                   help="videos and cameras: SR reads each face averaged with its N-1 earlier frames, registered "
+                        "(less noise and compression, less shimmer; docs/runtime.md, 'Temporal fusion'); 1 = off")
     p.add_argument("--self-ensemble", action="store_true",
                    help="run every face batch twice, as recorded and mirrored, and average the two (a little more "
                         "fidelity for twice the SR time; see docs/runtime.md)")
@@ -163,34 +168,61 @@ def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
         extra = {"models": [str(a.path) for a in artifacts], "backends": [b.name for b in backends],
                  "view": args.view, "upscale": args.upscale, "min_face_px": round(min_face, 1),
                  "detect_every": args.detect_every, "threads": args.threads, "max_batch": args.max_batch}
-        if len(args.source) > 1:
-            return _run_sources(args, stack, backends, min_face, stop, extra)
-        lane = _open_lane(args, stack, backends, min_face)
-        source, sink, enhancer = lane.source, lane.sink, lane.enhancer
+        lanes = [_open_lane(args, stack, backends, min_face, number if len(args.source) > 1 else None)
+                 for number in range(len(args.source))]
+        sr_timer = StageTimer()
         start = time.perf_counter()
-        total = min(filter(None, (source.frame_count, args.max_frames)), default=None)
-        progress = Progress(total, enabled=False if args.quiet else None)
-        if args.pipelined:
-            stats = run_pipelined(source, sink, enhancer, args.max_frames, stop=stop, progress=progress,
-                                  sr_workers=args.sr_workers)
-        else:
-            stats = run_stream(source, sink, enhancer, args.max_frames, stop=stop, progress=progress)
-        stats.error = stats.error or source.damage
-        _say_why_faces_were_kept(stats)
-        _close_output(sink, stats)
+        run_lanes(lanes, threaded=args.pipelined or len(lanes) > 1, max_frames=args.max_frames, stop=stop,
+                  sr_workers=args.sr_workers, sr_timer=None if len(lanes) == 1 else sr_timer)
+        for lane in lanes:
+            lane.stats.error = lane.stats.error or lane.source.damage
+            _say_why_faces_were_kept(lane)
+            _close_output(lane.sink, lane.stats)
         wall = time.perf_counter() - start
-        extra = {"source": args.source[0], **extra, "pipelined": args.pipelined, "sr_workers": args.sr_workers,
-                 "frames_dropped": source.frames_dropped, "reconnects": getattr(source, "reconnects", 0),
-                 "stopped_by_signal": stop.received if stop is not None else None}
-    return summarize(stats, enhancer.timer, wall, extra)
+    extra["stopped_by_signal"] = stop.received if stop is not None else None
+    if len(lanes) == 1:
+        return _summary_of_one(args, lanes[0], wall, extra)
+    return _summary_of_several(args, lanes, wall, sr_timer, extra)
 
 
-def _say_why_faces_were_kept(stats) -> None:
+def _summary_of_one(args, lane: Lane, wall: float, extra: dict) -> dict:
+    extra = {"source": args.source[0], **extra, "pipelined": args.pipelined, "sr_workers": args.sr_workers,
+             "frames_dropped": lane.source.frames_dropped, "reconnects": getattr(lane.source, "reconnects", 0),
+             **_fusion_summary(lane)}
+    return summarize(lane.stats, lane.enhancer.timer, wall, extra)
+
+
+def _fusion_summary(lane: Lane) -> dict:
+    """--fuse-frames: how many earlier face windows were looked at and how many registered and were averaged in."""
+    fusion = lane.enhancer.fusion
+    if fusion is None:
+        return {}
+    return {"fusion": {"frames": lane.enhancer.config.fuse_frames, "earlier_faces_offered": fusion.offered,
+                       "earlier_faces_used": fusion.used}}
+
+
+def _summary_of_several(args, lanes: list[Lane], wall: float, sr_timer: StageTimer, extra: dict) -> dict:
+    """A summary per source and one for them all."""
+    per_source = [summarize(lane.stats, lane.enhancer.timer, wall,
+                            {"source": text, "frames_dropped": lane.source.frames_dropped, **_fusion_summary(lane)})
+                  for text, lane in zip(args.source, lanes)]
+    frames, faces = sum(s["frames"] for s in per_source), sum(s["faces"] for s in per_source)
+    errors = [s["error"] for s in per_source if s["error"]]
+    return {**extra, "sr_workers": args.sr_workers, "sources": per_source, "frames": frames, "faces": faces,
+            "wall_s": round(wall, 3),
+            "fps_total": round(frames / wall, 3) if wall > 0 else None,
+            "faces_per_s": round(faces / wall, 3) if wall > 0 else None,
+            "sr_ms": sr_timer.summary().get("sr"), "sr_batches": lanes[0].stats.queues.get("sr_batches"),
+            "peak_rss_mb": peak_rss_mb(), "error": "; ".join(errors) or None}
+
+
+def _say_why_faces_were_kept(lane: Lane) -> None:
     """One line: the faces kept as recorded, by reason, with what would enhance them (a warning when no face
     at all was enhanced: the user should not have to guess)."""
+    stats = lane.stats
     if stats.kept:
         level = logging.WARNING if stats.enhanced == 0 else logging.INFO
-        log.log(level, "%d of %d faces kept as recorded: %s", sum(stats.kept.values()), stats.faces,
+        log.log(level, "%s%d of %d faces kept as recorded: %s", lane.label, sum(stats.kept.values()), stats.faces,
                 kept_summary(stats.kept))
 
 
@@ -213,8 +245,8 @@ def _open_lane(args: argparse.Namespace, stack: ExitStack, backends, min_face: f
     outputs = [named(text) for text in args.output] if args.output else None
     events_path, crops_dir = named(args.events), named(args.save_crops)
     detector = FaceDetector(detector_model_path(args.detector_model), max_side=args.detect_max_side,
-                            min_face_px=min_face)
-    source = stack.enter_context(open_source(source_text))
+                            min_face_px=min_face, min_face_asked=args.min_face is not None)
+    source = stack.enter_context(open_source(source_text, SourceOptions(input_width=args.input_width)))
     claims = [(events_path, "--events"), (crops_dir, "--save-crops")]
     claims += [(path, "--output") for path in file_outputs(outputs)]
     for path, flag in claims:
@@ -226,38 +258,15 @@ def _open_lane(args: argparse.Namespace, stack: ExitStack, backends, min_face: f
                            min_face=min_face, upscale=args.upscale, show_fps=not args.no_fps,
                            enhance_all=args.enhance_all, confirm_hits=1 if stills else TRACK_CONFIRM_HITS,
                            confirm_score=0.0 if stills else TRACK_CONFIRM_SCORE, independent_frames=stills,
-                           draw_landmarks=args.draw_landmarks)
+                           draw_landmarks=args.draw_landmarks, fuse_frames=args.fuse_frames)
     sink = stack.enter_context(open_outputs(outputs, args.headless, source.fps))
     crops = BestCropStore(crops_dir, keep_files=args.crops_keep or None) if crops_dir else None
     events = stack.enter_context(EventLog(events_path, args.append_events)) if events_path else None
-    return Lane(source, sink, Enhancer(backends, detector, config, crops, events, StageTimer()))
-
-
-def _run_sources(args, stack: ExitStack, backends, min_face: float, stop, extra: dict) -> dict:
-    """Several sources in one process (runtime.multi): a summary per source and one for them all."""
-    lanes = [_open_lane(args, stack, backends, min_face, number) for number in range(len(args.source))]
-    sr_timer = StageTimer()
-    start = time.perf_counter()
-    all_stats = run_sources(lanes, backends, args.max_frames, stop=stop, sr_timer=sr_timer,
-                            sr_workers=args.sr_workers)
-    for lane, stats in zip(lanes, all_stats):
-        stats.error = stats.error or lane.source.damage
-        _say_why_faces_were_kept(stats)
-        _close_output(lane.sink, lane.stats)
-    wall = time.perf_counter() - start
-    per_source = [summarize(stats, lane.enhancer.timer, wall,
-                            {"source": text, "frames_dropped": lane.source.frames_dropped})
-                  for text, lane, stats in zip(args.source, lanes, all_stats)]
-    frames, faces = sum(s["frames"] for s in per_source), sum(s["faces"] for s in per_source)
-    errors = [s["error"] for s in per_source if s["error"]]
-    return {**extra, "sr_workers": args.sr_workers, "sources": per_source, "frames": frames, "faces": faces,
-            "wall_s": round(wall, 3),
-            "fps_total": round(frames / wall, 3) if wall > 0 else None,
-            "faces_per_s": round(faces / wall, 3) if wall > 0 else None,
-            "sr_ms": sr_timer.summary().get("sr"), "sr_batches": all_stats[0].queues.get("sr_batches"),
-            "peak_rss_mb": peak_rss_mb(),
-            "stopped_by_signal": stop.received if stop is not None else None,
-            "error": "; ".join(errors) or None}
+    enhancer = Enhancer(backends, detector, config, crops, events, StageTimer())
+    if number is not None:  # one of several: no progress line, log lines name the source
+        return Lane(source, sink, enhancer, label=f"source {number}: ")
+    total = min(filter(None, (source.frame_count, args.max_frames)), default=None)
+    return Lane(source, sink, enhancer, progress=Progress(total, enabled=False if args.quiet else None))
 
 
 def _check_sources(args) -> None:

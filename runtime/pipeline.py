@@ -1,5 +1,5 @@
-"""One frame through the pipeline (detect/track -> prepare -> batched SR -> compose -> record), and the
-loop that runs a source into a sink.
+"""One frame through the pipeline: detect/track -> prepare -> batched SR -> compose -> record. The loop that
+runs sources into outputs is `runtime.run`.
 
 `Enhancer` holds what must persist between frames (the tracker, the crop store); everything it computes
 per frame is returned, not stored.
@@ -7,10 +7,8 @@ per frame is returned, not stored.
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from collections import Counter, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -20,18 +18,15 @@ from .compose import (VIEWS, EnhancedFace, comparison, draw_fps, gallery, galler
                       side_by_side)
 from .constants import FRAMING_GRID, MAX_FACES, MIN_FACE_PX, TRACK_CONFIRM_SCORE
 from .detect import FaceDetector, box_size
-from .errors import RuntimeToolkitError, SinkError, SourceError
+from .errors import RuntimeToolkitError
 from .faces import (FaceJob, covering_job, crop_square, face_jobs, from_model_output, model_crop, native_region,
                     select_faces, square_from_region, to_model_input)
 from .frames import to_bgr
+from .fusion import TemporalFusion
 from .records import BestCropStore, EventLog
-from .progress import Progress
-from .routing import FORCED, KEPT, NON_FINITE, Route, model_fit, route
-from .sinks import Sink
-from .sources import ReadStatus, Source
-from .stopping import STOP_REQUESTED, Cancelled
+from .routing import FORCED, NON_FINITE, Route, model_fit, route
 from .tiles import enhance_regions
-from .timing import FpsMeter, StageTimer
+from .timing import StageTimer
 from .tone import keep_recorded_tones
 from .track import IoUTracker, Track
 
@@ -55,6 +50,7 @@ class EnhanceConfig:
     independent_frames: bool = False  # stills (an image folder): no track carries over to the next frame
     still_confirm_score: float = TRACK_CONFIRM_SCORE  # stills: mean of first and second-look score (0: off)
     draw_landmarks: bool = False  # dots on enhanced faces (models exported --with-landmarks)
+    fuse_frames: int = 0  # > 1: SR reads each face fused with its earlier frames (runtime.fusion); videos only
 
 
 @dataclass
@@ -81,27 +77,12 @@ class PreparedFrame:
     skipped_tiny: int
     over_limit: int
     captured_at: float | None = None
+    fused: np.ndarray | None = None  # the frame with its faces fused over time (--fuse-frames), for SR only
 
-
-LATENCY_SAMPLES = 4096  # the latest frames' capture-to-output latencies kept for the percentiles
-
-
-@dataclass
-class RunStats:
-    frames_read: int = 0
-    frames: int = 0
-    faces: int = 0
-    enhanced: int = 0
-    skipped_tiny: int = 0
-    over_limit: int = 0
-    bad_frames: int = 0
-    read_errors: int = 0
-    timeouts: int = 0
-    kept: Counter = field(default_factory=Counter)  # faces kept as recorded, by routing.KEPT kind
-    track_ids: set = field(default_factory=set)
-    error: str | None = None  # why an output failed and the run stopped
-    queues: dict = field(default_factory=dict)  # pipelined runs: queue name -> {"max": n, "mean": x}
-    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))  # seconds, capture -> output
+    @property
+    def sr_source(self) -> np.ndarray:
+        """The pixels SR cuts faces from."""
+        return self.frame if self.fused is None else self.fused
 
 
 LANDMARK_OUTPUT = "landmarks"  # the extra output of a model exported with --with-landmarks
@@ -137,12 +118,16 @@ class Enhancer:
         self.timer = timer or StageTimer()
         self.tracker = IoUTracker(confirm_hits=config.confirm_hits, confirm_score=config.confirm_score)
         self.fits = [model_fit(b.artifact) for b in self.backends]
+        fusing = config.fuse_frames > 1 and not config.independent_frames
+        self.fusion = TemporalFusion(config.fuse_frames) if fusing else None
         self.output_hw = max(b.artifact.output_hw for b in self.backends)
 
     def reset_tracks(self) -> None:
         """Forget every track (a new clip or an unrelated photo); ids keep counting up."""
         self.tracker = IoUTracker(confirm_hits=self.config.confirm_hits, confirm_score=self.config.confirm_score,
                                   next_id=self.tracker.next_id)
+        if self.fusion is not None:
+            self.fusion.reset()
 
     def next_view(self) -> None:
         """Cycle overlay -> gallery -> side-by-side (the window's v key)."""
@@ -159,7 +144,7 @@ class Enhancer:
         prepared = self.prepare(frame, index)
         return self.finish(prepared, self.enhance(prepared), fps)
 
-    # The three parts of `process`, which `runtime.pipelined` runs on separate threads (each part keeps the
+    # The three parts of `process`, which `runtime.run`'s threaded schedule runs on separate threads (each part keeps the
     # state it owns: the tracker in `prepare`, the crop store and events in `finish`).
     def prepare(self, frame: np.ndarray, index: int, timer: StageTimer | None = None) -> PreparedFrame:
         """Detect/track, choose the faces, cut them out and route them."""
@@ -176,7 +161,11 @@ class Enhancer:
                             self.config.enhance_all) for job in jobs]
             jobs = [covering_job(frame, job, grid) if self._tiled(decision) else job
                     for job, decision in zip(jobs, routes)]
-        return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over, captured_at)
+        fused = None
+        if self.fusion is not None:
+            with timer.stage("prepare"):
+                fused = self.fusion.fuse(frame, [j for j, d in zip(jobs, routes) if d.model is not None])
+        return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over, captured_at, fused)
 
     def enhance(self, prepared: PreparedFrame, timer: StageTimer | None = None) -> list[EnhancedFace]:
         """The routed faces through their models (one batch per model)."""
@@ -272,11 +261,11 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
             if frames[f].routes[i].model == number:
                 (tiled if runs_tiled(backend, frames[f].routes[i]) else members).append((f, i))
         if tiled:
-            results.update(zip(tiled, enhance_tiled(backend, [(frames[f].frame, frames[f].jobs[i])
+            results.update(zip(tiled, enhance_tiled(backend, [(frames[f].sr_source, frames[f].jobs[i])
                                                                for f, i in tiled])))
         if not members:
             continue
-        small = [model_crop(frames[f].frame, frames[f].jobs[i], backend.artifact.input_hw)
+        small = [model_crop(frames[f].sr_source, _job_in(frames[f], i), backend.artifact.input_hw)
                  for f, i in members]
         outputs = infer_batched(backend, to_model_input(small))
         raw = outputs[backend.artifact.image_output.name]
@@ -298,6 +287,12 @@ def enhance_frames(backends: list[Backend], frames: list[PreparedFrame]) -> list
     return enhanced
 
 
+def _job_in(frame: PreparedFrame, i: int) -> FaceJob:
+    """Job i with its crop cut from the pixels SR reads (the fused frame, when there is one)."""
+    job = frame.jobs[i]
+    return job if frame.fused is None else replace(job, crop=crop_square(frame.fused, job.square))
+
+
 def runs_tiled(backend: Backend, decision: Route) -> bool:
     """Tile by tile: a tiled model's faces, except those enhanced only because --enhance-all forced them
     (see `routing.route`), which go through its input like any model's."""
@@ -316,189 +311,3 @@ def enhance_tiled(backend: Backend, faces: list[tuple[np.ndarray, FaceJob]]) -> 
               for image, crop in zip(model_images, crops)]
     return [(job.crop, square_from_region(image, region, job.square) if image is not None else None, None)
             for (_, job), region, image in zip(faces, regions, images)]
-
-
-class StopSignals:
-    """SIGINT, SIGTERM (systemd, Docker, Kubernetes) and SIGHUP: the first asks the run to stop after the
-    current frame, so every output is closed properly; a second one exits at once. `exit_code` is the
-    shell convention 128 + signal number (130, 143, 129), or None when no signal came."""
-
-    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def install(self) -> "StopSignals":
-        import signal
-
-        STOP_REQUESTED.clear()
-        for name in self.SIGNALS:
-            number = getattr(signal, name, None)
-            if number is not None:
-                self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def restore(self) -> None:
-        import signal
-
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-    def _handle(self, signum, frame) -> None:
-        import os
-
-        if self.received is not None:
-            log.error("second stop signal: exiting at once (outputs may be incomplete)")
-            os._exit(128 + signum)
-        self.received = signum
-        STOP_REQUESTED.set()  # a remote model call that waits gives up now (runtime.stopping)
-        log.warning("stop signal %d: finishing the current frame and closing the outputs", signum)
-
-    @property
-    def stop_requested(self) -> bool:
-        return self.received is not None
-
-    @property
-    def exit_code(self) -> int | None:
-        return None if self.received is None else 128 + self.received
-
-
-def run_stream(source: Source, sink: Sink, enhancer: Enhancer, max_frames: int | None = None,
-               read_timeout: float = 1.0, stop: StopSignals | None = None, progress: Progress | None = None) -> RunStats:
-    """Read, process and write until the source ends, `max_frames` frames are done, or the sink asks to stop.
-
-    A frame that cannot be processed (odd dtype or shape) is logged and skipped; a live source that times
-    out is simply asked again (it reconnects on its own). Backend and sink errors stop the run. Stage times
-    are per written frame (time spent waiting for a frame counts towards its decode).
-    """
-    stats, fps_meter = RunStats(), FpsMeter()
-    try:
-        while max_frames is None or stats.frames < max_frames:
-            if stop is not None and stop.stop_requested:
-                log.info("stopped by signal after %d frames", stats.frames)
-                break
-            if not _step(source, sink, enhancer, stats, fps_meter, read_timeout):
-                break
-            if progress is not None:
-                progress.update(stats.frames, stats.faces, fps_meter.fps, source.frames_dropped,
-                                getattr(source, "reconnects", 0))
-    except KeyboardInterrupt:
-        log.info("interrupted after %d frames", stats.frames)
-    except Cancelled as err:  # a stop signal came while a remote model was still answering
-        log.info("stopped after %d frames: %s", stats.frames, err)
-    except SinkError as err:  # an output failed: stop, keep what was written, say so in the summary
-        stats.error = str(err)
-        log.error("stopping after %d frames: %s", stats.frames, err)
-    finally:
-        if progress is not None:
-            progress.close()
-    return stats
-
-
-def _step(source: Source, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_meter: FpsMeter,
-          read_timeout: float) -> bool:
-    """Read, process and write one frame; False when the run should end."""
-    frame = read_frame(source, stats, enhancer.timer, read_timeout)
-    if frame is ReadStatus.EOS:
-        return False
-    if frame is None:
-        return True
-    try:
-        result = enhancer.process(frame, stats.frames_read - 1, fps_meter.fps)
-    except SourceError as err:
-        log.warning("frame skipped: %s", err)
-        stats.bad_frames += 1
-        return True
-    return write_result(result, sink, enhancer, stats, fps_meter)
-
-
-def read_frame(source: Source, stats: RunStats, timer: StageTimer, read_timeout: float):
-    """One frame from the source, counted in `stats`: the frame; None after a timeout or a read error;
-    ReadStatus.EOS at the end. Waiting for the frame counts towards its decode time."""
-    with timer.stage("decode"):
-        status, frame = source.read(read_timeout)
-    if status is ReadStatus.EOS:
-        return ReadStatus.EOS
-    if status is not ReadStatus.OK:
-        stats.timeouts += status is ReadStatus.TIMEOUT
-        stats.read_errors += status is ReadStatus.ERROR
-        return None
-    stats.frames_read += 1
-    return frame
-
-
-def write_result(result: FrameResult, sink: Sink, enhancer: Enhancer, stats: RunStats, fps_meter: FpsMeter) -> bool:
-    """Write a finished frame to the outputs and count it; False when the window asked to stop."""
-    timer = enhancer.timer
-    with timer.stage("encode"):
-        sink.write(result.view, result)
-    timer.frame_done()
-    _count(stats, result)
-    fps_meter.tick()
-    if sink.wants_stop:
-        log.info("stopped from the window")
-        return False
-    if sink.wants_next_view:
-        enhancer.next_view()
-    return True
-
-
-def _count(stats: RunStats, result: FrameResult) -> None:
-    stats.frames += 1
-    stats.faces += len(result.faces)
-    stats.enhanced += sum(face.sr is not None for face in result.faces)
-    non_finite = sum(face.kept == "non_finite" for face in result.faces)
-    if non_finite and not stats.kept["non_finite"]:
-        log.warning("the model's output for %d face(s) of frame %d was not finite (NaN/Inf): those faces keep "
-                    "their recorded pixels; the weights or the engine are broken (re-export and check the "
-                    "export's parity). The summary counts them as faces_not_finite.", non_finite, stats.frames - 1)
-    stats.kept.update(face.kept for face in result.faces if face.sr is None and face.kept)
-    stats.skipped_tiny += result.skipped_tiny
-    stats.over_limit += result.over_limit
-    stats.track_ids.update(face.track_id for face in result.faces)
-    if result.captured_at is not None:
-        stats.latencies.append(time.perf_counter() - result.captured_at)
-
-
-def peak_rss_mb() -> float | None:
-    """This process's peak resident memory (Linux/macOS), None where unknown."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)  # bytes on macOS, KiB on Linux
-
-
-def latency_summary(latencies) -> dict | None:
-    """p50/p95 of the capture-to-output latency in ms (the latest LATENCY_SAMPLES frames)."""
-    if not latencies:
-        return None
-    p50, p95 = np.percentile(np.asarray(latencies) * 1000, [50, 95])
-    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "frames": len(latencies)}
-
-
-def summarize(stats: RunStats, timer: StageTimer, wall_s: float, extra: dict | None = None) -> dict:
-    """The JSON summary printed (and optionally written) at the end of a run."""
-    return {
-        **(extra or {}),
-        "frames": stats.frames,
-        "faces": stats.faces,
-        "faces_enhanced": stats.enhanced,
-        "faces_not_finite": stats.kept["non_finite"],
-        "faces_kept": {KEPT[kind][0]: n for kind, n in stats.kept.most_common()},
-        "tracks": len(stats.track_ids),
-        "skipped_tiny_faces": stats.skipped_tiny,
-        "over_max_faces": stats.over_limit,
-        "bad_frames": stats.bad_frames,
-        "read_errors": stats.read_errors,
-        "read_timeouts": stats.timeouts,
-        "wall_s": round(wall_s, 3),
-        "fps": round(stats.frames / wall_s, 3) if wall_s > 0 else None,
-        "stages_ms": timer.summary(),
-        "latency_ms": latency_summary(stats.latencies),
-        "peak_rss_mb": peak_rss_mb(),
-        **({"queue_depth": stats.queues} if stats.queues else {}),
-        "error": stats.error,
-    }

@@ -76,7 +76,8 @@ KEPT = {
     "range": ("outside every model's size range", "a model trained for that size (e.g. add the x4 model), or "
                                                   "--enhance-all"),
     "magnification": ("shown enlarged less than their model's scale", "--upscale of at least the model's scale, or "
-                                                                      "add the x4 model (export --model pfsr_x4)"),
+                                                                      "a model of a smaller scale for them (the x4 "
+                                                                      "model: export --model pfsr_x4)"),
     "non_finite": ("the model's output was not finite (NaN/Inf)", "re-export the model and check its parity"),
 }
 

@@ -51,6 +51,11 @@ class StageTimer:
             self.samples[name].add(total)
         self._current = {}
 
+    def add_frames(self, name: str, total_ms: float, frames: int) -> None:
+        """`frames` whole frames of one stage that ran for all of them at once (a batch): an equal share each."""
+        for _ in range(frames):
+            self.samples[name].add(total_ms / frames)
+
     def merge(self, other: "StageTimer") -> None:
         """Add another timer's samples (a pipeline thread's) to this one's."""
         for name, stats in other.samples.items():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from runtime.detect import Detection
-from runtime.sinks import NullSink
+from runtime.outputs import NullSink
 from runtime.sources import ReadStatus, Source, SourceURI
 
 CPU = ["CPUExecutionProvider"]
@@ -50,6 +52,23 @@ class ListSink(NullSink):
 
     def write(self, view, result=None):
         self.views.append(view)
+
+
+def long_frame_folder(video: Path, folder: Path, count: int = 2000) -> Path:
+    """A frame folder far longer than a test waits (names linking to the video's first three frames), so a run
+    through it is still going when the test acts, whatever the machine's speed."""
+    folder.mkdir()
+    capture = cv2.VideoCapture(str(video))
+    stills = []
+    for index in range(3):
+        ok, frame = capture.read()
+        assert ok, f"cannot read {video}"
+        stills.append(folder / f"still-{index}.png")
+        cv2.imwrite(str(stills[-1]), frame)
+    capture.release()
+    for index in range(count):
+        (folder / f"frame-{index:05d}.png").symlink_to(stills[index % 3].name)
+    return folder
 
 
 # --- training --------------------------------------------------------------------------------------------

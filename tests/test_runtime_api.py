@@ -18,7 +18,7 @@ pytestmark = pytest.mark.shared
 
 def _readme_example() -> str:
     text = (REPO_ROOT / "README.md").read_text()
-    section = text[text.index("## Python API"):]
+    section = text[text.index("From Python"):]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

@@ -125,8 +125,8 @@ def test_an_rtp_sdp_file_is_claimed_like_any_output():
 
 
 def test_overwriting_a_frame_folder_leaves_only_the_new_frames(tmp_path):
+    from runtime.outputs import ImageFolderSink
     from runtime.records import OutputClaim
-    from runtime.sinks import ImageFolderSink
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -458,19 +458,19 @@ class _BufferingWriter:
 def test_a_video_file_that_does_not_grow_is_only_an_error_when_it_has_no_room(tmp_path, monkeypatch):
     import numpy as np
 
-    from runtime import sinks
     from runtime.errors import SinkError
+    from runtime.outputs import files
 
-    monkeypatch.setattr(sinks.cv2, "VideoWriter", _BufferingWriter)
+    monkeypatch.setattr(files.cv2, "VideoWriter", _BufferingWriter)
     frame = np.zeros((32, 32, 3), np.uint8)
-    buffering = sinks.VideoFileSink(tmp_path / "quiet.mp4")
-    for _ in range(3 * sinks.SIZE_CHECK_EVERY):  # plenty of room: buffered, not failed
+    buffering = files.VideoFileSink(tmp_path / "quiet.mp4")
+    for _ in range(3 * files.SIZE_CHECK_EVERY):  # plenty of room: buffered, not failed
         buffering.write(frame)
-    assert buffering.frames == 3 * sinks.SIZE_CHECK_EVERY
+    assert buffering.frames == 3 * files.SIZE_CHECK_EVERY
 
-    monkeypatch.setattr(sinks, "_room_left", lambda path, size: 4096)  # a full disk
-    full = sinks.VideoFileSink(tmp_path / "full.mp4")
+    monkeypatch.setattr(files, "_room_left", lambda path, size: 4096)  # a full disk
+    full = files.VideoFileSink(tmp_path / "full.mp4")
     with pytest.raises(SinkError, match="check free space"):
-        for _ in range(sinks.SIZE_CHECK_EVERY):
+        for _ in range(files.SIZE_CHECK_EVERY):
             full.write(frame)
-    assert full.frames == sinks.SIZE_CHECK_EVERY
+    assert full.frames == files.SIZE_CHECK_EVERY

@@ -20,10 +20,10 @@ from runtime.errors import BackendError, RuntimeToolkitError, SinkError
 from runtime.faces import (FaceJob, Square, crop_square, from_model_output, model_crop, resize_crop, select_faces,
                            square_around, to_model_input)
 from runtime.frames import to_bgr
-from runtime.pipeline import EnhanceConfig, Enhancer, run_stream
+from runtime.pipeline import EnhanceConfig, Enhancer
+from runtime.run import Lane, run_lanes
 from runtime.records import BestCropStore, EventLog, sharpness
-from runtime.outputs import Outputs, open_outputs, parse_output
-from runtime.sinks import ImageFolderSink, NullSink, VideoFileSink
+from runtime.outputs import ImageFolderSink, NullSink, Outputs, VideoFileSink, open_outputs, parse_output
 from runtime.sources import ReadStatus
 from runtime.timing import StageTimer
 from runtime.track import IoUTracker, Track, iou, match_greedy
@@ -382,13 +382,14 @@ def test_unknown_view_is_an_error(backend):
         _enhancer(backend, [], view="mosaic")
 
 
-def test_run_stream_survives_bad_frames_timeouts_and_read_errors(backend):
+@pytest.mark.parametrize("threaded", [False, True])
+def test_a_run_survives_bad_frames_timeouts_and_read_errors(backend, threaded):
     good = np.zeros((100, 120, 3), np.uint8)
     items = [(ReadStatus.OK, good), (ReadStatus.TIMEOUT, None), (ReadStatus.OK, np.zeros((5, 5, 5), np.uint8)),
              (ReadStatus.ERROR, None), (ReadStatus.OK, good[..., 0]), (ReadStatus.OK, good)]
     sink, timer = ListSink(), StageTimer()
     enhancer = Enhancer(backend, FakeDetector([det(30, 30, 40)]), EnhanceConfig(), timer=timer)
-    stats = run_stream(ListSource(items), sink, enhancer)
+    stats, = run_lanes(Lane(ListSource(items), sink, enhancer), threaded=threaded)
     assert (stats.frames, stats.bad_frames, stats.timeouts, stats.read_errors) == (3, 1, 1, 1)
     assert len(sink.views) == 3 and stats.faces == 3
     summary = timer.summary()
@@ -417,10 +418,12 @@ def test_framework_errors_become_backend_errors(backend):
         backend.infer({"lr": np.zeros((1, 3, 16, 16), np.float32)})
 
 
-def test_run_stream_stops_at_max_frames(backend):
+@pytest.mark.parametrize("threaded", [False, True])
+def test_a_run_stops_at_max_frames(backend, threaded):
     items = [(ReadStatus.OK, np.zeros((50, 50, 3), np.uint8))] * 5
-    stats = run_stream(ListSource(items), ListSink(), _enhancer(backend, []), max_frames=2)
-    assert stats.frames == 2
+    sink = ListSink()
+    stats, = run_lanes(Lane(ListSource(items), sink, _enhancer(backend, [])), max_frames=2, threaded=threaded)
+    assert stats.frames == 2 and len(sink.views) == 2
 
 
 # --- scale routing --------------------------------------------------------------------------------------------

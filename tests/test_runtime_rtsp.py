@@ -80,7 +80,7 @@ class _ClosingListener(_Listener):
 def test_sink_reconnects_when_the_server_comes_back():
     import numpy as np
 
-    from runtime.rtsp import RtspSink
+    from runtime.outputs.rtsp import RtspSink
 
     url = f"rtsp://127.0.0.1:{free_port()}/vms"
     first = _ClosingListener(url, limit=5)

@@ -139,7 +139,7 @@ def test_slow_clients_are_capped_and_timed_out_and_the_run_goes_on(monkeypatch):
     beyond them gets 503 at once; each is disconnected after CLIENT_TIMEOUT_S; the page then answers again."""
     import socket
 
-    from runtime import web
+    from runtime.outputs import web
 
     monkeypatch.setattr(web, "MAX_CLIENTS", 3)
     monkeypatch.setattr(web, "CLIENT_TIMEOUT_S", 1.5)
@@ -157,3 +157,55 @@ def test_slow_clients_are_capped_and_timed_out_and_the_run_goes_on(monkeypatch):
         assert json.loads(page)["frames"] == 1
     finally:
         sink.close()
+
+
+def test_a_client_that_stops_reading_the_stream_is_dropped(monkeypatch):
+    """An MJPEG client that stops reading holds its connection only until a frame waits CLIENT_TIMEOUT_S to be
+    taken; then its place (here the only one) is free again."""
+    import socket
+
+    from runtime.outputs import web
+
+    monkeypatch.setattr(web, "MAX_CLIENTS", 1)
+    monkeypatch.setattr(web, "CLIENT_TIMEOUT_S", 1.0)
+    sink = web.WebSink("127.0.0.1", 0)
+    status_url = f"http://127.0.0.1:{sink.port}/status.json"
+    rng = np.random.default_rng(0)
+    stalled = socket.socket()
+    try:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", sink.port))
+        stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: test\r\n\r\n")  # and never reads
+        refused = served = 0
+        deadline = time.monotonic() + 20
+        while not served and time.monotonic() < deadline:
+            sink.write(rng.integers(0, 256, (360, 640, 3), np.uint8))  # noise: large JPEGs fill the buffers
+            time.sleep(0.1)
+            try:
+                served = json.loads(_get(status_url, timeout=2))["frames"]
+            except OSError:  # 503 while the stalled client holds the only place
+                refused += 1
+        assert refused and served, (refused, served)
+    finally:
+        stalled.close()
+        sink.close()
+
+
+def test_closing_stops_the_server_thread_and_frees_the_port():
+    import socket
+    import threading
+
+    from runtime.outputs import web
+
+    sink = web.WebSink("127.0.0.1", free_port())
+    sink.write(np.zeros((48, 64, 3), np.uint8))
+    stream = urllib.request.urlopen(f"http://127.0.0.1:{sink.port}/stream.mjpg", timeout=5)  # a viewer stays
+    assert stream.read(12) == b"--fsrframe\r\n"
+    start = time.monotonic()
+    sink.close()
+    sink.close()  # twice is harmless
+    assert time.monotonic() - start < 5
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("web:")]
+    stream.close()
+    with socket.create_server(("127.0.0.1", sink.port)):  # the port is free again
+        pass

@@ -66,7 +66,7 @@ def _post(url: str, body: bytes) -> dict:
 
 @pytest.fixture
 def webrtc_sink():
-    from runtime.webrtc import WebRtcSink
+    from runtime.outputs.web import WebRtcSink
 
     sink = WebRtcSink("127.0.0.1", free_port(), "cam")
     yield sink
@@ -90,7 +90,7 @@ def test_webrtc_page_and_offer_errors(webrtc_sink):
 
 @requires_aiortc
 def test_webrtc_port_in_use_is_an_error():
-    from runtime.webrtc import WebRtcSink
+    from runtime.outputs.web import WebRtcSink
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -173,13 +173,13 @@ def test_webrtc_streams_the_written_views_to_two_viewers(webrtc_sink):
 
 @requires_aiortc
 def test_webrtc_close_stops_its_threads():
-    from runtime.webrtc import WebRtcSink
+    from runtime.outputs.web import WebRtcSink
 
     sink = WebRtcSink("127.0.0.1", free_port(), "cam")
     sink.write(np.zeros((HEIGHT, WIDTH, 3), np.uint8))
     sink.close()
     sink.close()  # twice is harmless
-    assert not [thread for thread in threading.enumerate() if thread.name.startswith("webrtc-")]
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("web:")]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -192,7 +192,7 @@ def test_a_real_browser_on_a_virtual_screen_plays_the_stream(virtual_screen, tmp
     shows the written frame: an orange field with a white rectangle."""
     from aioice.ice import get_host_addresses
 
-    from runtime.webrtc import WebRtcSink
+    from runtime.outputs.web import WebRtcSink
 
     addresses = [a for a in get_host_addresses(use_ipv4=True, use_ipv6=False) if a != "127.0.0.1"]
     if not addresses:
@@ -249,7 +249,7 @@ async def _offer_sdp() -> str:
 def test_offers_that_never_connect_are_capped_and_dropped(webrtc_sink):
     """Offers that never complete (a remote denial of service) hold at most max_viewers connections, get 503
     beyond that, and are dropped with their sockets after the connect timeout; the output keeps working."""
-    webrtc_sink.max_viewers, webrtc_sink.connect_timeout_s = 3, 2.0
+    webrtc_sink.webrtc.max_viewers, webrtc_sink.webrtc.connect_timeout_s = 3, 2.0
     offer_url = f"http://127.0.0.1:{webrtc_sink.port}/cam/offer"
     body = json.dumps({"sdp": asyncio.run(_offer_sdp()), "type": "offer"}).encode()
     for _ in range(3):
@@ -263,3 +263,29 @@ def test_offers_that_never_connect_are_capped_and_dropped(webrtc_sink):
         time.sleep(0.2)
     assert webrtc_sink.viewers == 0
     assert _post(offer_url, body)["type"] == "answer"  # room again for a real viewer
+
+
+@requires_aiortc
+def test_one_server_serves_the_page_the_mjpeg_stream_and_webrtc_offers_on_one_port():
+    """`--output http://...`: the live page, /stream.mjpg and the WebRTC viewer with its offer endpoint all come
+    from the one server thread, on the one port."""
+    from runtime.outputs import open_output
+
+    sink = open_output(parse_output(f"http://127.0.0.1:{free_port()}/"), headless=True, fps=None)
+    try:
+        sink.write(np.zeros((HEIGHT, WIDTH, 3), np.uint8))
+        base = f"http://127.0.0.1:{sink.port}"
+        assert "/snapshot.jpg" in urllib.request.urlopen(base + "/", timeout=5).read().decode()
+        with urllib.request.urlopen(base + "/stream.mjpg", timeout=5) as stream:
+            assert stream.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=fsrframe"
+            assert stream.read(12) == b"--fsrframe\r\n"
+        viewer = urllib.request.urlopen(base + "/webrtc", timeout=5).read().decode()
+        assert '"/webrtc/offer"' in viewer and "<video" in viewer
+        offer = json.dumps({"sdp": asyncio.run(_offer_sdp()), "type": "offer"}).encode()
+        assert _post(base + "/webrtc/offer", offer)["type"] == "answer"
+        assert sink.viewers == 1
+        assert [thread.name for thread in threading.enumerate() if thread.name.startswith("web:")] == \
+            [f"web:{sink.port}"]
+    finally:
+        sink.close()
+    assert sink.viewers == 0

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.helpers import long_frame_folder
 from tests.screens import screenshot
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -90,13 +91,25 @@ def _wait_for_window(display: str, run: subprocess.Popen, timeout: float = 60.0)
                          f"{err[-2000:]}")
 
 
-def _focus_one_of(windows: list[str], env: dict) -> None:
-    """Give the keyboard focus to the first of the windows that takes it (an id found a moment ago may be gone:
-    BadWindow)."""
-    for window in windows:
-        if subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env, capture_output=True).returncode == 0:
-            return
+def _focus_one_of(windows: list[str], env: dict, display: str, run: subprocess.Popen) -> None:
+    """Give the keyboard focus to the first of the windows that takes it; an id found a moment ago may be gone
+    (BadWindow: a GUI toolkit can map its window again), so look again until one takes it."""
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline:
+        for window in windows:
+            if _run_quietly(["xdotool", "windowfocus", "--sync", window], env) == 0:
+                return
+        time.sleep(0.3)
+        windows = _wait_for_window(display, run)
     raise AssertionError(f"none of the runtime's windows {windows} took the keyboard focus")
+
+
+def _run_quietly(command: list[str], env: dict, timeout: float = 5.0) -> int | None:
+    """The exit code, or None when the command did not finish in time (xdotool --sync waits for ever)."""
+    try:
+        return subprocess.run(command, env=env, capture_output=True, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _wait_for_a_picture(display: str, timeout: float = 15.0) -> np.ndarray:
@@ -110,19 +123,21 @@ def _wait_for_a_picture(display: str, timeout: float = 15.0) -> np.ndarray:
     return shot
 
 
-def test_the_window_shows_the_video_and_its_keys_work(virtual_screen, shared_dir, detector_path, fast_sr_artifact):
+def test_the_window_shows_the_video_and_its_keys_work(virtual_screen, shared_dir, detector_path, fast_sr_artifact,
+                                                      tmp_path):
     screen = virtual_screen
     python = _gui_python()
     video = shared_dir / "data" / "scenes" / "street-video-1080p.mp4"
+    frames = long_frame_folder(video, tmp_path / "frames")  # still running when the keys come, however fast
     env = {**os.environ, "DISPLAY": screen, "OMP_NUM_THREADS": "1"}
     run = subprocess.Popen(
-        [str(python), "-m", "runtime.enhance", "--source", str(video), "--model", str(fast_sr_artifact),
+        [str(python), "-m", "runtime.enhance", "--source", str(frames), "--model", str(fast_sr_artifact),
          "--output", "display://0", "--detector-model", str(detector_path), "--detect-every", "3", "--no-fps", "-q"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         windows = _wait_for_window(screen, run)
         shot = _wait_for_a_picture(screen)
-        _focus_one_of(windows, env)
+        _focus_one_of(windows, env, screen, run)
         subprocess.run(["xdotool", "key", "v"], env=env, check=True)
         time.sleep(0.5)
         subprocess.run(["xdotool", "key", "q"], env=env, check=True)
@@ -132,5 +147,5 @@ def test_the_window_shows_the_video_and_its_keys_work(virtual_screen, shared_dir
     assert run.returncode == 0, err[-2000:]
     assert "view: gallery" in err and "stopped from the window" in err
     summary = json.loads(out[out.index("{"):])
-    assert 0 < summary["frames"] < 105  # q ended the run before the video did
+    assert 0 < summary["frames"] < 2000  # q ended the run before the frames did
     assert _best_match(shot, video) < 12.0  # the screen shows a frame of the video (boxes and labels aside)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import long_frame_folder
 from tests.ports import free_port
 
 from conftest import REPO_ROOT, write_engine_artifact
@@ -398,7 +399,7 @@ def test_sigterm_ends_a_run_within_two_seconds_while_its_server_hangs(server_env
                                                                       detector_path, tmp_path):
     """runtime.enhance through a server that is stopped (SIGSTOP) mid-run: SIGTERM ends the run within 2 s,
     with exit code 143 and a summary of the frames done (Docker and systemd stop timeouts are 10 s and 90 s)."""
-    frames = _long_street_folder(shared_dir / "data/scenes/street-video-1080p.mp4", tmp_path / "frames")
+    frames = long_frame_folder(shared_dir / "data/scenes/street-video-1080p.mp4", tmp_path / "frames")
     launcher = Launcher(repository)
     server_pid = _server_pid(launcher.process.pid)
     summary, events = tmp_path / "summary.json", tmp_path / "events.jsonl"
@@ -424,25 +425,6 @@ def test_sigterm_ends_a_run_within_two_seconds_while_its_server_hangs(server_env
     assert run.returncode == 143, stderr[-2000:]
     assert took < 2.0, f"the run took {took:.1f} s to end"
     assert json.loads(summary.read_text())["stopped_by_signal"] == signal.SIGTERM
-
-
-def _long_street_folder(video: Path, folder: Path, count: int = 2000) -> Path:
-    """A frame folder far longer than a test waits (names linking to three street frames with faces), so a run
-    through it is still going whatever the machine's speed."""
-    import cv2
-
-    folder.mkdir()
-    capture = cv2.VideoCapture(str(video))
-    stills = []
-    for index in range(3):
-        ok, frame = capture.read()
-        assert ok, f"cannot read {video}"
-        stills.append(folder / f"still-{index}.png")
-        cv2.imwrite(str(stills[-1]), frame)
-    capture.release()
-    for index in range(count):
-        (folder / f"frame-{index:05d}.png").symlink_to(stills[index % 3].name)
-    return folder
 
 
 def _wait_for(condition, timeout_s: float) -> None:

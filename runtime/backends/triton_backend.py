@@ -22,6 +22,7 @@ from ..artifact import ModelArtifact
 from ..contract import BatchProfile, TensorSpec
 from ..errors import BackendError, ModelArtifactError
 from ..stopping import STOP_REQUESTED, Cancelled, wait_unless_stopped
+from ..uri import URIParts, port_number, split_uri
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def is_triton_url(text) -> bool:
-    return str(text).startswith(SCHEME)
+    parts = split_uri(str(text))
+    return parts is not None and parts.scheme == "triton"
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,21 @@ class TritonTarget:
     @classmethod
     def parse(cls, url: str) -> "TritonTarget":
         """`triton://HOST[:PORT]/NAME[/VERSION]` (port default 8001, gRPC)."""
-        rest = str(url)[len(SCHEME):] if is_triton_url(url) else ""
-        parts = rest.split("/")
-        hostport, model, version = parts[0], parts[1] if len(parts) > 1 else "", "/".join(parts[2:])
-        host, _, port = hostport.partition(":")
-        if not host or not model or (port and not port.isdigit()) or (version and not version.isdigit()):
+        parts = split_uri(str(url))
+        target = cls._from_parts(parts) if parts is not None and parts.scheme == "triton" else None
+        if target is None:
             raise ModelArtifactError(f"--model {url}: expected triton://HOST[:PORT]/NAME[/VERSION], e.g. "
                                      "triton://127.0.0.1:8001/pfsr_fp32")
-        return cls(host, int(port) if port else DEFAULT_GRPC_PORT, model, version)
+        return target
+
+    @classmethod
+    def _from_parts(cls, parts: URIParts) -> "TritonTarget | None":
+        model, *version = parts.segments or [""]
+        version = "/".join(version)
+        port = port_number(parts.port) if parts.port else DEFAULT_GRPC_PORT
+        if not parts.host or not model or parts.query or port is None or (version and not version.isdigit()):
+            return None
+        return cls(parts.host, port, model, version)
 
 
 @dataclass(frozen=True)

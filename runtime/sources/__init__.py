@@ -10,14 +10,14 @@ from typing import Callable
 import cv2
 
 from ..errors import SourceError
-from .base import ReadStatus, Source
+from .base import ReadStatus, ResizedSource, Source
 from .files import ImageListSource, VideoFileSource, open_folder, open_image
 from .live import Backoff, LiveSource
 from .uri import SourceURI, parse_uri
 
 __all__ = ["ReadStatus", "Source", "SourceURI", "SourceOptions", "parse_uri", "open_source", "list_sources",
            "opencv_has",
-           "LiveSource", "VideoFileSource", "ImageListSource", "Backoff"]
+           "LiveSource", "VideoFileSource", "ImageListSource", "ResizedSource", "Backoff"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ class SourceOptions:
     reconnect_initial_s: float = 0.5  # first delay before reopening a lost live source
     reconnect_max_s: float = 10.0  # the delay doubles up to this
     network_timeout_ms: int = 5000  # open/read timeout for network streams (FFmpeg)
+    input_width: int | None = None  # resize every frame to this width (aspect kept): a lower-resolution camera
 
 
 def opencv_has(feature: str) -> bool:
@@ -91,4 +92,7 @@ def open_source(uri: SourceURI | str, options: SourceOptions = SourceOptions()) 
         raise SourceError(f"source {uri.text!r}: no opener for scheme {uri.scheme!r}.")
     source = opener(uri, options)
     log.info("opened %s source %s", uri.scheme, uri.location if uri.scheme != "csi" else uri.text)
+    if options.input_width:
+        log.info("frames resized to %d px wide (--input-width)", options.input_width)
+        return ResizedSource(source, options.input_width)
     return source

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 
+import cv2
 import numpy as np
 
 from .uri import SourceURI
@@ -45,3 +46,31 @@ class Source:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ResizedSource(Source):
+    """Another source's frames resized to `width` pixels wide, aspect kept (OpenCV's area filter), as they come
+    out: a camera of a lower resolution (jetson-utils' videoSource --input-width). Everything else is the
+    inner source's."""
+
+    def __init__(self, inner: Source, width: int):
+        super().__init__(inner.uri)
+        self.inner, self.width = inner, width
+
+    def __getattr__(self, name):  # reconnects, and whatever else a kind of source adds
+        return getattr(self.inner, name)
+
+    frames_dropped = property(lambda self: self.inner.frames_dropped, lambda self, value: None)
+    damage = property(lambda self: self.inner.damage, lambda self, value: None)
+    fps = property(lambda self: self.inner.fps)
+    frame_count = property(lambda self: self.inner.frame_count)
+
+    def read(self, timeout: float | None = None) -> tuple[ReadStatus, np.ndarray | None]:
+        status, frame = self.inner.read(timeout)
+        if status is not ReadStatus.OK or frame is None or frame.ndim < 2 or frame.shape[1] == self.width:
+            return status, frame
+        height = max(1, round(frame.shape[0] * self.width / frame.shape[1]))
+        return status, cv2.resize(frame, (self.width, height), interpolation=cv2.INTER_AREA)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
 
 from ..errors import SourceError
+from ..uri import port_number, split_uri
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +65,13 @@ def _csi(text: str, rest: str) -> SourceURI:
 
 def _network(scheme: str) -> Callable[[str, str], SourceURI]:
     def parse(text: str, rest: str) -> SourceURI:
-        parts = urlsplit(f"{scheme}://{rest}")
+        parts = split_uri(f"{scheme}://{rest}")
         if not parts.hostname:
             raise SourceError(f"source {text!r} has no host; expected {scheme}://HOST[:PORT]/PATH.")
-        try:
-            port = parts.port or DEFAULT_PORTS[scheme]
-        except ValueError as err:
-            raise SourceError(f"source {text!r}: {err}; expected {scheme}://HOST[:PORT]/PATH.") from err
+        port = port_number(parts.port) if parts.port else DEFAULT_PORTS[scheme]
+        if port is None:
+            raise SourceError(f"source {text!r}: port {parts.port!r} is not a number from 1 to 65535; expected "
+                              f"{scheme}://HOST[:PORT]/PATH.")
         return SourceURI(scheme, f"{scheme}://{rest}", text, port=port, path=parts.path,
                          extension=Path(parts.path).suffix.lower())
 
@@ -110,16 +109,13 @@ PARSERS: dict[str, Callable[[str, str], SourceURI]] = {
     "file": _file,
 }
 
-_SCHEME_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
-
-
 def _split_scheme(text: str) -> tuple[str, str]:
     """(scheme, rest) after normalising shorthands."""
     if "!" in text:
         return "gstreamer", text
-    match = _SCHEME_PREFIX.match(text)
-    if match:
-        return match.group(1).lower(), match.group(2)
+    parts = split_uri(text)
+    if parts is not None:
+        return parts.scheme, parts.rest
     if text.isdigit():
         return "camera", text
     if text.startswith("/dev/video"):

@@ -1,25 +1,20 @@
-"""Where views go: a video file, an image folder, a window, or nowhere (the web page: runtime.web).
-
-`runtime.outputs` parses `--output` URIs and opens these; a sink's `write(view, result)` gets the composed
-view and the frame's result (faces, tracks), for sinks that show more than the picture."""
+"""Views written to disk: a video file (cv2.VideoWriter, checked for failed writes) or an image folder."""
 from __future__ import annotations
 
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .errors import SinkError
-from .records import ensure_folder
+from ..errors import SinkError
+from ..records import ensure_folder
+from .base import DEFAULT_FPS, VIDEO_CODECS, Sink
 
 log = logging.getLogger(__name__)
 
-VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
-DEFAULT_FPS = 25.0
 # cv2.VideoWriter.write reports nothing: every this many frames the file is checked for a failed write
 SIZE_CHECK_EVERY = 10
 # A file that has not grown is only an error when it cannot grow: less than this left on the disk or under the
@@ -27,33 +22,6 @@ SIZE_CHECK_EVERY = 10
 # without growing), and MKV holds whole clusters first, so a small disk with room for a chunk is not full yet;
 # whatever this check misses, the read-back on close counts.
 NO_ROOM_BYTES = 256 << 10
-QUIT_KEYS = (ord("q"), 27)  # q, Esc
-PAUSE_KEY, VIEW_KEY = ord(" "), ord("v")
-
-
-class Sink:
-    """Base class: `write(view, result)`, `close()`, context manager; `wants_stop` after the user quit a window,
-    `wants_next_view` after the user asked for the next view."""
-
-    wants_stop = False
-    wants_next_view = False
-
-    def write(self, view: np.ndarray, result=None) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> "Sink":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class NullSink(Sink):
-    def write(self, view: np.ndarray, result=None) -> None:
-        pass
 
 
 def _even(n: int) -> int:
@@ -167,45 +135,3 @@ class ImageFolderSink(Sink):
         if not cv2.imwrite(str(path), view):
             raise SinkError(f"--output {self.folder}: cannot write {path.name}; check free space and permissions.")
         self.frames += 1
-
-
-class WindowSink(Sink):
-    """A cv2 window: q or Esc asks the run to stop, space pauses until pressed again, v asks for the next view."""
-
-    def __init__(self, title: str = "fsr-edge"):
-        self.title = title
-
-    def write(self, view: np.ndarray, result=None) -> None:
-        key = self._show(view, 1)
-        if key == PAUSE_KEY:
-            key = self._wait_for_key()
-        self.wants_stop = key in QUIT_KEYS
-        self.wants_next_view = key == VIEW_KEY
-
-    def _show(self, view: np.ndarray, wait_ms: int) -> int:
-        try:
-            cv2.imshow(self.title, view)
-            return cv2.waitKey(wait_ms) & 0xFF
-        except cv2.error as err:
-            raise SinkError("cannot open a window: this OpenCV build has no GUI support (opencv-python-headless). "
-                            "`pip install opencv-python` (and uninstall the headless one), or use --output "
-                            "FILE.mp4|DIR|http://@:8080/.") from err
-
-    def _wait_for_key(self) -> int:
-        """Paused: the window stays responsive until space (resume), q/Esc or v."""
-        while True:
-            key = cv2.waitKey(50) & 0xFF
-            if key in (PAUSE_KEY, VIEW_KEY, *QUIT_KEYS):
-                return key
-
-    def close(self) -> None:
-        try:
-            cv2.destroyWindow(self.title)
-        except cv2.error:
-            pass
-
-
-def display_available() -> bool:
-    if sys.platform in ("win32", "darwin"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

@@ -15,8 +15,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from .errors import SinkError
-from .sinks import DEFAULT_FPS, Sink
+from ..errors import SinkError
+from .base import DEFAULT_FPS, Sink
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,142 @@
+"""Temporal fusion (`--fuse-frames N`): a face's recent frames, registered and averaged before SR.
+
+A camera sees the same face in many frames, each with its own sensor noise, compression and sub-pixel position.
+For each face of the current frame, the window around it is cut from the current frame and from the N - 1
+frames before it; each earlier window is registered to the current one (phase correlation: the face is nearly
+rigid over a few frames) and shifted onto it, windows that do not register (a pose change, an occlusion, a cut)
+are left out, and the rest are averaged pixel by pixel with weights that fall off where a pixel differs from the
+current frame by more than the noise explains (so motion the registration missed is not smeared in). The SR
+model then reads the fused window instead of the recorded one; what is shown as "recorded" stays the recording.
+
+Pure numpy/OpenCV; one `TemporalFusion` per source (the frames it keeps are that source's).
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import cv2
+import numpy as np
+
+from .faces import FaceJob
+
+MIN_RESPONSE = 0.2  # phase correlation peak below this: the faces do not show the same thing
+MAX_SHIFT_FRACTION = 0.25  # of the face's side: a larger shift is taken for a mismatch
+NOISE_SPREAD = 2.0  # a pixel further than this many noise sigmas from the current one gets little weight
+MATCH_SIGMAS = 2.0  # a registered face whose RMS difference from the current one exceeds this many noise sigmas
+                    # (times sqrt 2: both carry noise) is left out: it moved or changed
+WINDOW_MIN_PX = 32  # the window around a face: twice its square, at least this (a tiled model's tile and margin)
+
+
+class TemporalFusion:
+    """Keeps the last `frames - 1` frames of one source and fuses the faces of the next one with them."""
+
+    def __init__(self, frames: int):
+        if frames < 2:
+            raise ValueError(f"fusion needs at least 2 frames, got {frames}")
+        self.earlier: deque[np.ndarray] = deque(maxlen=frames - 1)
+        self.used = self.offered = 0  # earlier windows averaged in / looked at (how often registration held)
+
+    def reset(self) -> None:
+        """Forget the earlier frames (a new clip)."""
+        self.earlier.clear()
+
+    def fuse(self, frame: np.ndarray, jobs: list[FaceJob]) -> np.ndarray | None:
+        """A copy of `frame` with every job's window fused with the earlier frames (None when there is nothing
+        to fuse with or no face), then remembers `frame`."""
+        fused = None
+        if self.earlier and jobs:
+            fused = frame.copy()
+            for job in jobs:
+                found = face_window(job, frame.shape)
+                if found is not None:
+                    window, face = found
+                    fused[window] = self._fuse_window(frame, window, face)
+        self.earlier.append(frame)
+        return fused
+
+    def _fuse_window(self, frame: np.ndarray, window: tuple[slice, slice], face: tuple[slice, slice]) -> np.ndarray:
+        """The window fused; the face (inside the window's coordinates) is what registration looks at."""
+        current = frame[window].astype(np.float32)
+        sigma = noise_sigma(current)
+        aligned = []
+        for earlier in self.earlier:
+            self.offered += 1
+            shifted = register(earlier[window].astype(np.float32), current, face, sigma)
+            if shifted is not None:
+                aligned.append(shifted)
+        self.used += len(aligned)
+        if not aligned:
+            return frame[window]
+        return np.clip(np.rint(robust_average(current, aligned, sigma)), 0, 255).astype(np.uint8)
+
+
+def _bounds(cx: float, cy: float, side: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    x0, y0 = max(0, math.floor(cx - side / 2)), max(0, math.floor(cy - side / 2))
+    return x0, y0, min(shape[1], math.ceil(cx + side / 2)), min(shape[0], math.ceil(cy + side / 2))
+
+
+def face_window(job: FaceJob, shape: tuple[int, ...]) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+    """The whole-pixel window fused for a face (centred on its square, twice its side and at least
+    WINDOW_MIN_PX, clipped to the frame) and the face's square inside it; None when too little is inside."""
+    square = job.square
+    cx, cy = square.x + square.side / 2, square.y + square.side / 2
+    x0, y0, x1, y1 = _bounds(cx, cy, max(2.0 * square.side, WINDOW_MIN_PX), shape)
+    fx0, fy0, fx1, fy1 = _bounds(cx, cy, square.side, shape)
+    if min(x1 - x0, y1 - y0, fx1 - fx0, fy1 - fy0) < 8:
+        return None
+    return (slice(y0, y1), slice(x0, x1)), (slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0))
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return image.mean(axis=2) if image.ndim == 3 else image
+
+
+def register(earlier: np.ndarray, current: np.ndarray, face: tuple[slice, slice], sigma: float) -> np.ndarray | None:
+    """`earlier` (a window) moved onto `current` by the sub-pixel shift that registers their faces, or None
+    when the faces do not register or still differ by more than the noise explains (the face turned, something
+    passed in front). Phase correlation finds the shift (robust to large moves), ECC refines it (phase
+    correlation's sub-pixel peak is biased towards whole pixels on smooth faces)."""
+    a, b = _grey(earlier[face]).astype(np.float32), _grey(current[face]).astype(np.float32)
+    hann = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F)
+    (dx, dy), response = cv2.phaseCorrelate(a, b, hann)
+    if response < MIN_RESPONSE or math.hypot(dx, dy) > MAX_SHIFT_FRACTION * min(a.shape):
+        return None
+    warp = np.float32([[1, 0, -dx], [0, 1, -dy]])  # current(x) = earlier(x - d)
+    try:
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-4)
+        _, warp = cv2.findTransformECC(b, a, warp, cv2.MOTION_TRANSLATION, criteria, None, 1)
+    except cv2.error:  # ECC did not converge: the faces are too different
+        return None
+    if math.hypot(warp[0, 2], warp[1, 2]) > MAX_SHIFT_FRACTION * min(a.shape):
+        return None
+    moved = cv2.warpAffine(earlier, warp, (earlier.shape[1], earlier.shape[0]),
+                           flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+    rms = float(np.sqrt(np.mean((_grey(moved[face]) - b) ** 2)))
+    return moved if rms <= MATCH_SIGMAS * math.sqrt(2) * sigma else None
+
+
+def noise_sigma(image: np.ndarray) -> float:
+    """Sensor noise estimate in grey levels: the image filtered by a mask that cancels smooth and linear content
+    (Immerkaer 1996; noise of sd s gives a response of sd 6 s), with the median absolute response instead of the
+    mean so edges do not count as noise; clamped to [1, 20]."""
+    grey = _grey(image).astype(np.float32)
+    if min(grey.shape) < 3:
+        return 1.0
+    mask = np.float32([[1, -2, 1], [-2, 4, -2], [1, -2, 1]])
+    response = np.abs(cv2.filter2D(grey, -1, mask, borderType=cv2.BORDER_REFLECT))[1:-1, 1:-1]
+    sigma = 1.4826 * float(np.median(response)) / 6.0
+    return min(20.0, max(1.0, sigma))
+
+
+def robust_average(current: np.ndarray, aligned: list[np.ndarray], sigma: float) -> np.ndarray:
+    """Per-pixel weighted mean of the current window and the registered earlier ones; an earlier pixel's weight
+    falls off with its distance from the current pixel in units of the noise (a temporal bilateral filter)."""
+    spread = NOISE_SPREAD * math.sqrt(2) * sigma
+    total, weights = current.copy(), np.ones(current.shape[:2] + (1,), np.float32)
+    for image in aligned:
+        distance = np.abs(_grey(image) - _grey(current))[..., None]
+        weight = np.exp(-0.5 * (distance / spread) ** 2)
+        total += weight * image
+        weights += weight
+    return total / weights
