@@ -24,7 +24,9 @@ MIN_RESPONSE = 0.2  # phase correlation peak below this: the faces do not show t
 MAX_SHIFT_FRACTION = 0.25  # of the face's side: a larger shift is taken for a mismatch
 NOISE_SPREAD = 2.0  # a pixel further than this many noise sigmas from the current one gets little weight
 MATCH_SIGMAS = 2.0  # a registered face whose RMS difference from the current one exceeds this many noise sigmas
-                    # (times sqrt 2: both carry noise) is left out: it moved or changed
+                    # (times sqrt 2: both carry noise) is left out: it moved or changed ...
+MATCH_MIN_RMS = 6.0  # ... or this many grey levels, whichever is more (compression differs frame to frame more
+                     # than the noise estimate of a small, smoothed face says)
 WINDOW_MIN_PX = 32  # the window around a face: twice its square, at least this (a tiled model's tile and margin)
 
 
@@ -113,7 +115,7 @@ def register(earlier: np.ndarray, current: np.ndarray, face: tuple[slice, slice]
     moved = cv2.warpAffine(earlier, warp, (earlier.shape[1], earlier.shape[0]),
                            flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
     rms = float(np.sqrt(np.mean((_grey(moved[face]) - b) ** 2)))
-    return moved if rms <= MATCH_SIGMAS * math.sqrt(2) * sigma else None
+    return moved if rms <= max(MATCH_SIGMAS * math.sqrt(2) * sigma, MATCH_MIN_RMS) else None
 
 
 def noise_sigma(image: np.ndarray) -> float:
