@@ -208,8 +208,11 @@ def virtual_screen():
     display = f":{free[0]}"
     server = subprocess.Popen(["Xvfb", display, "-screen", "0", "1920x1200x24", "-nolisten", "tcp"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    if server.poll() is not None:
+    socket_path, deadline = f"/tmp/.X11-unix/X{free[0]}", time.monotonic() + 20
+    while not os.path.exists(socket_path) and server.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the X server is up once its socket exists
+    if server.poll() is not None or not os.path.exists(socket_path):
+        server.kill()
         pytest.skip(f"Xvfb could not start on {display}")
     yield display
     server.terminate()

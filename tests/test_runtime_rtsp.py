@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.ports import free_port
+from tests.ports import free_port, wait_until_bound
 
 av = pytest.importorskip("av", reason="PyAV is not installed (pip install -e \".[live]\")")
 
@@ -37,11 +37,12 @@ class _Listener(threading.Thread):
 
 
 def test_published_stream_is_read_back(tmp_path, shared_dir, detector_path, fast_sr_artifact):
-    url = f"rtsp://127.0.0.1:{free_port()}/enhanced"
+    port = free_port()
+    url = f"rtsp://127.0.0.1:{port}/enhanced"
     listener = _Listener(url)
     listener.start()
     listener.ready.wait(5)
-    time.sleep(0.5)  # the listener binds its port
+    wait_until_bound(port)
     code = main(["--source", str(shared_dir / "data" / "scenes" / "street-video-1080p.mp4"), "--model",
                  str(fast_sr_artifact), "--output", url, "--output", str(tmp_path / "out.mp4"), "--max-frames", "20",
                  "--detect-every", "5", "--headless", "--detector-model", str(detector_path)])
@@ -82,10 +83,11 @@ def test_sink_reconnects_when_the_server_comes_back():
 
     from runtime.outputs.rtsp import RtspSink
 
-    url = f"rtsp://127.0.0.1:{free_port()}/vms"
+    port = free_port()
+    url = f"rtsp://127.0.0.1:{port}/vms"
     first = _ClosingListener(url, limit=5)
     first.start()
-    time.sleep(0.5)
+    wait_until_bound(port)
     sink = RtspSink(url, fps=25)
     view = np.zeros((64, 96, 3), np.uint8)
     second = None
@@ -139,7 +141,7 @@ def test_rtp_stream_is_received_with_the_written_sdp(tmp_path, shared_dir, detec
     assert f"m=video {port} RTP/AVP 96" in sdp.read_text()
     receiver = _RtpReceiver(sdp, wanted=10)
     receiver.start()
-    time.sleep(1.0)  # the receiver binds the port; RTP sent before that is lost, as with any UDP receiver
+    wait_until_bound(port, "udp")  # RTP sent before the receiver binds is lost, as with any UDP receiver
     for i in range(60):
         frame[:] = (i * 4) % 256
         sink.write(frame)

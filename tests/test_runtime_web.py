@@ -146,7 +146,10 @@ def test_slow_clients_are_capped_and_timed_out_and_the_run_goes_on(monkeypatch):
     sink = web.WebSink("127.0.0.1", 0)
     try:
         idle = [socket.create_connection(("127.0.0.1", sink.port), timeout=10) for _ in range(3)]
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while sink.server.connections < 3:  # the server has taken all three in
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         extra = socket.create_connection(("127.0.0.1", sink.port), timeout=10)
         assert extra.recv(100).startswith(b"HTTP/1.1 503")
         sink.write(np.zeros((48, 64, 3), np.uint8))  # the run is not held up

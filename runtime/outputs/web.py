@@ -115,6 +115,11 @@ class WebServer:
                 continue
             self.loop.call_later(self.timeout_s, self._drop_if_silent, transport)
 
+    @property
+    def connections(self) -> int:
+        """Connections being served now."""
+        return len(self._runner.server.connections)
+
     def _drop_if_silent(self, transport: asyncio.Transport) -> None:
         if transport not in self._requested:
             transport.abort()
