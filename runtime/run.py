@@ -489,6 +489,7 @@ def summarize(stats: RunStats, timer: StageTimer, wall_s: float, extra: dict | N
         "faces_enhanced": stats.enhanced,
         "faces_not_finite": stats.kept["non_finite"],
         "faces_kept": {KEPT[kind][0]: n for kind, n in stats.kept.most_common()},
+        "to_enhance_kept_faces": {KEPT[kind][0]: KEPT[kind][1] for kind, _ in stats.kept.most_common()},
         "tracks": len(stats.track_ids),
         "skipped_tiny_faces": stats.skipped_tiny,
         "over_max_faces": stats.over_limit,

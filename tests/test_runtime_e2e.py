@@ -255,6 +255,7 @@ def test_a_run_that_enhances_no_face_says_why_and_what_would(tmp_path, shared_di
     summary = json.loads(summary_path.read_text())
     assert code == 0 and summary["faces"] > 0 and summary["faces_enhanced"] == 0
     assert summary["faces_kept"] == {"shown at or below their recorded size": summary["faces"]}
+    assert "--upscale 8" in summary["to_enhance_kept_faces"]["shown at or below their recorded size"]
     why = [r for r in caplog.records if r.levelno == logging.WARNING and "kept as recorded" in r.getMessage()]
     assert len(why) == 1 and "--upscale 8" in why[0].getMessage()
     assert not any("asked for" in r.getMessage() for r in caplog.records)  # the user asked for no face size
