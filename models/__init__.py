@@ -76,9 +76,10 @@ _register(ModelSpec("dicgan", _build_dic, DIC_CONFIGS, DICConfig.from_dict, _dic
 
 
 _register(ModelSpec("pfsr", PFSR, PFSR_CONFIGS, PFSRConfig.from_dict, _pfsr_io,
-                    ("pfsr_utk.safetensors",),
+                    ("pfsr_tiled_utk.safetensors", "pfsr_utk.safetensors"),
                     "PFSR (BMVC 2019), 16->128 in three progressive x2 steps, light (10.5 GFLOP at width 512)"))
-_register(ModelSpec("pfsr_x4", PFSR, PFSR_X4_CONFIGS, PFSRConfig.from_dict, _pfsr_io, ("pfsr_x4_utk.safetensors",),
+_register(ModelSpec("pfsr_x4", PFSR, PFSR_X4_CONFIGS, PFSRConfig.from_dict, _pfsr_io,
+                    ("pfsr_x4_tiled_utk.safetensors", "pfsr_x4_utk.safetensors"),
                     "PFSR x4 variant (this project's), 32->128 in two progressive x2 steps, for 20-40 px faces"))
 
 
