@@ -212,7 +212,7 @@ def test_batch_limit_caps_the_faces_per_call(shared_backend):
     lanes = [_lane(recording, ListSource(_frames(4, seed))) for seed in (1, 2, 3)]
     stats = run_lanes(lanes, threaded=True, gather_s=0.05)
     assert all(s.frames == 4 and s.error is None for s in stats)
-    assert sum(sizes) == 12 and max(sizes) == 2
+    assert sum(sizes) == 12 and max(sizes) <= 2  # that gathering does fill a batch: the _gather test above
 
 
 class DyingSource(ListSource):
