@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import cv2
@@ -52,6 +53,14 @@ class ListSink(NullSink):
 
     def write(self, view, result=None):
         self.views.append(view)
+
+
+def wait_until(condition, timeout_s: float, what: str = "the condition") -> None:
+    """Poll `condition()` every 20 ms until it is true; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout_s:.0f} s in vain for {what}"
+        time.sleep(0.02)
 
 
 def long_frame_folder(video: Path, folder: Path, count: int = 2000) -> Path:

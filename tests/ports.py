@@ -4,8 +4,9 @@ listener such as FFmpeg's RTSP server mode)."""
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
+
+from tests.helpers import wait_until
 
 TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
 
@@ -31,7 +32,4 @@ def is_bound(port: int, protocol: str = "tcp") -> bool:
 
 
 def wait_until_bound(port: int, protocol: str = "tcp", timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not is_bound(port, protocol):
-        assert time.monotonic() < deadline, f"nothing bound {protocol} port {port} within {timeout:.0f} s"
-        time.sleep(0.02)
+    wait_until(lambda: is_bound(port, protocol), timeout, f"a server on {protocol} port {port}")

@@ -339,3 +339,19 @@ def test_a_run_on_a_truncated_file_fails_and_its_summary_says_where(tmp_path, de
     assert run.returncode == 2, run.stderr[-2000:]
     assert "does not decode after frame" in written["error"] and written["frames"] < 40
     assert written["read_errors"] == 40 - written["frames"]
+
+
+def test_input_width_resizes_frames_and_keeps_the_sources_counts(tmp_path):
+    """--input-width: frames come out W wide with their aspect; fps, frame count and statuses are the file's."""
+    from runtime.sources import SourceOptions, open_source
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 12.0, (320, 180))
+    for value in range(3):
+        writer.write(np.full((180, 320, 3), 60 * value, np.uint8))
+    writer.release()
+    with open_source(str(path), SourceOptions(input_width=160)) as source:
+        assert (source.fps, source.frame_count, source.frames_dropped, source.damage) == (12.0, 3, 0, None)
+        frames = [source.read(1.0) for _ in range(4)]
+    assert [status for status, _ in frames] == [ReadStatus.OK] * 3 + [ReadStatus.EOS]
+    assert all(frame.shape == (90, 160, 3) for _, frame in frames[:3])

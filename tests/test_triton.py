@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import long_frame_folder
+from tests.helpers import long_frame_folder, wait_until
 from tests.ports import free_port
 
 from conftest import REPO_ROOT, write_engine_artifact
@@ -409,7 +409,8 @@ def test_sigterm_ends_a_run_within_two_seconds_while_its_server_hangs(server_env
                             "--remote-timeout", "120", "-q"],
                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: events.exists() and events.stat().st_size > 0 or run.poll() is not None, 120)
+        wait_until(lambda: events.exists() and events.stat().st_size > 0 or run.poll() is not None, 120,
+                   "the run's first event")
         assert run.poll() is None, "the run ended before any face was enhanced"
         os.kill(server_pid, signal.SIGSTOP)
         time.sleep(3)  # the run now waits for an answer that does not come
@@ -425,13 +426,6 @@ def test_sigterm_ends_a_run_within_two_seconds_while_its_server_hangs(server_env
     assert run.returncode == 143, stderr[-2000:]
     assert took < 2.0, f"the run took {took:.1f} s to end"
     assert json.loads(summary.read_text())["stopped_by_signal"] == signal.SIGTERM
-
-
-def _wait_for(condition, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout_s:.0f} s in vain"
-        time.sleep(0.1)
 
 
 def _server_pid(launcher_pid: int) -> int:

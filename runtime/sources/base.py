@@ -53,16 +53,13 @@ class ResizedSource(Source):
     out: a camera of a lower resolution (jetson-utils' videoSource --input-width). Everything else is the
     inner source's."""
 
-    def __init__(self, inner: Source, width: int):
-        super().__init__(inner.uri)
-        self.inner, self.width = inner, width
+    def __init__(self, inner: Source, width: int):  # no Source.__init__: the counters are the inner source's
+        self.inner, self.width, self.uri = inner, width, inner.uri
 
-    def __getattr__(self, name):  # reconnects, and whatever else a kind of source adds
+    def __getattr__(self, name):  # frames_dropped, damage, reconnects, ...
         return getattr(self.inner, name)
 
-    frames_dropped = property(lambda self: self.inner.frames_dropped, lambda self, value: None)
-    damage = property(lambda self: self.inner.damage, lambda self, value: None)
-    fps = property(lambda self: self.inner.fps)
+    fps = property(lambda self: self.inner.fps)  # properties of Source: __getattr__ never sees them
     frame_count = property(lambda self: self.inner.frame_count)
 
     def read(self, timeout: float | None = None) -> tuple[ReadStatus, np.ndarray | None]:
