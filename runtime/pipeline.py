@@ -144,8 +144,9 @@ class Enhancer:
         prepared = self.prepare(frame, index)
         return self.finish(prepared, self.enhance(prepared), fps)
 
-    # The three parts of `process`, which `runtime.run`'s threaded schedule runs on separate threads (each part keeps the
-    # state it owns: the tracker in `prepare`, the crop store and events in `finish`).
+    # The three parts of `process`, which `runtime.run`'s threaded schedule runs on separate threads (each part
+    # keeps the state it owns: the tracker and the fusion's earlier frames in `prepare`, the crop store and events
+    # in `finish`).
     def prepare(self, frame: np.ndarray, index: int, timer: StageTimer | None = None) -> PreparedFrame:
         """Detect/track, choose the faces, cut them out and route them."""
         timer = timer or self.timer
@@ -161,9 +162,8 @@ class Enhancer:
                             self.config.enhance_all) for job in jobs]
             jobs = [covering_job(frame, job, grid) if self._tiled(decision) else job
                     for job, decision in zip(jobs, routes)]
-        fused = None
-        if self.fusion is not None:
-            with timer.stage("prepare"):
+            fused = None
+            if self.fusion is not None:
                 fused = self.fusion.fuse(frame, [j for j, d in zip(jobs, routes) if d.model is not None])
         return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over, captured_at, fused)
 
