@@ -32,9 +32,13 @@ DEFAULT_MODELS = ("pfsr", "pfsr_x4", "dic")
 
 @dataclass(frozen=True)
 class Candidate:
+    """Weights to score; with `twin` (camera-grade weights carrying a `runtime.recording` gate), each face goes
+    to `weights` or `twin` as the gate decides on its LR pixels: the default export as the runtime runs it."""
+
     label: str
     model: str
     weights: Path
+    twin: Path | None = None
 
 
 @dataclass
@@ -89,6 +93,20 @@ def super_resolve(model, lr: np.ndarray, batch: int = 25) -> np.ndarray:
     return np.concatenate(out)
 
 
+def gated(clean_sr: np.ndarray, twin_sr: np.ndarray, lr: np.ndarray, twin_weights: Path) -> np.ndarray:
+    """Per face, the twin's output where its gate (read from its weights, as export copies it into the
+    manifest) prefers it on the RGB LR face, else the clean weights' output."""
+    import json
+
+    from models.weights import read_metadata
+    from runtime.recording import RecordingGate
+
+    gate = RecordingGate.from_dict(json.loads(read_metadata(twin_weights)["recording_gate"]))
+    to_twin = np.array([gate.prefers_camera(face[..., ::-1]) for face in lr])
+    log.info("gate: %d of %d faces to %s", to_twin.sum(), len(lr), twin_weights.stem)
+    return np.where(to_twin[:, None, None, None], twin_sr, clean_sr)
+
+
 def per_face_psnr(sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
     from training.metrics import y_psnr_ssim
 
@@ -96,7 +114,8 @@ def per_face_psnr(sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
 
 
 def candidates(args) -> list[Candidate]:
-    from models import shipped_weights
+    from models import camera_grade_weights, shipped_weights
+    from models.weights import read_metadata
 
     found = []
     for name in args.models:
@@ -105,6 +124,10 @@ def candidates(args) -> list[Candidate]:
             log.info("%s: no shipped weights, skipped", name)
             continue
         found.append(Candidate(f"{name} ({weights.stem})", name, weights))
+        twin = camera_grade_weights(name)
+        if twin is not None and read_metadata(twin).get("recording_gate"):
+            found.append(Candidate(f"{name} (default export: {weights.stem} + {twin.stem}, gated)", name, weights,
+                                   twin))
     for spec in args.weights:
         name, _, path = spec.partition("=")
         if not path:
@@ -121,6 +144,7 @@ def run_camera(args) -> dict:
     split = load_split("test", args.data, cache_dir=args.cache).subset(count)
     describer = _describer(args.identity)
     models = [(c, create_model(c.model, weights=c.weights)) for c in candidates(args)]
+    twins = {c.twin: create_model(c.model, weights=c.twin) for c, _ in models if c.twin is not None}
     sizes = {model_io(c.model, m.config).input_size for c, m in models}
     rows = []
     for framing in args.framings:
@@ -134,7 +158,10 @@ def run_camera(args) -> dict:
                 for candidate, model in models:
                     if model_io(candidate.model, model.config).input_size != size:
                         continue
-                    scores = _scores(super_resolve(model, lr[size]), hr, landmarks, describer, gallery)
+                    sr = super_resolve(model, lr[size])
+                    if candidate.twin is not None:
+                        sr = gated(sr, super_resolve(twins[candidate.twin], lr[size]), lr[size], candidate.twin)
+                    scores = _scores(sr, hr, landmarks, describer, gallery)
                     rows.append(_row(framing, level, candidate.label, scores, reference))
                     log.info("%s %s %s: %+.2f dB over bicubic", framing, level, candidate.label,
                              rows[-1]["gain_db"])

@@ -138,8 +138,7 @@ def _mean_row(factor: int, what: str, rows: list[dict]) -> dict:
 
 
 def run(args) -> dict:
-    from runtime.artifact import load_artifact
-    from runtime.backends import create_backend
+    from runtime.backends import create_backend, load_models
     from runtime.detect import FaceDetector
     from runtime.shared_data import MISSING_HINT, shared_dir
 
@@ -148,7 +147,7 @@ def run(args) -> dict:
         raise SystemExit(f"the shared scenes are needed ({MISSING_HINT})")
     detector_path = Path(args.detector_model or root / "models" / "face_detection_yunet_2023mar.onnx")
     reference_detector = FaceDetector(detector_path, max_side=100_000)  # faces of the original, full resolution
-    artifacts = [load_artifact(m) for m in args.models]
+    artifacts = load_models(args.models, args.camera_grade)  # as the CLI loads them
     backends = [create_backend("auto", a, self_ensemble=args.self_ensemble).activate() for a in artifacts]
     try:
         rows = []
@@ -193,6 +192,8 @@ def plot(payload: dict, path: Path) -> Path | None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.frames", description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", required=True, help="artifact manifests (as --model of runtime.enhance)")
+    p.add_argument("--no-camera-grade", dest="camera_grade", action="store_false",
+                   help="without the camera-grade twins the manifests name (as the CLI's --no-camera-grade)")
     p.add_argument("--quick", action="store_true", help="the two group photos only")
     p.add_argument("--detector-model", help="YuNet ONNX (default: ../shared/models/...)")
     p.add_argument("--self-ensemble", action="store_true",

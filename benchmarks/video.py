@@ -519,8 +519,7 @@ def report_kind(args) -> str:
 
 
 def run(args) -> dict:
-    from runtime.artifact import load_artifact
-    from runtime.backends import create_backend
+    from runtime.backends import create_backend, load_models
     from runtime.detect import FaceDetector
     from runtime.routing import default_min_face
     from runtime.shared_data import MISSING_HINT, shared_dir
@@ -530,7 +529,7 @@ def run(args) -> dict:
         raise SystemExit(f"the shared scenes are needed ({MISSING_HINT})")
     detector_path = Path(args.detector_model or root / "models" / "face_detection_yunet_2023mar.onnx")
     reference_detector = FaceDetector(detector_path, max_side=100_000)
-    artifacts = [load_artifact(m) for m in args.models]
+    artifacts = load_models(args.models, args.camera_grade)  # as the CLI loads them
     min_face = default_min_face(artifacts)
     detector = FaceDetector(detector_path, min_face_px=min_face)  # as the CLI makes it
     backends = [create_backend("auto", a).activate() for a in artifacts]
@@ -647,6 +646,8 @@ def int_list(text: str) -> list[int]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.video", description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", required=True, help="artifact manifests (as --model of runtime.enhance)")
+    p.add_argument("--no-camera-grade", dest="camera_grade", action="store_false",
+                   help="without the camera-grade twins the manifests name (as the CLI's --no-camera-grade)")
     p.add_argument("--quick", action="store_true", help="8 frames, K = 8, group-6faces, 12 street frames")
     p.add_argument("--degradation", default="camera", choices=("clean", "camera", "heavy"),
                    help="the synthetic cameras' recording (training.degrade level; default camera)")

@@ -105,11 +105,15 @@ def _prepare_outdir(outdir: Path) -> None:
 EXTRA_SUFFIXES = {"landmarks": "_lm", "boundaries": "_bd"}
 
 
-def artifact_name(model_name: str, steps: int | None, precision: str, extras: tuple[str, ...] = ()) -> str:
-    """e.g. dic_s2_fp16, dic_s4_fp32_lm, msfsr_fp16_bd, pfsr_int8 (no step count for a model that is not
-    recurrent)."""
+CAMERA_SUFFIX = "_camera"  # the camera-grade twin's artifact name: pfsr_camera_fp16, dic_camera_s2_fp32
+
+
+def artifact_name(model_name: str, steps: int | None, precision: str, extras: tuple[str, ...] = (),
+                  suffix: str = "") -> str:
+    """e.g. dic_s2_fp16, dic_s4_fp32_lm, msfsr_fp16_bd, pfsr_int8, pfsr_camera_fp32 (no step count for a model
+    that is not recurrent)."""
     step_part = f"_s{steps}" if steps is not None else ""
-    return f"{model_name.lower()}{step_part}_{precision}" + "".join(EXTRA_SUFFIXES[name] for name in extras)
+    return f"{model_name.lower()}{suffix}{step_part}_{precision}" + "".join(EXTRA_SUFFIXES[name] for name in extras)
 
 
 def declared_io(io, extras: tuple[str, ...] = ()) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -128,8 +132,10 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
           steps: int | None = None, precision: str = "fp32", batch: BatchProfile = BatchProfile(),
           with_landmarks: bool = False, with_boundaries: bool = False, opset: int | None = None,
           outdir: str | os.PathLike = "artifacts",
-          options: PrecisionOptions = PrecisionOptions(), trt_targets: tuple[str, ...] | None = None) -> BuildResult:
-    """Export, verify and publish one artifact. Raises ExportError; never leaves partial files."""
+          options: PrecisionOptions = PrecisionOptions(), trt_targets: tuple[str, ...] | None = None,
+          name_suffix: str = "", camera_grade: str | None = None) -> BuildResult:
+    """Export, verify and publish one artifact. Raises ExportError; never leaves partial files.
+    `camera_grade`: the manifest file name of this artifact's camera-grade twin, already published beside it."""
     from runtime.files import atomic_path
 
     from .onnx_export import DEFAULT_OPSET, UnrolledSR, check_onnx, file_opset, onnx_from_model
@@ -151,7 +157,7 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
     outdir = Path(outdir)
     _prepare_outdir(outdir)
 
-    name = artifact_name(model_name, steps, row.name, extras)
+    name = artifact_name(model_name, steps, row.name, extras, name_suffix)
     onnx_path, manifest_path = outdir / f"{name}.onnx", outdir / f"{name}.json"
     inputs, outputs = declared_io(io, extras)
     wrapper = UnrolledSR(model, steps, extras, fuse=io.folds_batchnorm)
@@ -175,6 +181,7 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
             model=model_name, precision=row.name, onnx=onnx_path.name, onnx_sha256=sha256_of(published),
             opset=file_opset(published), inputs=inputs, outputs=outputs, batch=batch,
             weights=_weights_info(weights_path), min_input_ratio=_trained_min_input_ratio(weights_path), tiling=tiling,
+            recording_gate=_recording_gate(weights_path), camera_grade=camera_grade,
             scale=io.scale, steps=steps, max_steps=io.recurrent_steps,
             config=model.config.to_dict(), batchnorm_folded=io.folds_batchnorm, checks=checks,
             precision_conversion=conversion, trtexec=trtexec_hint(onnx_path.name, inputs[0], batch),
@@ -224,6 +231,22 @@ def _trained_min_input_ratio(path: Path | None) -> float | None:
     if not 0 < ratio <= 1:
         raise ExportError(f"{path}: metadata min_input_ratio {value!r} is not a number in (0, 1]")
     return ratio
+
+
+def _recording_gate(path: Path | None) -> dict | None:
+    """The per-face gate stored in camera-grade weights (`calibration.recording_gate --write`), checked."""
+    import json
+
+    from models.weights import read_metadata
+    from runtime.recording import RecordingGate
+
+    text = read_metadata(path).get("recording_gate") if path is not None else None
+    if text is None:
+        return None
+    try:
+        return RecordingGate.from_dict(json.loads(text), f"{path}: metadata recording_gate").to_dict()
+    except (json.JSONDecodeError, ValueError) as err:
+        raise ExportError(f"{err}; refit it with `python -m calibration.recording_gate --write`") from err
 
 
 def _weights_info(path: Path | None) -> WeightsInfo:
@@ -285,6 +308,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--exclude-nodes", default="", help="comma-separated node names kept in fp32")
     p.add_argument("--trt-targets", help="comma-separated TensorRT releases the graph must parse on "
                    f"(default: all of {', '.join(TRT_RELEASES)}); checked offline, no TensorRT needed")
+    p.add_argument("--no-camera-grade", dest="camera_grade", action="store_false",
+                   help="with the shipped weights, do not also export their camera-grade twin (pfsr, pfsr_x4, dic: "
+                        "weights trained on noisy, compressed recordings, which the runtime picks per face)")
     p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (needs tensorrt)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
@@ -309,9 +335,8 @@ def main(argv=None) -> int:
         logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     _exit_cleanly_on_sigterm()
     try:
-        result = build(
-            args.model, weights=args.weights, random_init=args.random_init, config=args.config,
-            steps=args.steps, precision=args.precision, batch=_batch(args.batch),
+        common = dict(
+            config=args.config, steps=args.steps, precision=args.precision, batch=_batch(args.batch),
             with_landmarks=args.with_landmarks, with_boundaries=args.with_boundaries, opset=args.opset,
             outdir=args.outdir,
             options=PrecisionOptions(
@@ -319,13 +344,37 @@ def main(argv=None) -> int:
                 calibration_data=args.calibration_data,
                 exclude_op_types=None if args.exclude_op_types is None else _split(args.exclude_op_types),
                 exclude_nodes=_split(args.exclude_nodes)),
-            trt_targets=_split(args.trt_targets) if args.trt_targets else None,
-        )
+            trt_targets=_split(args.trt_targets) if args.trt_targets else None)
+        twin = _camera_twin(args, common)
+        result = build(args.model, weights=args.weights, random_init=args.random_init, **common,
+                       camera_grade=twin.manifest_path.name if twin else None)
     except ExportError as err:
         log.error("%s", err)
         return 2
     _print_result(result)
-    return _tensorrt_step(result, args.tensorrt)
+    if twin is not None:
+        print(f"camera-grade twin: {twin.manifest_path} (loaded with it; the runtime picks per face)")
+    codes = [_tensorrt_step(built, args.tensorrt) for built in ([twin] if twin else []) + [result]]
+    return max(codes)
+
+
+def _camera_twin(args, common: dict) -> BuildResult | None:
+    """With the shipped default weights, their camera-grade twin is exported first (the default artifact's
+    manifest names it, so the runtime loads both)."""
+    from models import camera_grade_weights
+
+    if not args.camera_grade or args.weights or args.random_init:
+        return None
+    try:
+        weights = camera_grade_weights(args.model)
+    except ValueError:
+        return None  # an unknown model: build() says so
+    if weights is None:
+        return None
+    log.info("exporting the camera-grade twin %s (--no-camera-grade: only the default)", weights.name)
+    twin = build(args.model, weights=str(weights), name_suffix=CAMERA_SUFFIX, **common)
+    _print_result(twin)
+    return twin
 
 
 def _batch(text: str) -> BatchProfile:

@@ -23,7 +23,8 @@ from .pfsr import PFSR, PFSR_CONFIGS, PFSR_X4_CONFIGS, PFSRConfig
 from .weights import WeightsError, load_into, read_metadata, read_state_dict
 
 __all__ = [
-    "create_model", "list_models", "model_spec", "model_io", "shipped_weights", "load_weights", "ModelIO",
+    "create_model", "list_models", "model_spec", "model_io", "shipped_weights", "camera_grade_weights", "load_weights",
+    "ModelIO",
     "load_landmark_weights", "WeightsError", "DIC", "DICConfig", "PFSR", "PFSRConfig", "MSFSR", "MSFSRConfig",
     "Panini", "PaniniConfig",
 ]
@@ -41,6 +42,9 @@ class ModelSpec:
     io: Callable[[object], ModelIO]  # config -> the model's declared I/O
     shipped: tuple[str, ...]  # file names in models/weights/, best first
     description: str
+    # camera-grade twin of the first shipped file (trained on training.degrade's recordings, with a
+    # runtime.recording gate in its metadata): export.build exports it beside the default, the runtime picks per face
+    camera: str | None = None
 
 
 def _build_dic(config) -> nn.Module:
@@ -69,7 +73,7 @@ def _register(spec: ModelSpec) -> None:
 
 _register(ModelSpec("dic", _build_dic, DIC_CONFIGS, DICConfig.from_dict, _dic_io,
                     ("dic_utk.safetensors", "dic_utk_cpu_demo.safetensors"),
-                    "DIC (CVPR 2020), 16->128, iterative SR + landmark collaboration"))
+                    "DIC (CVPR 2020), 16->128, iterative SR + landmark collaboration", "dic_camera_utk.safetensors"))
 # DICGAN is the DIC generator with adversarially fine-tuned weights.
 _register(ModelSpec("dicgan", _build_dic, DIC_CONFIGS, DICConfig.from_dict, _dic_io, ("dicgan_utk.safetensors",),
                     "DICGAN (CVPR 2020): DIC generator, GAN-fine-tuned weights"))
@@ -77,10 +81,12 @@ _register(ModelSpec("dicgan", _build_dic, DIC_CONFIGS, DICConfig.from_dict, _dic
 
 _register(ModelSpec("pfsr", PFSR, PFSR_CONFIGS, PFSRConfig.from_dict, _pfsr_io,
                     ("pfsr_tiled_utk.safetensors", "pfsr_utk.safetensors"),
-                    "PFSR (BMVC 2019), 16->128 in three progressive x2 steps, light (10.5 GFLOP at width 512)"))
+                    "PFSR (BMVC 2019), 16->128 in three progressive x2 steps, light (10.5 GFLOP at width 512)",
+                    "pfsr_camera_utk.safetensors"))
 _register(ModelSpec("pfsr_x4", PFSR, PFSR_X4_CONFIGS, PFSRConfig.from_dict, _pfsr_io,
                     ("pfsr_x4_tiled_utk.safetensors", "pfsr_x4_utk.safetensors"),
-                    "PFSR x4 variant (this project's), 32->128 in two progressive x2 steps, for 20-40 px faces"))
+                    "PFSR x4 variant (this project's), 32->128 in two progressive x2 steps, for 20-40 px faces",
+                    "pfsr_x4_camera_utk.safetensors"))
 
 
 def _msfsr_io(config: MSFSRConfig) -> ModelIO:
@@ -133,6 +139,13 @@ def shipped_weights(name: str) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def camera_grade_weights(name: str) -> Path | None:
+    """The shipped camera-grade twin of the model's default weights (`ModelSpec.camera`), or None."""
+    file_name = model_spec(name).camera
+    path = WEIGHTS_DIR / file_name if file_name else None
+    return path if path is not None and path.is_file() else None
 
 
 def _resolve_config(spec: ModelSpec, config, weights: str | os.PathLike | None):

@@ -22,7 +22,7 @@ from dataclasses import replace
 import numpy as np
 
 from .assets import detector_model_path
-from .backends import create_backend, load_model
+from .backends import create_backend, load_models
 from .constants import DETECT_MAX_SIDE, MAX_FACES, TRACK_CONFIRM_HITS, TRACK_CONFIRM_SCORE
 from .detect import FaceDetector
 from .pipeline import EnhanceConfig, Enhancer, FrameResult
@@ -45,13 +45,15 @@ class FaceSR:
         detector: the YuNet ONNX file (default: the per-user cache of `python -m runtime.assets fetch`).
         view, upscale, enhance_all, max_faces, min_face, detect_every, draw_landmarks, self_ensemble,
             fuse_frames: as the CLI's options (fusion applies to `stream()`, not to single-frame calls).
+        camera_grade: also load the camera-grade twins the models' manifests name, and pick per face (the
+            CLI's --no-camera-grade is False).
     """
 
     def __init__(self, model: str | list[str], *, backend: str = "auto", detector: str | None = None,
                  view: str = "overlay", upscale: float = 1.0, enhance_all: bool = False, max_faces: int = MAX_FACES,
                  min_face: float | None = None, detect_every: int = 1, draw_landmarks: bool = False,
-                 self_ensemble: bool = False, fuse_frames: int = 1):
-        artifacts = [load_model(m) for m in ([model] if isinstance(model, str) else model)]
+                 self_ensemble: bool = False, fuse_frames: int = 1, camera_grade: bool = True):
+        artifacts = load_models([model] if isinstance(model, str) else list(model), camera_grade)
         self.min_face = min_face or default_min_face(artifacts)
         self.detector = FaceDetector(detector_model_path(detector), max_side=DETECT_MAX_SIDE,
                                      min_face_px=self.min_face, min_face_asked=min_face is not None)

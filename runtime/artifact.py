@@ -120,6 +120,34 @@ def load_artifact(path: str | Path) -> ModelArtifact:
     return artifact
 
 
+def with_camera_twins(artifacts: list[ModelArtifact]) -> list[ModelArtifact]:
+    """`artifacts` plus the camera-grade twin each one's manifest names (`camera_grade`, exported beside it by
+    `python -m export.build`), loaded and checked like any artifact. A twin that is missing or broken is a
+    warning, not an error: the default model still enhances every face, as it did before twins existed."""
+    loaded = list(artifacts)
+    given = {a.manifest_path.resolve() for a in artifacts if a.manifest_path is not None}
+    for artifact in artifacts:
+        name = getattr(artifact.manifest, "camera_grade", None)
+        if name is None or artifact.manifest_path is None:
+            continue
+        path = beside(artifact.manifest_path, name, "camera-grade twin")
+        if path.resolve() in given:
+            continue
+        try:
+            twin = load_artifact(path)
+        except ModelArtifactError as err:
+            log.warning("%s: its camera-grade twin cannot be used (%s); every face goes to %s. Re-export with "
+                        "`python -m export.build --model %s` to restore it.", artifact.manifest_path, err,
+                        artifact.path.name, artifact.model_name)
+            continue
+        if getattr(twin.manifest, "recording_gate", None) is None:
+            log.warning("%s has no recording_gate: it is not used as a camera-grade twin", path)
+            continue
+        loaded.append(twin)
+        given.add(path.resolve())
+    return loaded
+
+
 # --- ONNX artifacts ---------------------------------------------------------------------------------------
 def beside(manifest_path: Path, name: str, what: str) -> Path:
     """A file a manifest names: a plain file name in the manifest's own folder, never a path out of it."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .files import write_json_atomic
 from .errors import ModelArtifactError
+from .recording import RecordingGate
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,12 @@ class OnnxManifest:
     # Set when the model may run on overlapping input-sized tiles of a face at its recorded resolution
     # (`runtime.tiles`): {"stride": px, "ramp": px}, written by export after its `tiling` check passed
     tiling: dict | None = None
+    # Weights trained on what cameras record carry the gate that tells, per face, whether they or their clean
+    # twin should enhance it (`runtime.recording.RecordingGate.to_dict`); None for other weights
+    recording_gate: dict | None = None
+    # The clean model's pointer to its camera-grade twin exported beside it (a manifest file name in the same
+    # folder): the runtime loads it too and picks per face with the twin's gate
+    camera_grade: str | None = None
 
     kind = "onnx"
 
@@ -213,6 +220,15 @@ class OnnxManifest:
         _expect(tiling is None or (isinstance(tiling, dict) and set(tiling) == {"stride", "ramp"} and all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in tiling.values())),
                 f"{where}.tiling", "tiling", tiling, "{stride: px, ramp: px} (positive integers), or null")
+        gate = data.get("recording_gate")
+        if gate is not None:
+            try:
+                RecordingGate.from_dict(gate, f"{where}.recording_gate")
+            except ValueError as err:
+                raise ModelArtifactError(f"{err}; {REEXPORT}.") from err
+        twin = data.get("camera_grade")
+        _expect(twin is None or (isinstance(twin, str) and twin.endswith(".json") and Path(twin).name == twin),
+                f"{where}.camera_grade", "camera_grade", twin, "a manifest file name in the same folder, or null")
         return cls(
             **common,
             onnx=_field(data, "onnx", str, where), onnx_sha256="" if legacy else _sha(data, "onnx_sha256", where),
@@ -222,7 +238,8 @@ class OnnxManifest:
             batchnorm_folded=bool(data.get("batchnorm_folded", False)), checks=data.get("checks") or {},
             precision_conversion=data.get("precision_conversion") or {}, trtexec=data.get("trtexec", ""),
             versions=data.get("versions") or {}, created=data.get("created", ""),
-            min_input_ratio=None if ratio is None else float(ratio), tiling=tiling)
+            min_input_ratio=None if ratio is None else float(ratio), tiling=tiling, recording_gate=gate,
+            camera_grade=twin)
 
     def failed_checks(self) -> list[str]:
         return [name for name, check in self.checks.items() if isinstance(check, dict) and check.get("passed") is False]

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 
 from .assets import detector_model_path
-from .backends import BACKENDS, create_backend, load_model, resolve_backend_name
+from .backends import BACKENDS, create_backend, load_models, resolve_backend_name
 from .backends.triton_backend import REQUEST_TIMEOUT_S
 from .compose import VIEWS
 from .constants import (
@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enhance-all", action="store_true",
                    help="enhance every face, even where routing keeps the recorded pixels (shown at or below its "
                         "recorded size, or larger than the model's crossover)")
+    p.add_argument("--no-camera-grade", dest="camera_grade", action="store_false",
+                   help="do not load the camera-grade twin a model's manifest names (the default exports of pfsr, "
+                        "pfsr_x4 and dic have one): every face goes to the model given, whatever its recording "
+                        "looks like (docs/runtime.md, 'Camera-grade twins')")
     p.add_argument("--fuse-frames", type=_positive_int, default=1, metavar="N",
                    help="videos and cameras: SR reads each face averaged with its N-1 earlier frames, registered "
                         "(less noise and compression, less shimmer; docs/runtime.md, 'Temporal fusion'); 1 = off")
@@ -153,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
     """Everything after argument parsing; returns the summary. Raises RuntimeToolkitError."""
-    artifacts = [load_model(path) for path in args.model]
+    artifacts = load_models(args.model, args.camera_grade)
     if args.draw_landmarks and not any(o.name == LANDMARK_OUTPUT for a in artifacts for o in a.outputs):
         raise RuntimeToolkitError("--draw-landmarks needs a model with a 'landmarks' output; export one with "
                                   "`python -m export.build --model dic --with-landmarks`.")

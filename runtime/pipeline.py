@@ -24,7 +24,8 @@ from .faces import (FaceJob, covering_job, crop_square, face_jobs, from_model_ou
 from .frames import to_bgr
 from .fusion import TemporalFusion
 from .records import BestCropStore, EventLog
-from .routing import FORCED, NON_FINITE, Route, model_fit, route
+from .recording import RecordingGate
+from .routing import FORCED, NON_FINITE, CameraTwins, Route, model_fit
 from .tiles import enhance_regions
 from .timing import StageTimer
 from .tone import keep_recorded_tones
@@ -88,6 +89,12 @@ class PreparedFrame:
 LANDMARK_OUTPUT = "landmarks"  # the extra output of a model exported with --with-landmarks
 
 
+def recording_gate(artifact) -> RecordingGate | None:
+    """The camera-grade gate an artifact's manifest carries (checked when the manifest was read), or None."""
+    gate = getattr(artifact.manifest, "recording_gate", None)
+    return None if gate is None else RecordingGate.from_dict(gate)
+
+
 def run_batched(backend: Backend, batch: np.ndarray) -> np.ndarray:
     """Run an [N, ...] batch in chunks of at most `backend.max_batch`; returns the image output."""
     return infer_batched(backend, batch)[backend.artifact.image_output.name]
@@ -118,6 +125,7 @@ class Enhancer:
         self.timer = timer or StageTimer()
         self.tracker = IoUTracker(confirm_hits=config.confirm_hits, confirm_score=config.confirm_score)
         self.fits = [model_fit(b.artifact) for b in self.backends]
+        self.twins = CameraTwins.pair(self.fits, [recording_gate(b.artifact) for b in self.backends])
         fusing = config.fuse_frames > 1 and not config.independent_frames
         self.fusion = TemporalFusion(config.fuse_frames) if fusing else None
         self.output_hw = max(b.artifact.output_hw for b in self.backends)
@@ -158,13 +166,17 @@ class Enhancer:
         with timer.stage("prepare"):
             grid = self._framing_grid()
             jobs = face_jobs(frame, selected, grid)
-            routes = [route(job.square.side, self._display_px(frame, job, len(jobs)), self.fits,
-                            self.config.enhance_all) for job in jobs]
+            routes = [self.twins.route(job.square.side, self._display_px(frame, job, len(jobs)), self.fits,
+                                       self.config.enhance_all) for job in jobs]
             jobs = [covering_job(frame, job, grid) if self._tiled(decision) else job
                     for job, decision in zip(jobs, routes)]
             fused = None
             if self.fusion is not None:
                 fused = self.fusion.fuse(frame, [j for j, d in zip(jobs, routes) if d.model is not None])
+            if self.twins.twin_of:  # the gate reads what SR would read (a twin has the same fit: same framing)
+                source = frame if fused is None else fused
+                routes = [self.twins.choose(d, crop_square(source, job.square)) if d.model is not None else d
+                          for job, d in zip(jobs, routes)]
         return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over, captured_at, fused)
 
     def enhance(self, prepared: PreparedFrame, timer: StageTimer | None = None) -> list[EnhancedFace]:

@@ -15,7 +15,7 @@ the display throws away (a 100 px face: about 256 tiles of a 16 px model).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .constants import (CROSSOVER_RATIO, MIN_FACE_INPUT_FRACTION, MIN_INPUT_RATIO, MIN_MAGNIFICATION_RATIO,
                         TILED_MIN_INPUT_RATIO)
@@ -99,6 +99,7 @@ def best_fit(native_px: float, models: list[ModelFit], candidates: list[int] | N
 
 
 FORCED = "forced"  # the reason of a face enhanced only because of `force`
+CAMERA_GRADE = "enhanced by the camera-grade twin (the recording looks noisy or compressed)"
 NON_FINITE = "the model's output was not finite (NaN/Inf): recorded pixels kept"  # set after inference
 
 
@@ -133,3 +134,43 @@ def _route(native_px: float, display_px: float, models: list[ModelFit]) -> Route
         return Route(None, f"shown {magnification:.1f}x its recorded size, less than the x{least:g} its "
                            "model would add", "magnification")
     return Route(best_fit(native_px, models, takers), "enhanced")
+
+
+@dataclass(frozen=True)
+class CameraTwins:
+    """Models paired with a camera-grade twin: routing sees only the others (`primary`), and a face routed to
+    a model with a twin goes to the twin when the twin's `RecordingGate` says the recording looks noisy or
+    compressed. `twin_of` maps a primary model's index to (the twin's index, its gate)."""
+
+    primary: tuple[int, ...]
+    twin_of: dict = field(default_factory=dict)
+
+    @classmethod
+    def pair(cls, fits: list[ModelFit], gates: list) -> "CameraTwins":
+        """Pair each model that has a gate (`gates[i]`, else None) with a gate-less model of the same fit
+        (input and output sides, tiled or not); a gated model with no partner routes like any other."""
+        twin_of, twins = {}, set()
+        for i, gate in enumerate(gates):
+            if gate is None:
+                continue
+            partner = next((j for j, fit in enumerate(fits) if gates[j] is None and j not in twin_of and
+                            (fit.input_px, fit.output_px, fit.tiled) == (fits[i].input_px, fits[i].output_px,
+                                                                         fits[i].tiled)), None)
+            if partner is not None:
+                twin_of[partner] = (i, gate)
+                twins.add(i)
+        return cls(tuple(i for i in range(len(fits)) if i not in twins), twin_of)
+
+    def route(self, native_px: float, display_px: float, fits: list[ModelFit], force: bool = False) -> Route:
+        """`route` over the primary models, with their indices into `fits`."""
+        decision = route(native_px, display_px, [fits[i] for i in self.primary], force)
+        return decision if decision.model is None else replace(decision, model=self.primary[decision.model])
+
+    def choose(self, decision: Route, face) -> Route:
+        """The twin instead of its partner when the gate says so for this face (BGR pixels, any size)."""
+        if decision.model not in self.twin_of:
+            return decision
+        twin, gate = self.twin_of[decision.model]
+        if not gate.prefers_camera(face):
+            return decision
+        return replace(decision, model=twin, reason=FORCED if decision.reason == FORCED else CAMERA_GRADE)

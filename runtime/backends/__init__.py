@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from ..artifact import ModelArtifact, load_artifact
+from ..artifact import ModelArtifact, load_artifact, with_camera_twins
 from ..errors import BackendError
 from .base import Backend, infer_batched
 from .ensemble import MirrorEnsemble
@@ -16,7 +16,8 @@ from .tensorrt_backend import TensorRTBackend
 from .torch_backend import TorchBackend
 from .triton_backend import RemoteArtifact, TritonBackend, fetch_artifact, is_triton_url
 
-__all__ = ["Backend", "BACKENDS", "create_backend", "infer_batched", "load_model", "resolve_backend_name"]
+__all__ = ["Backend", "BACKENDS", "create_backend", "infer_batched", "load_model", "load_models",
+           "resolve_backend_name"]
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +71,9 @@ def load_model(spec: str) -> ModelArtifact:
     """A local artifact (`runtime.artifact.load_artifact`) or, for triton://HOST:PORT/NAME, the served model
     described by the server's config."""
     return fetch_artifact(spec) if is_triton_url(spec) else load_artifact(spec)
+
+
+def load_models(specs: list[str], camera_grade: bool = True) -> list[ModelArtifact]:
+    """`load_model` of each, plus the camera-grade twins their manifests name (`camera_grade` False: without)."""
+    artifacts = [load_model(spec) for spec in specs]
+    return with_camera_twins(artifacts) if camera_grade else artifacts

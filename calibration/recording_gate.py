@@ -1,0 +1,157 @@
+"""`python -m calibration.recording_gate`: fit the per-face gate between clean and camera-grade weights.
+
+    python -m calibration.recording_gate --model pfsr                       # the shipped pair, report only
+    python -m calibration.recording_gate --model pfsr --write               # ... and store it in the weights
+    python -m calibration.recording_gate --model dic --clean W1 --camera W2 --limit 300
+
+The validation faces are recorded at each degradation level of `training.degrade` (clean, camera, heavy; fixed
+seeds), both weights enhance them, and a logistic model of the faces' `runtime.recording` features learns where
+the camera-grade weights give the higher Y-PSNR. Its quality is reported on held-out faces (the second half of
+each level): mean gain over bicubic of the clean weights, the camera-grade weights and the gated pair, and the
+share of faces below bicubic. `--write` refits on all faces and stores the gate in the camera-grade weights'
+metadata (`recording_gate`; the tensors are not touched), from where `export.build` copies it into the manifest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from runtime.files import atomic_path
+from runtime.recording import RecordingGate, fit_gate, recording_features
+
+log = logging.getLogger("calibration.recording_gate")
+LEVELS = ("clean", "camera", "heavy")
+LEVEL_SEEDS = {"clean": 0, "camera": 101, "heavy": 202}  # as benchmarks.camera, on another split
+DEFAULT_FACES = 300
+
+
+def record(hr: np.ndarray, size: int, level: str) -> np.ndarray:
+    """RGB LR faces as a camera at `level` records them (clean: PIL bicubic, the training pair convention)."""
+    from training.degrade import degrade_lr_set
+    from training.evaluate import bicubic_upsample
+
+    if level == "clean":
+        return np.stack([bicubic_upsample(face, size) for face in hr])
+    return degrade_lr_set(hr, size, level, LEVEL_SEEDS[level])
+
+
+def gains_over_bicubic(model, lr: np.ndarray, hr: np.ndarray) -> np.ndarray:
+    """Per-face Y-PSNR of the model's output minus bicubic's (dB)."""
+    import torch
+
+    from runtime.frames import hwc_uint8_to_nchw
+    from training.evaluate import bicubic_upsample
+    from training.metrics import to_uint8, y_psnr_ssim
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(lr), 25):
+            steps, _ = model.unroll(torch.from_numpy(hwc_uint8_to_nchw(lr[start:start + 25])), last_heatmap=False)
+            out.append(to_uint8(steps[-1]))
+    sr = np.concatenate(out)
+    side = hr.shape[1]
+    return np.array([y_psnr_ssim(s, h)[0] - y_psnr_ssim(bicubic_upsample(l, side), h)[0]
+                     for s, l, h in zip(sr, lr, hr)])
+
+
+def measure(model_name: str, clean_weights: Path, camera_weights: Path, faces: int, data=None, cache=None) -> dict:
+    """Per level: LR faces' gate features and both weights' gains over bicubic."""
+    from models import create_model, model_io
+    from training.data import load_split
+
+    clean, camera = create_model(model_name, weights=clean_weights), create_model(model_name, weights=camera_weights)
+    size = model_io(model_name, clean.config).input_size
+    hr = load_split("val", data, cache_dir=cache).subset(faces).hr
+    measured = {}
+    for level in LEVELS:
+        lr = record(hr, size, level)
+        measured[level] = {"features": np.stack([recording_features(face[..., ::-1], size) for face in lr]),
+                           "clean": gains_over_bicubic(clean, lr, hr), "camera": gains_over_bicubic(camera, lr, hr)}
+        log.info("%s: clean weights %+.2f dB, camera-grade %+.2f dB over bicubic", level,
+                 measured[level]["clean"].mean(), measured[level]["camera"].mean())
+    return {"size": size, "levels": measured}
+
+
+def fit(measured: dict, part: slice = slice(None), fitted_on: str = "") -> RecordingGate:
+    levels = measured["levels"].values()
+    features = np.concatenate([m["features"][part] for m in levels])
+    advantage = np.concatenate([m["camera"][part] - m["clean"][part] for m in levels])
+    return fit_gate(features, advantage, measured["size"], fitted_on)
+
+
+def held_out_report(measured: dict) -> list[dict]:
+    """Fit on the first half of each level's faces, score the gated pair on the second half."""
+    half = len(next(iter(measured["levels"].values()))["clean"]) // 2
+    gate = fit(measured, slice(0, half))
+    rows = []
+    for level, m in measured["levels"].items():
+        z = (m["features"][half:] - np.asarray(gate.mean)) / np.asarray(gate.scale)
+        to_camera = 1 / (1 + np.exp(-(z @ np.asarray(gate.weights) + gate.bias))) >= gate.threshold
+        gated = np.where(to_camera, m["camera"][half:], m["clean"][half:])
+        rows.append({"level": level, "faces": len(gated), "clean_db": float(m["clean"][half:].mean()),
+                     "camera_db": float(m["camera"][half:].mean()), "gated_db": float(gated.mean()),
+                     "to_camera": float(to_camera.mean()), "gated_below_bicubic": float((gated < 0).mean())})
+    return rows
+
+
+def write_gate(weights: Path, gate: RecordingGate) -> None:
+    """Store the gate in the safetensors metadata, tensors unchanged (byte for byte)."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(weights), framework="numpy") as f:
+        metadata = dict(f.metadata() or {})
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    metadata["recording_gate"] = json.dumps(gate.to_dict())
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m calibration.recording_gate", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="registry name (pfsr, pfsr_x4, dic)")
+    p.add_argument("--clean", type=Path, help="the clean-trained weights (default: the model's shipped default)")
+    p.add_argument("--camera", type=Path, help="the camera-grade weights (default: the model's shipped ones)")
+    p.add_argument("--limit", type=int, default=DEFAULT_FACES, help="validation faces per level")
+    p.add_argument("--write", action="store_true", help="store the gate (fitted on all faces) in --camera's metadata")
+    p.add_argument("--data", help="faces-utk folder (default: ../shared/data/faces-utk)")
+    p.add_argument("--cache", help="folder for the decoded-split cache")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from models import camera_grade_weights, shipped_weights
+    from training.data import DataError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    clean = args.clean or shipped_weights(args.model)
+    camera = args.camera or camera_grade_weights(args.model)
+    if clean is None or camera is None:
+        log.error("%s: no %s weights; pass --clean and --camera", args.model, "clean" if clean is None else "camera-grade")
+        return 2
+    try:
+        measured = measure(args.model, clean, camera, args.limit, args.data, args.cache)
+    except DataError as err:
+        log.error("%s", err)
+        return 2
+    for row in held_out_report(measured):
+        log.info("held out, %(level)s (%(faces)d faces): clean %(clean_db)+.2f, camera-grade %(camera_db)+.2f, "
+                 "gated %(gated_db)+.2f dB over bicubic; %(to_camera).0f%% to camera-grade; gated below bicubic "
+                 "%(gated_below_bicubic).0f%%", {**row, "to_camera": 100 * row["to_camera"],
+                                                   "gated_below_bicubic": 100 * row["gated_below_bicubic"]})
+    if args.write:
+        gate = fit(measured, fitted_on=f"val split, first {args.limit} faces at each of {', '.join(LEVELS)}; "
+                                       f"clean weights {clean.name}")
+        write_gate(camera, gate)
+        log.info("gate written to %s: %s", camera, json.dumps(gate.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
