@@ -109,7 +109,8 @@ def test_camera_benchmark_scores_models_against_bicubic_of_the_same_recording(tm
     assert camera_main(["--models", "pfsr_x4", "--limit", "6", "--levels", "clean,camera", "--framings",
                         "aligned,loose", "--identity", "--outdir", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "camera.json").read_text())["rows"]
-    assert len(rows) == 2 * 2 * 2  # framings x levels x (bicubic, the model)
+    assert len(rows) == 2 * 2 * 3  # framings x levels x (bicubic, the model, the default export: model + twin)
+    assert sum("gated" in r["method"] for r in rows) == 4
     model_rows = [r for r in rows if r["method"].startswith("pfsr_x4")]
     assert all(r["gain_low"] <= r["gain_db"] <= r["gain_high"] and len(r["distance_delta"]) == 3 for r in model_rows)
     bicubic = {(r["framing"], r["level"]): r["psnr"] for r in rows if r["method"].startswith("bicubic")}

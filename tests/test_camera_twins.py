@@ -79,7 +79,7 @@ def test_shipped_gates_send_heavy_recordings_to_the_twin_and_clean_ones_to_the_d
     hr = load_split("test", cache_dir=split_cache).subset(60).hr  # calibration used the val split
     share = {level: np.mean([gate.prefers_camera(face[..., ::-1]) for face in record(hr, size, level)])
              for level in ("clean", "heavy")}
-    assert share["heavy"] > 0.85 and share["clean"] < 0.5, share  # measured: see the camera-grade cards
+    assert share["heavy"] > 0.75 and share["clean"] < 0.3, share  # measured on 500: see the camera-grade cards
 
 
 # --- routing ------------------------------------------------------------------------------------------------
