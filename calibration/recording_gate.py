@@ -126,6 +126,22 @@ def held_out_report(measured: dict) -> list[dict]:
     return rows
 
 
+def tensor_digest(weights: Path) -> str:
+    """sha256 of a safetensors file's tensors (names, dtypes, shapes, bytes), not of its metadata: what the gate
+    was fitted for, unchanged by writing the gate itself into the file."""
+    import hashlib
+
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    with safe_open(str(weights), framework="numpy") as f:
+        for key in sorted(f.keys()):
+            tensor = f.get_tensor(key)
+            digest.update(f"{key}:{tensor.dtype}:{tensor.shape}".encode())
+            digest.update(tensor.tobytes())
+    return digest.hexdigest()
+
+
 def write_gate(weights: Path, gate: RecordingGate) -> None:
     """Store the gate in the safetensors metadata, tensors unchanged (byte for byte)."""
     from safetensors import safe_open
@@ -173,8 +189,9 @@ def main(argv=None) -> int:
                  "%(gated_below_bicubic).0f%%", {**row, "to_camera": 100 * row["to_camera"],
                                                    "gated_below_bicubic": 100 * row["gated_below_bicubic"]})
     if args.write:
-        gate = fit(measured, fitted_on=f"val split, first {args.limit} faces at each of {', '.join(LEVELS)}; "
-                                       f"clean weights {clean.name}")
+        gate = replace(fit(measured, fitted_on=f"val split, first {args.limit} faces at each of "
+                                               f"{', '.join(LEVELS)}; clean weights {clean.name}"),
+                       fitted_to=(("camera", tensor_digest(camera)), ("clean", tensor_digest(clean))))
         write_gate(camera, gate)
         log.info("gate written to %s: %s", camera, json.dumps(gate.to_dict()))
     return 0

@@ -58,6 +58,7 @@ class RecordingGate:
     bias: float
     threshold: float = 0.5
     fitted_on: str = ""  # what calibration used (split, faces, levels), for the manifest's reader
+    fitted_to: tuple = ()  # (("clean", digest), ("camera", digest)): the weights' tensors it was fitted for
 
     def camera_score(self, face: np.ndarray) -> float:
         """0..1: how likely the camera-grade weights beat the clean ones on this face."""
@@ -71,7 +72,7 @@ class RecordingGate:
     def to_dict(self) -> dict:
         return {"features": list(FEATURES), "side": self.side, "mean": list(self.mean), "scale": list(self.scale),
                 "weights": list(self.weights), "bias": self.bias, "threshold": self.threshold,
-                "fitted_on": self.fitted_on}
+                "fitted_on": self.fitted_on, "fitted_to": dict(self.fitted_to)}
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "recording_gate") -> "RecordingGate":
@@ -93,8 +94,11 @@ class RecordingGate:
         if not (_finite(bias) and _finite(threshold) and 0 < threshold < 1):
             raise ValueError(f"{where}: bias {bias!r} / threshold {threshold!r}: expected a finite bias and a "
                              "threshold in (0, 1)")
+        fitted_to = data.get("fitted_to") or {}
+        if not (isinstance(fitted_to, dict) and all(isinstance(v, str) for v in fitted_to.values())):
+            raise ValueError(f"{where}.fitted_to: expected {{name: digest}}, got {fitted_to!r}")
         return cls(side, vectors["mean"], vectors["scale"], vectors["weights"], float(bias), float(threshold),
-                   str(data.get("fitted_on", "")))
+                   str(data.get("fitted_on", "")), tuple(sorted(fitted_to.items())))
 
 
 def _finite(value) -> bool:

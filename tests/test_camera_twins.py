@@ -82,6 +82,18 @@ def test_shipped_gates_send_heavy_recordings_to_the_twin_and_clean_ones_to_the_d
     assert share["heavy"] > 0.75 and share["clean"] < 0.3, share  # measured on 500: see the camera-grade cards
 
 
+@pytest.mark.parametrize("name", ["pfsr", "pfsr_x4", "dic"])
+def test_each_shipped_gate_was_fitted_for_the_weights_shipped_now(name):
+    """Retrained weights need a refit (`python -m calibration.recording_gate --model NAME --write`)."""
+    from calibration.recording_gate import tensor_digest
+    from models import camera_grade_weights, shipped_weights
+    from models.weights import read_metadata
+
+    camera = camera_grade_weights(name)
+    gate = RecordingGate.from_dict(json.loads(read_metadata(camera)["recording_gate"]))
+    assert dict(gate.fitted_to) == {"clean": tensor_digest(shipped_weights(name)), "camera": tensor_digest(camera)}
+
+
 # --- routing ------------------------------------------------------------------------------------------------
 def test_twins_pair_by_fit_and_only_the_default_is_routed():
     x8, x4 = ModelFit.for_sides(16, 128, tiled=True), ModelFit.for_sides(32, 128, tiled=True)
