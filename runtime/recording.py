@@ -62,9 +62,12 @@ class RecordingGate:
 
     def camera_score(self, face: np.ndarray) -> float:
         """0..1: how likely the camera-grade weights beat the clean ones on this face."""
-        z = (recording_features(face, self.side) - np.asarray(self.mean)) / np.asarray(self.scale)
-        logit = float(np.dot(z, self.weights)) + self.bias
-        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))
+        return float(self.scores(recording_features(face, self.side)[None])[0])
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """`camera_score` of faces given as their features ([N, 3])."""
+        z = (features - np.asarray(self.mean)) / np.asarray(self.scale)
+        return 1.0 / (1.0 + np.exp(-np.clip(z @ np.asarray(self.weights) + self.bias, -50.0, 50.0)))
 
     def prefers_camera(self, face: np.ndarray) -> bool:
         return self.camera_score(face) >= self.threshold

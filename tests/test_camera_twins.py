@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from runtime.artifact import load_artifact, with_camera_twins
-from runtime.contract import read_manifest, write_manifest
+from runtime.contract import read_manifest
 from runtime.errors import ModelArtifactError
 from runtime.recording import FEATURES, RecordingGate, fit_gate, recording_features
 from runtime.routing import CAMERA_GRADE, FORCED, CameraTwins, ModelFit, Route
@@ -49,9 +49,10 @@ def test_fit_gate_learns_which_side_is_which():
     features = rng.normal(0, 1, (400, 3))
     advantage = features[:, 0] - 0.2  # the camera-grade weights win where the first feature is high
     gate = fit_gate(features, advantage, side=16)
-    z = (features - np.array(gate.mean)) / np.array(gate.scale)
-    predicted = z @ np.array(gate.weights) + gate.bias > 0
+    predicted = gate.scores(features) >= 0.5
     assert np.mean(predicted == (advantage > 0)) > 0.9
+    assert gate.camera_score(np.zeros((8, 8, 3), np.uint8)) == pytest.approx(
+        float(gate.scores(recording_features(np.zeros((8, 8, 3), np.uint8), 16)[None])[0]))
 
 
 def test_gate_round_trips_and_refuses_malformed_entries():
