@@ -174,7 +174,7 @@ class Enhancer:
             if self.fusion is not None:
                 fused = self.fusion.fuse(frame, [j for j, d in zip(jobs, routes) if d.model is not None])
             if self.twins.twin_of:  # the gate reads the recording (a twin has the same fit: same framing, fusion)
-                routes = [self.twins.choose(d, crop_square(frame, job.square)) if d.model is not None else d
+                routes = [self.twins.choose(d, job.crop) if d.model is not None else d
                           for job, d in zip(jobs, routes)]
         return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over, captured_at, fused)
 
