@@ -26,7 +26,6 @@ from .common import add_face_split_args, markdown_table, run_and_report
 log = logging.getLogger("benchmarks.camera")
 QUICK_FACES = 50
 LOOSE_ZOOM = 1.35
-LEVEL_SEEDS = {"clean": 0, "camera": 101, "heavy": 202}
 DEFAULT_MODELS = ("pfsr", "pfsr_x4", "dic")
 
 
@@ -61,38 +60,6 @@ def frame_faces(hr: np.ndarray, landmarks: np.ndarray, framing: str) -> tuple[np
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def record(hr: np.ndarray, size: int, level: str) -> np.ndarray:
-    """The LR faces a camera at `level` records (clean: PIL bicubic, the training pair convention)."""
-    from PIL import Image
-
-    from training.degrade import degrade_lr_set
-
-    if level == "clean":
-        return np.stack([np.asarray(Image.fromarray(face).resize((size, size), Image.BICUBIC)) for face in hr])
-    return degrade_lr_set(hr, size, level, LEVEL_SEEDS.get(level, 7))
-
-
-def upscale_bicubic(lr: np.ndarray, size: int) -> np.ndarray:
-    from training.evaluate import bicubic_upsample
-
-    return np.stack([bicubic_upsample(face, size) for face in lr])
-
-
-def super_resolve(model, lr: np.ndarray, batch: int = 25) -> np.ndarray:
-    """The model's last step for uint8 LR faces, as uint8 HR images."""
-    import torch
-
-    from runtime.frames import hwc_uint8_to_nchw
-    from training.metrics import to_uint8
-
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(lr), batch):
-            steps, _ = model.unroll(torch.from_numpy(hwc_uint8_to_nchw(lr[start:start + batch])), last_heatmap=False)
-            out.append(to_uint8(steps[-1]))
-    return np.concatenate(out)
-
-
 def gated(clean_sr: np.ndarray, twin_sr: np.ndarray, lr: np.ndarray, twin_weights: Path) -> np.ndarray:
     """Per face, the twin's output where its gate (read from its weights, as export copies it into the
     manifest) prefers it on the RGB LR face, else the clean weights' output."""
@@ -105,12 +72,6 @@ def gated(clean_sr: np.ndarray, twin_sr: np.ndarray, lr: np.ndarray, twin_weight
     to_twin = np.array([gate.prefers_camera(face[..., ::-1]) for face in lr])
     log.info("gate: %d of %d faces to %s", to_twin.sum(), len(lr), twin_weights.stem)
     return np.where(to_twin[:, None, None, None], twin_sr, clean_sr)
-
-
-def per_face_psnr(sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
-    from training.metrics import y_psnr_ssim
-
-    return np.array([y_psnr_ssim(s, h)[0] for s, h in zip(sr, hr)])
 
 
 def candidates(args) -> list[Candidate]:
@@ -139,6 +100,7 @@ def candidates(args) -> list[Candidate]:
 def run_camera(args) -> dict:
     from models import create_model, model_io
     from training.data import load_split
+    from training.evaluate import record_faces, super_resolve, upscale_bicubic
 
     count = QUICK_FACES if args.quick else args.limit
     split = load_split("test", args.data, cache_dir=args.cache).subset(count)
@@ -151,7 +113,7 @@ def run_camera(args) -> dict:
         hr, landmarks = frame_faces(split.hr, split.landmarks, framing)
         gallery = describer.describe(hr, _boxes(landmarks, hr)) if describer else None
         for level in args.levels:
-            lr = {size: record(hr, size, level) for size in sizes}
+            lr = {size: record_faces(hr, size, level) for size in sizes}
             for size in sorted(sizes):
                 reference = _scores(upscale_bicubic(lr[size], hr.shape[1]), hr, landmarks, describer, gallery)
                 rows.append(_row(framing, level, f"bicubic from {size} px", reference, None))
@@ -183,6 +145,8 @@ def _boxes(landmarks: np.ndarray, hr: np.ndarray) -> np.ndarray:
 
 
 def _scores(sr, hr, landmarks, describer, gallery) -> dict:
+    from training.evaluate import per_face_psnr
+
     scores = {"psnr": per_face_psnr(sr, hr)}
     if describer is not None:
         from .identity import identity_scores

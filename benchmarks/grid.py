@@ -34,7 +34,7 @@ def model_columns(names: list[str], weights: dict[str, str], lr: np.ndarray) -> 
     (replaces its weights) or MODEL:LABEL (one more column)."""
     from models import shipped_weights
 
-    from .camera import super_resolve
+    from training.evaluate import super_resolve
 
     entries = [(name, name, weights.get(name) or shipped_weights(name)) for name in names]
     entries += [(key.partition(":")[2], key.partition(":")[0], path) for key, path in weights.items() if ":" in key]
@@ -59,12 +59,10 @@ def labelled(images: np.ndarray, label: str) -> np.ndarray:
 
 def build_grid(split, faces: list[int], names: list[str], weights: dict[str, str], level: str = "clean",
                lr_size: int = 16) -> np.ndarray:
-    from training.evaluate import bicubic_upsample
-
-    from .camera import record
+    from training.evaluate import bicubic_upsample, record_faces
 
     hr = split.hr[faces]
-    lr = record(hr, lr_size, level)
+    lr = record_faces(hr, lr_size, level)
     size = hr.shape[1]
     columns = [(f"LR {lr_size} px{'' if level == 'clean' else ', ' + level}",
                 np.stack([cv2.resize(x, (size, size), interpolation=cv2.INTER_NEAREST) for x in lr])),

@@ -28,54 +28,27 @@ from runtime.recording import RecordingGate, fit_gate, recording_features
 
 log = logging.getLogger("calibration.recording_gate")
 LEVELS = ("clean", "camera", "heavy")
-LEVEL_SEEDS = {"clean": 0, "camera": 101, "heavy": 202}  # as benchmarks.camera, on another split
 DEFAULT_FACES = 300
 MAX_CLEAN_LOSS_DB = 0.1  # what the gate may cost clean faces (see pick_threshold)
 THRESHOLDS = tuple(np.round(np.arange(0.5, 0.96, 0.05), 2))
-
-
-def record(hr: np.ndarray, size: int, level: str) -> np.ndarray:
-    """RGB LR faces as a camera at `level` records them (clean: PIL bicubic, the training pair convention)."""
-    from training.degrade import degrade_lr_set
-    from training.evaluate import bicubic_upsample
-
-    if level == "clean":
-        return np.stack([bicubic_upsample(face, size) for face in hr])
-    return degrade_lr_set(hr, size, level, LEVEL_SEEDS[level])
-
-
-def gains_over_bicubic(model, lr: np.ndarray, hr: np.ndarray) -> np.ndarray:
-    """Per-face Y-PSNR of the model's output minus bicubic's (dB)."""
-    import torch
-
-    from runtime.frames import hwc_uint8_to_nchw
-    from training.evaluate import bicubic_upsample
-    from training.metrics import to_uint8, y_psnr_ssim
-
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(lr), 25):
-            steps, _ = model.unroll(torch.from_numpy(hwc_uint8_to_nchw(lr[start:start + 25])), last_heatmap=False)
-            out.append(to_uint8(steps[-1]))
-    sr = np.concatenate(out)
-    side = hr.shape[1]
-    return np.array([y_psnr_ssim(s, h)[0] - y_psnr_ssim(bicubic_upsample(l, side), h)[0]
-                     for s, l, h in zip(sr, lr, hr)])
 
 
 def measure(model_name: str, clean_weights: Path, camera_weights: Path, faces: int, data=None, cache=None) -> dict:
     """Per level: LR faces' gate features and both weights' gains over bicubic."""
     from models import create_model, model_io
     from training.data import load_split
+    from training.evaluate import per_face_psnr, record_faces, super_resolve, upscale_bicubic
 
     clean, camera = create_model(model_name, weights=clean_weights), create_model(model_name, weights=camera_weights)
     size = model_io(model_name, clean.config).input_size
     hr = load_split("val", data, cache_dir=cache).subset(faces).hr
     measured = {}
-    for level in LEVELS:
-        lr = record(hr, size, level)
+    for level in LEVELS:  # recorded as benchmarks.camera records the test split (same seeds)
+        lr = record_faces(hr, size, level)
+        bicubic = per_face_psnr(upscale_bicubic(lr, hr.shape[1]), hr)
         measured[level] = {"features": np.stack([recording_features(face[..., ::-1], size) for face in lr]),
-                           "clean": gains_over_bicubic(clean, lr, hr), "camera": gains_over_bicubic(camera, lr, hr)}
+                           "clean": per_face_psnr(super_resolve(clean, lr), hr) - bicubic,
+                           "camera": per_face_psnr(super_resolve(camera, lr), hr) - bicubic}
         log.info("%s: clean weights %+.2f dB, camera-grade %+.2f dB over bicubic", level,
                  measured[level]["clean"].mean(), measured[level]["camera"].mean())
     return {"size": size, "levels": measured}

@@ -70,7 +70,7 @@ def test_gate_round_trips_and_refuses_malformed_entries():
 @pytest.mark.shared
 @pytest.mark.parametrize("name, size", [("pfsr", 16), ("pfsr_x4", 32), ("dic", 16)])
 def test_shipped_gates_send_heavy_recordings_to_the_twin_and_clean_ones_to_the_default(split_cache, name, size):
-    from calibration.recording_gate import record
+    from training.evaluate import record_faces
     from models.weights import read_metadata
     from training.data import load_split
 
@@ -78,7 +78,7 @@ def test_shipped_gates_send_heavy_recordings_to_the_twin_and_clean_ones_to_the_d
                                               ["recording_gate"]))
     assert gate.side == size
     hr = load_split("test", cache_dir=split_cache).subset(60).hr  # calibration used the val split
-    share = {level: np.mean([gate.prefers_camera(face[..., ::-1]) for face in record(hr, size, level)])
+    share = {level: np.mean([gate.prefers_camera(face[..., ::-1]) for face in record_faces(hr, size, level)])
              for level in ("clean", "heavy")}
     assert share["heavy"] > 0.75 and share["clean"] < 0.3, share  # measured on 500: see the camera-grade cards
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.camera import per_face_psnr, record, super_resolve, upscale_bicubic
 from models import create_model
 from models.weights import read_metadata
 from training.data import DEFAULT_DATA_DIR, load_split
+from training.evaluate import per_face_psnr, record_faces, super_resolve, upscale_bicubic
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights"
 
@@ -26,7 +26,7 @@ def test_camera_weights_beat_bicubic_on_what_a_camera_records(split_cache, name,
     weights = WEIGHTS / f"{name}_camera_utk.safetensors"
     assert json.loads(read_metadata(weights)["degradation"])["camera"]["camera"] > 0  # trained on camera input
     hr = load_split("test", cache_dir=split_cache).subset(40).hr
-    lr = record(hr, size, "camera")
+    lr = record_faces(hr, size, "camera")
     model = create_model(name, weights=weights).eval()
     gain = per_face_psnr(super_resolve(model, lr), hr) - per_face_psnr(upscale_bicubic(lr, hr.shape[1]), hr)
     assert gain.mean() > 0.5, gain.mean()  # measured on all 500 test faces: see the models' cards

@@ -20,13 +20,49 @@ import torch
 from .data import DataError, FaceSplit, load_split
 from .metrics import landmark_nme, sharpness_ratio, to_uint8, y_psnr_ssim
 
-__all__ = ["bicubic_upsample", "evaluate_bicubic", "evaluate_model", "markdown_table", "main"]
+__all__ = ["LEVEL_SEEDS", "bicubic_upsample", "evaluate_bicubic", "evaluate_model", "markdown_table", "main",
+           "per_face_psnr", "record_faces", "super_resolve", "upscale_bicubic"]
+
+# One fixed recording per degradation level, so every method (and the gate's calibration) sees the same pixels
+LEVEL_SEEDS = {"clean": 0, "camera": 101, "heavy": 202}
 
 
 def bicubic_upsample(lr: np.ndarray, size: int = 128) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(lr).resize((size, size), Image.BICUBIC), dtype=np.uint8)
+
+
+def upscale_bicubic(lr: np.ndarray, size: int) -> np.ndarray:
+    """`bicubic_upsample` of each face of [N, h, w, 3]."""
+    return np.stack([bicubic_upsample(face, size) for face in lr])
+
+
+def record_faces(hr: np.ndarray, size: int, level: str) -> np.ndarray:
+    """The LR faces a camera at `level` records (`training.degrade`, seeded per level; clean: PIL bicubic, the
+    training pair convention)."""
+    from .degrade import degrade_lr_set
+
+    if level == "clean":
+        return upscale_bicubic(hr, size)
+    return degrade_lr_set(hr, size, level, LEVEL_SEEDS.get(level, 7))
+
+
+def super_resolve(model, lr: np.ndarray, batch: int = 25) -> np.ndarray:
+    """The model's last step for uint8 LR faces, as uint8 HR images."""
+    from runtime.frames import hwc_uint8_to_nchw
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(lr), batch):
+            steps, _ = model.unroll(torch.from_numpy(hwc_uint8_to_nchw(lr[start:start + batch])), last_heatmap=False)
+            out.append(to_uint8(steps[-1]))
+    return np.concatenate(out)
+
+
+def per_face_psnr(sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
+    """Y-PSNR (the official metric) of each face."""
+    return np.array([y_psnr_ssim(s, h)[0] for s, h in zip(sr, hr)])
 
 
 def evaluate_bicubic(split: FaceSplit) -> dict:
