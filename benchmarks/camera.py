@@ -60,23 +60,16 @@ def frame_faces(hr: np.ndarray, landmarks: np.ndarray, framing: str) -> tuple[np
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def gated(clean_sr: np.ndarray, twin_sr: np.ndarray, lr: np.ndarray, twin_weights: Path) -> np.ndarray:
-    """Per face, the twin's output where its gate (read from its weights, as export copies it into the
-    manifest) prefers it on the RGB LR face, else the clean weights' output."""
-    import json
-
-    from models.weights import read_metadata
-    from runtime.recording import RecordingGate
-
-    gate = RecordingGate.from_dict(json.loads(read_metadata(twin_weights)["recording_gate"]))
+def gated(clean_sr: np.ndarray, twin_sr: np.ndarray, lr: np.ndarray, gate, twin_name: str) -> np.ndarray:
+    """Per face, the twin's output where its gate prefers it on the RGB LR face, else the clean weights' output."""
     to_twin = np.array([gate.prefers_camera(face[..., ::-1]) for face in lr])
-    log.info("gate: %d of %d faces to %s", to_twin.sum(), len(lr), twin_weights.stem)
+    log.info("gate: %d of %d faces to %s", to_twin.sum(), len(lr), twin_name)
     return np.where(to_twin[:, None, None, None], twin_sr, clean_sr)
 
 
 def candidates(args) -> list[Candidate]:
+    from calibration.recording_gate import read_gate
     from models import camera_grade_weights, shipped_weights
-    from models.weights import read_metadata
 
     found = []
     for name in args.models:
@@ -86,7 +79,7 @@ def candidates(args) -> list[Candidate]:
             continue
         found.append(Candidate(f"{name} ({weights.stem})", name, weights))
         twin = camera_grade_weights(name)
-        if twin is not None and read_metadata(twin).get("recording_gate"):
+        if twin is not None and read_gate(twin) is not None:
             found.append(Candidate(f"{name} (default export: {weights.stem} + {twin.stem}, gated)", name, weights,
                                    twin))
     for spec in args.weights:
@@ -98,6 +91,7 @@ def candidates(args) -> list[Candidate]:
 
 
 def run_camera(args) -> dict:
+    from calibration.recording_gate import read_gate
     from models import create_model, model_io
     from training.data import load_split
     from training.evaluate import record_faces, super_resolve, upscale_bicubic
@@ -106,7 +100,7 @@ def run_camera(args) -> dict:
     split = load_split("test", args.data, cache_dir=args.cache).subset(count)
     describer = _describer(args.identity)
     models = [(c, create_model(c.model, weights=c.weights)) for c in candidates(args)]
-    twins = {c.twin: create_model(c.model, weights=c.twin) for c, _ in models if c.twin is not None}
+    twins = {c.twin: (create_model(c.model, weights=c.twin), read_gate(c.twin)) for c, _ in models if c.twin}
     sizes = {model_io(c.model, m.config).input_size for c, m in models}
     rows = []
     for framing in args.framings:
@@ -122,7 +116,8 @@ def run_camera(args) -> dict:
                         continue
                     sr = super_resolve(model, lr[size])
                     if candidate.twin is not None:
-                        sr = gated(sr, super_resolve(twins[candidate.twin], lr[size]), lr[size], candidate.twin)
+                        twin, gate = twins[candidate.twin]
+                        sr = gated(sr, super_resolve(twin, lr[size]), lr[size], gate, candidate.twin.stem)
                     scores = _scores(sr, hr, landmarks, describer, gallery)
                     rows.append(_row(framing, level, candidate.label, scores, reference))
                     log.info("%s %s %s: %+.2f dB over bicubic", framing, level, candidate.label,

@@ -100,6 +100,21 @@ def held_out_report(measured: dict) -> list[dict]:
     return rows
 
 
+def read_gate(weights: Path) -> RecordingGate | None:
+    """The gate `--write` stored in a weights file's metadata, checked; None when it has none. A malformed one
+    raises ValueError naming the file."""
+    from models.weights import read_metadata
+
+    text = read_metadata(weights).get("recording_gate")
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{weights}: metadata recording_gate is not JSON ({err.msg})") from err
+    return RecordingGate.from_dict(data, f"{weights}: metadata recording_gate")
+
+
 def tensor_digest(weights: Path) -> str:
     """sha256 of a safetensors file's tensors (names, dtypes, shapes, bytes), not of its metadata: what the gate
     was fitted for, unchanged by writing the gate itself into the file."""

@@ -235,18 +235,13 @@ def _trained_min_input_ratio(path: Path | None) -> float | None:
 
 def _recording_gate(path: Path | None) -> dict | None:
     """The per-face gate stored in camera-grade weights (`calibration.recording_gate --write`), checked."""
-    import json
+    from calibration.recording_gate import read_gate
 
-    from models.weights import read_metadata
-    from runtime.recording import RecordingGate
-
-    text = read_metadata(path).get("recording_gate") if path is not None else None
-    if text is None:
-        return None
     try:
-        return RecordingGate.from_dict(json.loads(text), f"{path}: metadata recording_gate").to_dict()
-    except (json.JSONDecodeError, ValueError) as err:
+        gate = read_gate(path) if path is not None else None
+    except ValueError as err:
         raise ExportError(f"{err}; refit it with `python -m calibration.recording_gate --write`") from err
+    return None if gate is None else gate.to_dict()
 
 
 def _weights_info(path: Path | None) -> WeightsInfo:

@@ -71,11 +71,10 @@ def test_gate_round_trips_and_refuses_malformed_entries():
 @pytest.mark.parametrize("name, size", [("pfsr", 16), ("pfsr_x4", 32), ("dic", 16)])
 def test_shipped_gates_send_heavy_recordings_to_the_twin_and_clean_ones_to_the_default(split_cache, name, size):
     from training.evaluate import record_faces
-    from models.weights import read_metadata
+    from calibration.recording_gate import read_gate
     from training.data import load_split
 
-    gate = RecordingGate.from_dict(json.loads(read_metadata(WEIGHTS / f"{name}_camera_utk.safetensors")
-                                              ["recording_gate"]))
+    gate = read_gate(WEIGHTS / f"{name}_camera_utk.safetensors")
     assert gate.side == size
     hr = load_split("test", cache_dir=split_cache).subset(60).hr  # calibration used the val split
     share = {level: np.mean([gate.prefers_camera(face[..., ::-1]) for face in record_faces(hr, size, level)])
@@ -86,12 +85,11 @@ def test_shipped_gates_send_heavy_recordings_to_the_twin_and_clean_ones_to_the_d
 @pytest.mark.parametrize("name", ["pfsr", "pfsr_x4", "dic"])
 def test_each_shipped_gate_was_fitted_for_the_weights_shipped_now(name):
     """Retrained weights need a refit (`python -m calibration.recording_gate --model NAME --write`)."""
-    from calibration.recording_gate import tensor_digest
+    from calibration.recording_gate import read_gate, tensor_digest
     from models import camera_grade_weights, shipped_weights
-    from models.weights import read_metadata
 
     camera = camera_grade_weights(name)
-    gate = RecordingGate.from_dict(json.loads(read_metadata(camera)["recording_gate"]))
+    gate = read_gate(camera)
     assert dict(gate.fitted_to) == {"clean": tensor_digest(shipped_weights(name)), "camera": tensor_digest(camera)}
 
 
