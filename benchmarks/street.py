@@ -20,18 +20,15 @@ import cv2
 import numpy as np
 
 from .common import command_line, machine_info, markdown_table, write_results
+from .frames import region_psnr, y_channel
 
 log = logging.getLogger("benchmarks.street")
 VIDEO = "data/scenes/street-video-1080p.mp4"
 
 
-def y_channel(image: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb)[..., 0].astype(np.float64)
-
-
 def psnr(image: np.ndarray, truth: np.ndarray) -> float:
-    error = np.mean((y_channel(image) - y_channel(truth)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(error, 1e-10)))
+    """Y-PSNR of two BGR crops, as benchmarks.frames scores face regions."""
+    return region_psnr(y_channel(image), y_channel(truth), np.ones(image.shape[:2], bool))
 
 
 def score_run(video: Path, models: list[str], camera_grade: bool, args) -> dict:
