@@ -11,6 +11,12 @@ Y-PSNR (the official metric) and its gain over bicubic of the same LR, with a 95
 faces. `--identity` adds dlib's face descriptor (`benchmarks.identity`): mean distance to the HR face and
 rank-1 identification among the set, each against bicubic. Framings: `aligned` (UTK's tight crops) and
 `loose` (zoomed out 1.35x, about FFHQ's framing; the crop's edges are reflected).
+
+`--burst N` films each face in a burst of N frames instead (a still camera shaking by up to half a pixel, its
+noise and codec quality new in every frame: `training.burst`) and fuses them as `--fuse-frames N` does: the
+models read the fused face, and every gain is over bicubic of the current frame, which is what a run without
+fusion shows. The fused-grade twins (`models.fused_grade_weights`) are scored too. The camera-grade gate reads the
+current frame, as the runtime's does.
 """
 from __future__ import annotations
 
@@ -60,16 +66,16 @@ def frame_faces(hr: np.ndarray, landmarks: np.ndarray, framing: str) -> tuple[np
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def gated(clean_sr: np.ndarray, twin_sr: np.ndarray, lr: np.ndarray, gate, twin_name: str) -> np.ndarray:
-    """Per face, the twin's output where its gate prefers it on the RGB LR face, else the clean weights' output."""
-    to_twin = np.array([gate.prefers_camera(face[..., ::-1]) for face in lr])
-    log.info("gate: %d of %d faces to %s", to_twin.sum(), len(lr), twin_name)
+def gated(clean_sr: np.ndarray, twin_sr: np.ndarray, recorded: np.ndarray, gate, twin_name: str) -> np.ndarray:
+    """Per face, the twin's output where its gate prefers it on the RGB recorded face, else the clean weights'."""
+    to_twin = np.array([gate.prefers_camera(face[..., ::-1]) for face in recorded])
+    log.info("gate: %d of %d faces to %s", to_twin.sum(), len(recorded), twin_name)
     return np.where(to_twin[:, None, None, None], twin_sr, clean_sr)
 
 
 def candidates(args) -> list[Candidate]:
     from calibration.recording_gate import read_gate
-    from models import camera_grade_weights, shipped_weights
+    from models import camera_grade_weights, fused_grade_weights, shipped_weights
 
     found = []
     for name in args.models:
@@ -82,6 +88,9 @@ def candidates(args) -> list[Candidate]:
         if twin is not None and read_gate(twin) is not None:
             found.append(Candidate(f"{name} (default export: {weights.stem} + {twin.stem}, gated)", name, weights,
                                    twin))
+        fused = fused_grade_weights(name) if args.burst else None
+        if fused is not None:
+            found.append(Candidate(f"{name} (fused-grade twin: {fused.stem})", name, fused))
     for spec in args.weights:
         name, _, path = spec.partition("=")
         if not path:
@@ -94,7 +103,7 @@ def run_camera(args) -> dict:
     from calibration.recording_gate import read_gate
     from models import create_model, model_io
     from training.data import load_split
-    from training.evaluate import record_faces, super_resolve, upscale_bicubic
+    from training.evaluate import super_resolve, upscale_bicubic
 
     count = QUICK_FACES if args.quick else args.limit
     split = load_split("test", args.data, cache_dir=args.cache).subset(count)
@@ -107,9 +116,11 @@ def run_camera(args) -> dict:
         hr, landmarks = frame_faces(split.hr, split.landmarks, framing)
         gallery = describer.describe(hr, _boxes(landmarks, hr)) if describer else None
         for level in args.levels:
-            lr = {size: record_faces(hr, size, level) for size in sizes}
+            recorded, lr = {}, {}  # per input size: the current frame, and what the models read
+            for size in sizes:
+                recorded[size], lr[size] = recordings(hr, size, level, args.burst)
             for size in sorted(sizes):
-                reference = _scores(upscale_bicubic(lr[size], hr.shape[1]), hr, landmarks, describer, gallery)
+                reference = _scores(upscale_bicubic(recorded[size], hr.shape[1]), hr, landmarks, describer, gallery)
                 rows.append(_row(framing, level, f"bicubic from {size} px", reference, None))
                 for candidate, model in models:
                     if model_io(candidate.model, model.config).input_size != size:
@@ -117,12 +128,24 @@ def run_camera(args) -> dict:
                     sr = super_resolve(model, lr[size])
                     if candidate.twin is not None:
                         twin, gate = twins[candidate.twin]
-                        sr = gated(sr, super_resolve(twin, lr[size]), lr[size], gate, candidate.twin.stem)
+                        sr = gated(sr, super_resolve(twin, lr[size]), recorded[size], gate, candidate.twin.stem)
                     scores = _scores(sr, hr, landmarks, describer, gallery)
                     rows.append(_row(framing, level, candidate.label, scores, reference))
                     log.info("%s %s %s: %+.2f dB over bicubic", framing, level, candidate.label,
                              rows[-1]["gain_db"])
-    return {"split": "test", "images": len(split), "identity": describer is not None, "rows": rows}
+    return {"split": "test", "images": len(split), "identity": describer is not None, "burst": args.burst,
+            "rows": rows}
+
+
+def recordings(hr: np.ndarray, size: int, level: str, burst: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the recorded current frame, what the models read): the same faces, or with `burst` the fused ones."""
+    from training.burst import record_burst_set
+    from training.evaluate import LEVEL_SEEDS, record_faces
+
+    if burst < 2:
+        faces = record_faces(hr, size, level)
+        return faces, faces
+    return record_burst_set(hr, size, level, burst, LEVEL_SEEDS[level])
 
 
 def _describer(wanted: bool):
@@ -185,9 +208,13 @@ def to_markdown(payload: dict) -> str:
             row += [f"{r['distance']:.4f}", _interval(r.get("distance_delta"), 4), f"{r['rank1']:.1%}",
                     _interval(r.get("rank1_delta"), 3)]
         rows.append(row)
+    burst = payload.get("burst") or 0
+    recorded = (f"LR filmed in bursts of {burst} frames by `training.burst` and fused as `--fuse-frames {burst}` "
+                "fuses them (seeded per level); the models read the fused face, bicubic upscales the current frame"
+                if burst >= 2 else "LR recorded by `training.degrade` (seeded per level; clean = PIL bicubic)")
     return (f"# Camera-grade quality — UTK {payload['split']} split, {payload['images']} faces\n\n"
-            f"Command: `{payload['command']}`  \nLR recorded by `training.degrade` (seeded per level; clean = PIL "
-            "bicubic), models in PyTorch (last step), Y-PSNR: BT.601 Y, uint8, 8-px border. Identity: dlib's "
+            f"Command: `{payload['command']}`  \n{recorded}, models in PyTorch (last step), Y-PSNR: BT.601 Y, "
+            "uint8, 8-px border. Identity: dlib's "
             "ResNet descriptor, distance to the HR face (lower is better) and rank-1 among the set's HR faces.\n\n"
             + markdown_table(headers, rows))
 
@@ -202,6 +229,9 @@ def parse_args(argv=None):
                    help="degradation levels, comma-separated: clean,camera,heavy (default camera)")
     p.add_argument("--framings", type=lambda s: s.split(","), default=["aligned"],
                    help="aligned (UTK's crops) and/or loose (zoomed out 1.35x)")
+    p.add_argument("--burst", type=int, default=0, metavar="N",
+                   help="film each face in a burst of N frames and fuse them as --fuse-frames N does; gains are over "
+                        "bicubic of the current frame (default 0: one recording)")
     p.add_argument("--identity", action="store_true", help="dlib descriptor distance and rank-1 (needs dlib-bin)")
     add_face_split_args(p, QUICK_FACES)
     args = p.parse_args(argv)

@@ -43,7 +43,6 @@ import hashlib
 import itertools
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -60,7 +59,6 @@ BOOTSTRAP_SAMPLES = 2000
 STRIP_FRAMES = 4  # frames shown in the side-by-side picture
 STRIP_TILE = 112  # px per tile in it
 FACE_STAGES_EXCLUDED = ("decode", "detect", "compose", "encode")  # the rest is per-face work (prepare, fusion, SR)
-CODEC_QUALITY_SPREAD = 5  # per-frame codec quality/CRF wanders this much around the camera's
 
 
 # --- the synthetic camera -------------------------------------------------------------------------------
@@ -93,18 +91,10 @@ def camera_settings(level: str, rng: np.random.Generator):
     return None if level == "clean" else LEVELS[level].params(rng)
 
 
-def frame_settings(camera, rng: np.random.Generator):
-    """One frame of that camera: the same settings, the codec's quality moved a little (rate control)."""
-    if camera is None or camera.codec is None:
-        return camera
-    kind, setting = camera.codec
-    wander = int(rng.integers(-CODEC_QUALITY_SPREAD, CODEC_QUALITY_SPREAD + 1))
-    return replace(camera, codec=(kind, int(np.clip(setting + wander, 1, 100 if kind == "jpeg" else 51))))
-
-
 def record(scene: np.ndarray, shifts: np.ndarray, factor: int, camera, seed: int):
     """(truth frames, LR frames) of a camera with settings `camera` (None: clean) filming `scene` (BGR, sides
     multiples of `factor`); `seed` seeds each frame's noise and codec quality."""
+    from training.burst import frame_settings  # the codec's quality wanders per frame, as in training bursts
     from training.degrade import degrade_image
 
     size = (scene.shape[1] // factor, scene.shape[0] // factor)
@@ -529,7 +519,8 @@ def run(args) -> dict:
         raise SystemExit(f"the shared scenes are needed ({MISSING_HINT})")
     detector_path = Path(args.detector_model or root / "models" / "face_detection_yunet_2023mar.onnx")
     reference_detector = FaceDetector(detector_path, max_side=100_000)
-    artifacts = load_models(args.models, args.camera_grade)  # as the CLI loads them
+    # as the CLI loads them; the fused-grade twin reads only fused faces, so single-frame methods never use it
+    artifacts = load_models(args.models, args.camera_grade, args.fused_grade)
     min_face = default_min_face(artifacts)
     detector = FaceDetector(detector_path, min_face_px=min_face)  # as the CLI makes it
     backends = [create_backend("auto", a).activate() for a in artifacts]
@@ -648,6 +639,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", required=True, help="artifact manifests (as --model of runtime.enhance)")
     p.add_argument("--no-camera-grade", dest="camera_grade", action="store_false",
                    help="without the camera-grade twins the manifests name (as the CLI's --no-camera-grade)")
+    p.add_argument("--no-fused-grade", dest="fused_grade", action="store_false",
+                   help="without the fused-grade twins the manifests name (as the CLI's --no-fused-grade)")
     p.add_argument("--quick", action="store_true", help="8 frames, K = 8, group-6faces, 12 street frames")
     p.add_argument("--degradation", default="camera", choices=("clean", "camera", "heavy"),
                    help="the synthetic cameras' recording (training.degrade level; default camera)")

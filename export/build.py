@@ -13,6 +13,7 @@ renamed only when all checks pass, so a failed export never leaves or overwrites
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -106,6 +107,11 @@ EXTRA_SUFFIXES = {"landmarks": "_lm", "boundaries": "_bd"}
 
 
 CAMERA_SUFFIX = "_camera"  # the camera-grade twin's artifact name: pfsr_camera_fp16, dic_camera_s2_fp32
+FUSED_SUFFIX = "_fused"  # the fused-grade twin's: pfsr_fused_fp16
+# Twins exported beside a default with shipped weights: role -> (artifact name suffix, the registry's function
+# that finds its weights, what the runtime does with it)
+TWINS = {"camera": (CAMERA_SUFFIX, "camera_grade_weights", "loaded with it; the runtime picks per face"),
+         "fused": (FUSED_SUFFIX, "fused_grade_weights", "loaded with it under --fuse-frames, for fused faces")}
 
 
 def artifact_name(model_name: str, steps: int | None, precision: str, extras: tuple[str, ...] = (),
@@ -133,9 +139,10 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
           with_landmarks: bool = False, with_boundaries: bool = False, opset: int | None = None,
           outdir: str | os.PathLike = "artifacts",
           options: PrecisionOptions = PrecisionOptions(), trt_targets: tuple[str, ...] | None = None,
-          name_suffix: str = "", camera_grade: str | None = None) -> BuildResult:
+          name_suffix: str = "", camera_grade: str | None = None, fused_grade: str | None = None) -> BuildResult:
     """Export, verify and publish one artifact. Raises ExportError; never leaves partial files.
-    `camera_grade`: the manifest file name of this artifact's camera-grade twin, already published beside it."""
+    `camera_grade` / `fused_grade`: the manifest file names of this artifact's camera-grade and fused-grade
+    twins, already published beside it."""
     from runtime.files import atomic_path
 
     from .onnx_export import DEFAULT_OPSET, UnrolledSR, check_onnx, file_opset, onnx_from_model
@@ -182,6 +189,7 @@ def build(model_name: str, *, weights: str | None = None, random_init: bool = Fa
             opset=file_opset(published), inputs=inputs, outputs=outputs, batch=batch,
             weights=_weights_info(weights_path), min_input_ratio=_trained_min_input_ratio(weights_path), tiling=tiling,
             recording_gate=_recording_gate(weights_path), camera_grade=camera_grade,
+            fused_input=_fused_input(weights_path), fused_grade=fused_grade,
             scale=io.scale, steps=steps, max_steps=io.recurrent_steps,
             config=model.config.to_dict(), batchnorm_folded=io.folds_batchnorm, checks=checks,
             precision_conversion=conversion, trtexec=trtexec_hint(onnx_path.name, inputs[0], batch),
@@ -242,6 +250,22 @@ def _recording_gate(path: Path | None) -> dict | None:
     except ValueError as err:
         raise ExportError(f"{err}; refit it with `python -m calibration.recording_gate --write`") from err
     return None if gate is None else gate.to_dict()
+
+
+def _fused_input(path: Path | None) -> dict | None:
+    """{"burst": N} for weights trained on fused bursts (`training.train --burst N`, in their metadata)."""
+    from models.weights import read_metadata
+
+    text = read_metadata(path).get("degradation") if path is not None else None
+    try:
+        burst = json.loads(text).get("burst") if text else None
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise ExportError(f"{path}: metadata degradation {text!r} is not a JSON object") from err
+    if burst is None:
+        return None
+    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 2:
+        raise ExportError(f"{path}: metadata degradation.burst {burst!r} is not a frame count >= 2")
+    return {"burst": burst}
 
 
 def _weights_info(path: Path | None) -> WeightsInfo:
@@ -306,6 +330,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-camera-grade", dest="camera_grade", action="store_false",
                    help="with the shipped weights, do not also export their camera-grade twin (pfsr, pfsr_x4, dic: "
                         "weights trained on noisy, compressed recordings, which the runtime picks per face)")
+    p.add_argument("--no-fused-grade", dest="fused_grade", action="store_false",
+                   help="with the shipped weights, do not also export their fused-grade twin (pfsr: weights trained "
+                        "on faces fused over a burst of frames, which the runtime uses with --fuse-frames)")
     p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (needs tensorrt)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
@@ -340,34 +367,36 @@ def main(argv=None) -> int:
                 exclude_op_types=None if args.exclude_op_types is None else _split(args.exclude_op_types),
                 exclude_nodes=_split(args.exclude_nodes)),
             trt_targets=_split(args.trt_targets) if args.trt_targets else None)
-        twin = _camera_twin(args, common)
+        twins = {role: _twin(args, common, role) for role in TWINS}
         result = build(args.model, weights=args.weights, random_init=args.random_init, **common,
-                       camera_grade=twin.manifest_path.name if twin else None)
+                       **{f"{role}_grade": twin.manifest_path.name for role, twin in twins.items() if twin})
     except ExportError as err:
         log.error("%s", err)
         return 2
     _print_result(result)
-    if twin is not None:
-        print(f"camera-grade twin: {twin.manifest_path} (loaded with it; the runtime picks per face)")
-    codes = [_tensorrt_step(built, args.tensorrt) for built in ([twin] if twin else []) + [result]]
-    return max(codes)
+    for role, twin in twins.items():
+        if twin is not None:
+            print(f"{role}-grade twin: {twin.manifest_path} ({TWINS[role][2]})")
+    built = [twin for twin in twins.values() if twin] + [result]
+    return max(_tensorrt_step(artifact, args.tensorrt) for artifact in built)
 
 
-def _camera_twin(args, common: dict) -> BuildResult | None:
-    """With the shipped default weights, their camera-grade twin is exported first (the default artifact's
-    manifest names it, so the runtime loads both)."""
-    from models import camera_grade_weights
+def _twin(args, common: dict, role: str) -> BuildResult | None:
+    """With the shipped default weights, their camera-grade and fused-grade twins are exported first (the
+    default artifact's manifest names them, so the runtime loads them too)."""
+    import models
 
-    if not args.camera_grade or args.weights or args.random_init:
+    suffix, finder, _ = TWINS[role]
+    if not getattr(args, f"{role}_grade") or args.weights or args.random_init:
         return None
     try:
-        weights = camera_grade_weights(args.model)
+        weights = getattr(models, finder)(args.model)
     except ValueError:
         return None  # an unknown model: build() says so
     if weights is None:
         return None
-    log.info("exporting the camera-grade twin %s (--no-camera-grade: only the default)", weights.name)
-    twin = build(args.model, weights=str(weights), name_suffix=CAMERA_SUFFIX, **common)
+    log.info("exporting the %s-grade twin %s (--no-%s-grade: without it)", role, weights.name, role)
+    twin = build(args.model, weights=str(weights), name_suffix=suffix, **common)
     _print_result(twin)
     return twin
 

@@ -23,7 +23,8 @@ from .pfsr import PFSR, PFSR_CONFIGS, PFSR_X4_CONFIGS, PFSRConfig
 from .weights import WeightsError, load_into, read_metadata, read_state_dict
 
 __all__ = [
-    "create_model", "list_models", "model_spec", "model_io", "shipped_weights", "camera_grade_weights", "load_weights",
+    "create_model", "list_models", "model_spec", "model_io", "shipped_weights", "camera_grade_weights",
+    "fused_grade_weights", "load_weights",
     "ModelIO",
     "load_landmark_weights", "WeightsError", "DIC", "DICConfig", "PFSR", "PFSRConfig", "MSFSR", "MSFSRConfig",
     "Panini", "PaniniConfig",
@@ -45,6 +46,9 @@ class ModelSpec:
     # camera-grade twin of the first shipped file (trained on training.degrade's recordings, with a
     # runtime.recording gate in its metadata): export.build exports it beside the default, the runtime picks per face
     camera: str | None = None
+    # fused-grade twin of the first shipped file (trained on bursts fused as `--fuse-frames` fuses a track's
+    # frames, training.burst): export.build exports it beside the default, the runtime uses it for fused faces
+    fused: str | None = None
 
 
 def _build_dic(config) -> nn.Module:
@@ -82,7 +86,7 @@ _register(ModelSpec("dicgan", _build_dic, DIC_CONFIGS, DICConfig.from_dict, _dic
 _register(ModelSpec("pfsr", PFSR, PFSR_CONFIGS, PFSRConfig.from_dict, _pfsr_io,
                     ("pfsr_tiled_utk.safetensors", "pfsr_utk.safetensors"),
                     "PFSR (BMVC 2019), 16->128 in three progressive x2 steps, light (10.5 GFLOP at width 512)",
-                    "pfsr_camera_utk.safetensors"))
+                    "pfsr_camera_utk.safetensors", "pfsr_fused_utk.safetensors"))
 _register(ModelSpec("pfsr_x4", PFSR, PFSR_X4_CONFIGS, PFSRConfig.from_dict, _pfsr_io,
                     ("pfsr_x4_tiled_utk.safetensors", "pfsr_x4_utk.safetensors"),
                     "PFSR x4 variant (this project's), 32->128 in two progressive x2 steps, for 20-40 px faces",
@@ -143,7 +147,15 @@ def shipped_weights(name: str) -> Path | None:
 
 def camera_grade_weights(name: str) -> Path | None:
     """The shipped camera-grade twin of the model's default weights (`ModelSpec.camera`), or None."""
-    file_name = model_spec(name).camera
+    return _shipped_file(model_spec(name).camera)
+
+
+def fused_grade_weights(name: str) -> Path | None:
+    """The shipped fused-grade twin of the model's default weights (`ModelSpec.fused`), or None."""
+    return _shipped_file(model_spec(name).fused)
+
+
+def _shipped_file(file_name: str | None) -> Path | None:
     path = WEIGHTS_DIR / file_name if file_name else None
     return path if path is not None and path.is_file() else None
 

@@ -47,13 +47,17 @@ class FaceSR:
             fuse_frames: as the CLI's options (fusion applies to `stream()`, not to single-frame calls).
         camera_grade: also load the camera-grade twins the models' manifests name, and pick per face (the
             CLI's --no-camera-grade is False).
+        fused_grade: with fuse_frames > 1, also load the fused-grade twins, for the faces fused with earlier
+            frames (the CLI's --no-fused-grade is False).
     """
 
     def __init__(self, model: str | list[str], *, backend: str = "auto", detector: str | None = None,
                  view: str = "overlay", upscale: float = 1.0, enhance_all: bool = False, max_faces: int = MAX_FACES,
                  min_face: float | None = None, detect_every: int = 1, draw_landmarks: bool = False,
-                 self_ensemble: bool = False, fuse_frames: int = 1, camera_grade: bool = True):
-        artifacts = load_models([model] if isinstance(model, str) else list(model), camera_grade)
+                 self_ensemble: bool = False, fuse_frames: int = 1, camera_grade: bool = True,
+                 fused_grade: bool = True):
+        artifacts = load_models([model] if isinstance(model, str) else list(model), camera_grade,
+                                fused_grade and fuse_frames > 1)
         self.min_face = min_face or default_min_face(artifacts)
         self.detector = FaceDetector(detector_model_path(detector), max_side=DETECT_MAX_SIDE,
                                      min_face_px=self.min_face, min_face_asked=min_face is not None)

@@ -120,31 +120,37 @@ def load_artifact(path: str | Path) -> ModelArtifact:
     return artifact
 
 
-def with_camera_twins(artifacts: list[ModelArtifact]) -> list[ModelArtifact]:
-    """`artifacts` plus the camera-grade twin each one's manifest names (`camera_grade`, exported beside it by
-    `python -m export.build`), loaded and checked like any artifact. A twin that is missing or broken is a
-    warning, not an error: the default model still enhances every face, as it did before twins existed."""
+# twin role -> (the default manifest's pointer field, the field the twin's own manifest must carry)
+TWIN_FIELDS = {"camera": ("camera_grade", "recording_gate"), "fused": ("fused_grade", "fused_input")}
+
+
+def with_twins(artifacts: list[ModelArtifact], roles: tuple[str, ...] = ("camera",)) -> list[ModelArtifact]:
+    """`artifacts` plus the twins of each `role` their manifests name (`camera_grade`, `fused_grade`: exported
+    beside them by `python -m export.build`), loaded and checked like any artifact. A twin that is missing or
+    broken is a warning, not an error: the default model still enhances every face, as it did before twins."""
     loaded = list(artifacts)
     given = {a.manifest_path.resolve() for a in artifacts if a.manifest_path is not None}
-    for artifact in artifacts:
-        name = getattr(artifact.manifest, "camera_grade", None)
-        if name is None or artifact.manifest_path is None:
-            continue
-        path = beside(artifact.manifest_path, name, "camera-grade twin")
-        if path.resolve() in given:
-            continue
-        try:
-            twin = load_artifact(path)
-        except ModelArtifactError as err:
-            log.warning("%s: its camera-grade twin cannot be used (%s); every face goes to %s. Re-export with "
-                        "`python -m export.build --model %s` to restore it.", artifact.manifest_path, err,
-                        artifact.path.name, artifact.model_name)
-            continue
-        if getattr(twin.manifest, "recording_gate", None) is None:
-            log.warning("%s has no recording_gate: it is not used as a camera-grade twin", path)
-            continue
-        loaded.append(twin)
-        given.add(path.resolve())
+    for role in roles:
+        pointer, marker = TWIN_FIELDS[role]
+        for artifact in artifacts:
+            name = getattr(artifact.manifest, pointer, None)
+            if name is None or artifact.manifest_path is None:
+                continue
+            path = beside(artifact.manifest_path, name, f"{role}-grade twin")
+            if path.resolve() in given:
+                continue
+            try:
+                twin = load_artifact(path)
+            except ModelArtifactError as err:
+                log.warning("%s: its %s-grade twin cannot be used (%s); its faces go to %s. Re-export with "
+                            "`python -m export.build --model %s` to restore it.", artifact.manifest_path, role, err,
+                            artifact.path.name, artifact.model_name)
+                continue
+            if getattr(twin.manifest, marker, None) is None:
+                log.warning("%s has no %s: it is not used as a %s-grade twin", path, marker, role)
+                continue
+            loaded.append(twin)
+            given.add(path.resolve())
     return loaded
 
 

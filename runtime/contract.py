@@ -195,6 +195,12 @@ class OnnxManifest:
     # The clean model's pointer to its camera-grade twin exported beside it (a manifest file name in the same
     # folder): the runtime loads it too and picks per face with the twin's gate
     camera_grade: str | None = None
+    # Weights trained on faces fused over a burst of frames (`--fuse-frames`; training.burst): {"burst": N, the
+    # frames per training burst}; None for other weights
+    fused_input: dict | None = None
+    # The clean model's pointer to its fused-grade twin exported beside it: the runtime loads it when fusing
+    # and gives it the faces that were fused with earlier frames
+    fused_grade: str | None = None
 
     kind = "onnx"
 
@@ -226,9 +232,15 @@ class OnnxManifest:
                 RecordingGate.from_dict(gate, f"{where}.recording_gate")
             except ValueError as err:
                 raise ModelArtifactError(f"{err}; {REEXPORT}.") from err
-        twin = data.get("camera_grade")
-        _expect(twin is None or (isinstance(twin, str) and twin.endswith(".json") and Path(twin).name == twin),
-                f"{where}.camera_grade", "camera_grade", twin, "a manifest file name in the same folder, or null")
+        twin, fused_twin = data.get("camera_grade"), data.get("fused_grade")
+        for key, value in (("camera_grade", twin), ("fused_grade", fused_twin)):
+            _expect(value is None or (isinstance(value, str) and value.endswith(".json") and Path(value).name == value),
+                    f"{where}.{key}", key, value, "a manifest file name in the same folder, or null")
+        fused_input = data.get("fused_input")
+        burst = fused_input.get("burst") if isinstance(fused_input, dict) else None
+        _expect(fused_input is None or (set(fused_input) == {"burst"} and isinstance(burst, int) and
+                                        not isinstance(burst, bool) and burst >= 2),
+                f"{where}.fused_input", "fused_input", fused_input, "{burst: frames >= 2}, or null")
         return cls(
             **common,
             onnx=_field(data, "onnx", str, where), onnx_sha256="" if legacy else _sha(data, "onnx_sha256", where),
@@ -239,7 +251,7 @@ class OnnxManifest:
             precision_conversion=data.get("precision_conversion") or {}, trtexec=data.get("trtexec", ""),
             versions=data.get("versions") or {}, created=data.get("created", ""),
             min_input_ratio=None if ratio is None else float(ratio), tiling=tiling, recording_gate=gate,
-            camera_grade=twin)
+            camera_grade=twin, fused_input=fused_input, fused_grade=fused_twin)
 
     def failed_checks(self) -> list[str]:
         return [name for name, check in self.checks.items() if isinstance(check, dict) and check.get("passed") is False]

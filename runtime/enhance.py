@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fuse-frames", type=_positive_int, default=1, metavar="N",
                    help="videos and cameras: SR reads each face averaged with its N-1 earlier frames, registered "
                         "(less noise and compression, less shimmer; docs/runtime.md, 'Temporal fusion'); 1 = off")
+    p.add_argument("--no-fused-grade", dest="fused_grade", action="store_false",
+                   help="with --fuse-frames: do not load the fused-grade twin a model's manifest names (the "
+                        "default export of pfsr has one, trained on fused faces): fused faces go to the model "
+                        "given (or its camera-grade twin)")
     p.add_argument("--self-ensemble", action="store_true",
                    help="run every face batch twice, as recorded and mirrored, and average the two (a little more "
                         "fidelity for twice the SR time; see docs/runtime.md)")
@@ -157,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, stop: StopSignals | None = None) -> dict:
     """Everything after argument parsing; returns the summary. Raises RuntimeToolkitError."""
-    artifacts = load_models(args.model, args.camera_grade)
+    artifacts = load_models(args.model, args.camera_grade, args.fused_grade and args.fuse_frames > 1)
     if args.draw_landmarks and not any(o.name == LANDMARK_OUTPUT for a in artifacts for o in a.outputs):
         raise RuntimeToolkitError("--draw-landmarks needs a model with a 'landmarks' output; export one with "
                                   "`python -m export.build --model dic --with-landmarks`.")

@@ -38,6 +38,7 @@ class TemporalFusion:
             raise ValueError(f"fusion needs at least 2 frames, got {frames}")
         self.earlier: deque[np.ndarray] = deque(maxlen=frames - 1)
         self.used = self.offered = 0  # earlier windows averaged in / looked at (how often registration held)
+        self.fused_with: list[int] = []  # per job of the last `fuse`: earlier windows averaged into its window
 
     def reset(self) -> None:
         """Forget the earlier frames (a new clip)."""
@@ -45,20 +46,23 @@ class TemporalFusion:
 
     def fuse(self, frame: np.ndarray, jobs: list[FaceJob]) -> np.ndarray | None:
         """A copy of `frame` with every job's window fused with the earlier frames (None when there is nothing
-        to fuse with or no face), then remembers `frame`."""
-        fused = None
+        to fuse with or no face), then remembers `frame`. `fused_with` then says, per job, how many earlier
+        windows were averaged into its window."""
+        fused, self.fused_with = None, [0] * len(jobs)
         if self.earlier and jobs:
             fused = frame.copy()
-            for job in jobs:
+            for i, job in enumerate(jobs):
                 found = face_window(job, frame.shape)
                 if found is not None:
                     window, face = found
-                    fused[window] = self._fuse_window(frame, window, face)
+                    fused[window], self.fused_with[i] = self._fuse_window(frame, window, face)
         self.earlier.append(frame)
         return fused
 
-    def _fuse_window(self, frame: np.ndarray, window: tuple[slice, slice], face: tuple[slice, slice]) -> np.ndarray:
-        """The window fused; the face (inside the window's coordinates) is what registration looks at."""
+    def _fuse_window(self, frame: np.ndarray, window: tuple[slice, slice],
+                     face: tuple[slice, slice]) -> tuple[np.ndarray, int]:
+        """(the window fused, how many earlier windows went in); the face (inside the window's coordinates) is
+        what registration looks at."""
         current = frame[window].astype(np.float32)
         sigma = noise_sigma(current)
         aligned = []
@@ -69,8 +73,8 @@ class TemporalFusion:
                 aligned.append(shifted)
         self.used += len(aligned)
         if not aligned:
-            return frame[window]
-        return np.clip(np.rint(robust_average(current, aligned, sigma)), 0, 255).astype(np.uint8)
+            return frame[window], 0
+        return np.clip(np.rint(robust_average(current, aligned, sigma)), 0, 255).astype(np.uint8), len(aligned)
 
 
 def _bounds(cx: float, cy: float, side: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:

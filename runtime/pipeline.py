@@ -25,7 +25,7 @@ from .frames import to_bgr
 from .fusion import TemporalFusion
 from .records import BestCropStore, EventLog
 from .recording import RecordingGate
-from .routing import FORCED, NON_FINITE, CameraTwins, Route, model_fit
+from .routing import FORCED, NON_FINITE, Route, Twins, model_fit
 from .tiles import enhance_regions
 from .timing import StageTimer
 from .tone import keep_recorded_tones
@@ -95,6 +95,11 @@ def recording_gate(artifact) -> RecordingGate | None:
     return None if gate is None else RecordingGate.from_dict(gate)
 
 
+def reads_fused(artifact) -> bool:
+    """Was the artifact's model trained on faces fused over a burst (a fused-grade twin)?"""
+    return getattr(artifact.manifest, "fused_input", None) is not None
+
+
 def run_batched(backend: Backend, batch: np.ndarray) -> np.ndarray:
     """Run an [N, ...] batch in chunks of at most `backend.max_batch`; returns the image output."""
     return infer_batched(backend, batch)[backend.artifact.image_output.name]
@@ -125,7 +130,8 @@ class Enhancer:
         self.timer = timer or StageTimer()
         self.tracker = IoUTracker(confirm_hits=config.confirm_hits, confirm_score=config.confirm_score)
         self.fits = [model_fit(b.artifact) for b in self.backends]
-        self.twins = CameraTwins.pair(self.fits, [recording_gate(b.artifact) for b in self.backends])
+        self.twins = Twins.pair(self.fits, [recording_gate(b.artifact) for b in self.backends],
+                                [reads_fused(b.artifact) for b in self.backends])
         fusing = config.fuse_frames > 1 and not config.independent_frames
         self.fusion = TemporalFusion(config.fuse_frames) if fusing else None
         self.output_hw = max(b.artifact.output_hw for b in self.backends)
@@ -170,12 +176,15 @@ class Enhancer:
                                        self.config.enhance_all) for job in jobs]
             jobs = [covering_job(frame, job, grid) if self._tiled(decision) else job
                     for job, decision in zip(jobs, routes)]
-            fused = None
+            fused, fused_with = None, [0] * len(jobs)
             if self.fusion is not None:
-                fused = self.fusion.fuse(frame, [j for j, d in zip(jobs, routes) if d.model is not None])
-            if self.twins.twin_of:  # the gate reads the recording (a twin has the same fit: same framing, fusion)
-                routes = [self.twins.choose(d, job.crop) if d.model is not None else d
-                          for job, d in zip(jobs, routes)]
+                enhanced = [i for i, d in enumerate(routes) if d.model is not None]
+                fused = self.fusion.fuse(frame, [jobs[i] for i in enhanced])
+                for i, count in zip(enhanced, self.fusion.fused_with):
+                    fused_with[i] = count
+            if self.twins:  # the gate reads the recording (a twin has the same fit: same framing, fusion)
+                routes = [self.twins.choose(d, job.crop, n) if d.model is not None else d
+                          for job, d, n in zip(jobs, routes, fused_with)]
         return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over, captured_at, fused)
 
     def enhance(self, prepared: PreparedFrame, timer: StageTimer | None = None) -> list[EnhancedFace]:

@@ -100,6 +100,8 @@ def best_fit(native_px: float, models: list[ModelFit], candidates: list[int] | N
 
 FORCED = "forced"  # the reason of a face enhanced only because of `force`
 CAMERA_GRADE = "enhanced by the camera-grade twin (the recording looks noisy or compressed)"
+FUSED_GRADE = "enhanced by the fused-grade twin (the face was fused with its earlier frames)"
+FUSED_MIN_EARLIER = 1  # earlier frames a face must be fused with before the fused-grade twin reads it
 NON_FINITE = "the model's output was not finite (NaN/Inf): recorded pixels kept"  # set after inference
 
 
@@ -137,40 +139,59 @@ def _route(native_px: float, display_px: float, models: list[ModelFit]) -> Route
 
 
 @dataclass(frozen=True)
-class CameraTwins:
-    """Models paired with a camera-grade twin: routing sees only the others (`primary`), and a face routed to
-    a model with a twin goes to the twin when the twin's `RecordingGate` says the recording looks noisy or
-    compressed. `twin_of` maps a primary model's index to (the twin's index, its gate)."""
+class Twins:
+    """Models paired with twins trained for other input: routing sees only the others (`primary`), and a face
+    routed to a model with twins goes to
+    - its fused-grade twin when the face was fused with at least FUSED_MIN_EARLIER earlier frames
+      (`--fuse-frames`; the twin was trained on such faces, `training.burst`), else
+    - its camera-grade twin when that twin's `RecordingGate` says the recording looks noisy or compressed.
+    `twin_of` maps a primary model's index to (the camera-grade twin's index, its gate), `fused_of` to the
+    fused-grade twin's index."""
 
     primary: tuple[int, ...]
     twin_of: dict = field(default_factory=dict)
+    fused_of: dict = field(default_factory=dict)
 
     @classmethod
-    def pair(cls, fits: list[ModelFit], gates: list) -> "CameraTwins":
-        """Pair each model that has a gate (`gates[i]`, else None) with a gate-less model of the same fit
-        (input and output sides, tiled or not); a gated model with no partner routes like any other."""
-        twin_of, twins = {}, set()
-        for i, gate in enumerate(gates):
-            if gate is None:
-                continue
-            partner = next((j for j, fit in enumerate(fits) if gates[j] is None and j not in twin_of and
-                            (fit.input_px, fit.output_px, fit.tiled) == (fits[i].input_px, fits[i].output_px,
-                                                                         fits[i].tiled)), None)
-            if partner is not None:
-                twin_of[partner] = (i, gate)
-                twins.add(i)
-        return cls(tuple(i for i in range(len(fits)) if i not in twins), twin_of)
+    def pair(cls, fits: list[ModelFit], gates: list, fused: list[bool] | None = None) -> "Twins":
+        """Pair each model that has a gate (`gates[i]`, else None) or reads fused faces (`fused[i]`) with a
+        plain model of the same fit (input and output sides, tiled or not); a twin with no partner routes like
+        any other model."""
+        fused = fused or [False] * len(fits)
+        plain = [j for j in range(len(fits)) if gates[j] is None and not fused[j]]
+
+        def partner(i: int, taken: dict) -> int | None:
+            return next((j for j in plain if j not in taken and (fits[j].input_px, fits[j].output_px, fits[j].tiled)
+                         == (fits[i].input_px, fits[i].output_px, fits[i].tiled)), None)
+
+        twin_of, fused_of = {}, {}
+        for i in range(len(fits)):
+            if gates[i] is not None and (j := partner(i, twin_of)) is not None:
+                twin_of[j] = (i, gates[i])
+            elif fused[i] and (j := partner(i, fused_of)) is not None:
+                fused_of[j] = i
+        twins = {i for i, _ in twin_of.values()} | set(fused_of.values())
+        return cls(tuple(i for i in range(len(fits)) if i not in twins), twin_of, fused_of)
+
+    def __bool__(self) -> bool:
+        return bool(self.twin_of or self.fused_of)
 
     def route(self, native_px: float, display_px: float, fits: list[ModelFit], force: bool = False) -> Route:
         """`route` over the primary models, with their indices into `fits`."""
         decision = route(native_px, display_px, [fits[i] for i in self.primary], force)
         return decision if decision.model is None else replace(decision, model=self.primary[decision.model])
 
-    def choose(self, decision: Route, face) -> Route:
-        """The twin instead of its partner when the gate says so for this face (BGR pixels, any size)."""
-        if decision.model not in self.twin_of:
-            return decision
-        twin, gate = self.twin_of[decision.model]
-        if not gate.prefers_camera(face):
-            return decision
-        return replace(decision, model=twin, reason=FORCED if decision.reason == FORCED else CAMERA_GRADE)
+    def choose(self, decision: Route, face, fused_with: int = 0) -> Route:
+        """The twin instead of its partner where this face (BGR pixels as recorded, any size; fused with
+        `fused_with` earlier frames) calls for one."""
+        if decision.model in self.fused_of and fused_with >= FUSED_MIN_EARLIER:
+            return self._to(decision, self.fused_of[decision.model], FUSED_GRADE)
+        if decision.model in self.twin_of:
+            twin, gate = self.twin_of[decision.model]
+            if gate.prefers_camera(face):
+                return self._to(decision, twin, CAMERA_GRADE)
+        return decision
+
+    @staticmethod
+    def _to(decision: Route, twin: int, reason: str) -> Route:
+        return replace(decision, model=twin, reason=FORCED if decision.reason == FORCED else reason)

@@ -36,7 +36,7 @@ from .errors import RuntimeToolkitError, SinkError, SourceError
 from .outputs import Sink
 from .pipeline import Enhancer, FrameResult, PreparedFrame, enhance_frames
 from .progress import Progress
-from .routing import CAMERA_GRADE, KEPT
+from .routing import CAMERA_GRADE, FUSED_GRADE, KEPT
 from .sources import ReadStatus, Source
 from .stopping import STOP_REQUESTED, Cancelled
 from .timing import FpsMeter, StageTimer
@@ -61,7 +61,8 @@ class RunStats:
     read_errors: int = 0
     timeouts: int = 0
     kept: Counter = field(default_factory=Counter)  # faces kept as recorded, by routing.KEPT kind
-    camera_grade: int = 0  # faces the camera-grade twin enhanced (routing.CameraTwins)
+    camera_grade: int = 0  # faces the camera-grade twin enhanced (routing.Twins)
+    fused_grade: int = 0  # faces the fused-grade twin enhanced
     track_ids: set = field(default_factory=set)
     error: str | None = None  # why this lane stopped early (an output or its source failed)
     queues: dict = field(default_factory=dict)  # threaded runs: queue depths and SR batch sizes
@@ -73,6 +74,7 @@ class RunStats:
         self.faces += len(result.faces)
         self.enhanced += sum(face.sr is not None for face in result.faces)
         self.camera_grade += sum(face.sr is not None and face.route == CAMERA_GRADE for face in result.faces)
+        self.fused_grade += sum(face.sr is not None and face.route == FUSED_GRADE for face in result.faces)
         non_finite = sum(face.kept == "non_finite" for face in result.faces)
         if non_finite and not self.kept["non_finite"]:
             log.warning("the model's output for %d face(s) of frame %d was not finite (NaN/Inf): those faces keep "
@@ -490,6 +492,7 @@ def summarize(stats: RunStats, timer: StageTimer, wall_s: float, extra: dict | N
         "faces": stats.faces,
         "faces_enhanced": stats.enhanced,
         "faces_enhanced_camera_grade": stats.camera_grade,
+        "faces_enhanced_fused_grade": stats.fused_grade,
         "faces_not_finite": stats.kept["non_finite"],
         "faces_kept": {KEPT[kind][0]: n for kind, n in stats.kept.most_common()},
         "to_enhance_kept_faces": {KEPT[kind][0]: KEPT[kind][1] for kind, _ in stats.kept.most_common()},

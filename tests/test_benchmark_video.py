@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from benchmarks.frames import y_channel
-from benchmarks.video import (camera_shifts, face_psnr, frame_settings, moved_box, record, scene_error,
-                              shift_image, temporal_flicker)
+from benchmarks.video import (camera_shifts, face_psnr, moved_box, record, scene_error, shift_image,
+                              temporal_flicker)
+from training.burst import frame_settings
 
 
 def textured_scene(height=96, width=160, seed=0) -> np.ndarray:

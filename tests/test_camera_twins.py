@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.artifact import load_artifact, with_camera_twins
+from runtime.artifact import load_artifact, with_twins
 from runtime.contract import read_manifest
 from runtime.errors import ModelArtifactError
 from runtime.recording import FEATURES, RecordingGate, fit_gate, recording_features
-from runtime.routing import CAMERA_GRADE, FORCED, CameraTwins, ModelFit, Route
+from runtime.routing import CAMERA_GRADE, FORCED, Twins, ModelFit, Route
 from tests.conftest import make_sr_artifact
 from training.data import DEFAULT_DATA_DIR
 
@@ -96,20 +96,20 @@ def test_each_shipped_gate_was_fitted_for_the_weights_shipped_now(name):
 # --- routing ------------------------------------------------------------------------------------------------
 def test_twins_pair_by_fit_and_only_the_default_is_routed():
     x8, x4 = ModelFit.for_sides(16, 128, tiled=True), ModelFit.for_sides(32, 128, tiled=True)
-    twins = CameraTwins.pair([x8, x4, x8], [None, None, constant_gate(True)])
+    twins = Twins.pair([x8, x4, x8], [None, None, constant_gate(True)])
     assert twins.primary == (0, 1) and set(twins.twin_of) == {0}
     assert twins.route(12, 96, [x8, x4, x8]).model == 0  # the twin (index 2) is never chosen by size
     face = np.zeros((12, 12, 3), np.uint8)
     assert twins.choose(Route(0, "enhanced"), face) == Route(2, CAMERA_GRADE)
     assert twins.choose(Route(1, "enhanced"), face).model == 1  # no twin for x4
     assert twins.choose(Route(0, FORCED), face).reason == FORCED  # forced faces stay forced (not tiled)
-    stay = CameraTwins.pair([x8, x8], [None, constant_gate(False)])
+    stay = Twins.pair([x8, x8], [None, constant_gate(False)])
     assert stay.choose(Route(0, "enhanced"), face) == Route(0, "enhanced")
 
 
 def test_a_gated_model_without_a_partner_routes_like_any_model():
     x8, x4 = ModelFit.for_sides(16, 128), ModelFit.for_sides(32, 128)
-    twins = CameraTwins.pair([x8, x4], [None, constant_gate(True, 32)])
+    twins = Twins.pair([x8, x4], [None, constant_gate(True, 32)])
     assert twins.primary == (0, 1) and twins.twin_of == {}
 
 
@@ -122,22 +122,22 @@ def twin_pair(folder: Path, gate: dict | None) -> Path:
 
 def test_the_runtime_loads_the_twin_the_manifest_names(tmp_path):
     default = twin_pair(tmp_path, constant_gate(True).to_dict())
-    loaded = with_camera_twins([load_artifact(default)])
+    loaded = with_twins([load_artifact(default)])
     assert [a.path.name for a in loaded] == ["m.json", "m_camera.json"]
     assert read_manifest(tmp_path / "m_camera.json").recording_gate["bias"] == 10.0
-    assert len(with_camera_twins([load_artifact(default), load_artifact(tmp_path / "m_camera.json")])) == 2
+    assert len(with_twins([load_artifact(default), load_artifact(tmp_path / "m_camera.json")])) == 2
 
 
 def test_a_missing_or_gateless_twin_is_a_warning_and_the_default_still_runs(tmp_path, caplog):
     default = twin_pair(tmp_path / "gone", constant_gate(True).to_dict())
     (tmp_path / "gone" / "m_camera.onnx").unlink()
     with caplog.at_level(logging.WARNING):
-        assert [a.path.name for a in with_camera_twins([load_artifact(default)])] == ["m.json"]
+        assert [a.path.name for a in with_twins([load_artifact(default)])] == ["m.json"]
     assert "camera-grade twin cannot be used" in caplog.text and "export.build --model" in caplog.text
     caplog.clear()
     plain = twin_pair(tmp_path / "plain", None)
     with caplog.at_level(logging.WARNING):
-        assert len(with_camera_twins([load_artifact(plain)])) == 1
+        assert len(with_twins([load_artifact(plain)])) == 1
     assert "has no recording_gate" in caplog.text
 
 

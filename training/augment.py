@@ -6,8 +6,9 @@ faces, its centre by a few % of the side) and a small face is an area-downscaled
 smaller than the model input that the runtime enlarges with cv2's bicubic (`runtime.faces.resize_crop`).
 `RealFraming` re-frames each HR (and its landmarks) with a random scale and shift, then makes the LR by one
 of those three routes. With `camera` set (a mix of `training.degrade` levels), every face's LR also goes
-through a camera's blur, noise and compression at its recorded size, and a share of the pairs get the same
-colour change (or greyscale) on both sides. Validation keeps the clean official pairs.
+through a camera's blur, noise and compression at its recorded size (with `burst`, in a burst of frames fused
+as the runtime's `--fuse-frames` fuses them), and a share of the pairs get the same colour change (or
+greyscale) on both sides. Validation keeps the clean official pairs.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .burst import fused_recording
 from .degrade import degrade_face, draw_training_params, jitter_colours
 
 __all__ = ["RealFraming", "LR_ROUTES", "TILED_ROUTES", "crop_square"]
@@ -40,6 +42,7 @@ class RealFraming:
     routes: tuple[str, ...] = LR_ROUTES  # drawn uniformly for each re-framed face
     camera: tuple[tuple[str, float], ...] | None = None  # (degradation level, weight) pairs; None: clean LRs
     colour_jitter_share: float = 0.3  # with `camera`: pairs whose colours change (HR and LR alike)
+    burst: int = 0  # with `camera`: >= 2 films each face in a burst of 2..burst frames, fused (training.burst)
 
     def __call__(self, hr: np.ndarray, lr: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator):
         """hr [N, S, S, 3], lr [N, s, s, 3] uint8, landmarks [N, K, 2] -> new arrays (inputs untouched)."""
@@ -90,7 +93,11 @@ class RealFraming:
         native = size
         if route == "smaller":
             native = max(4, int(round(size * rng.uniform(self.smallest_native, 1.0))))
-        recorded = degrade_face(hr, native, draw_training_params(rng, self.camera), rng)
+        camera = draw_training_params(rng, self.camera)
+        if self.burst >= 2:
+            recorded = fused_recording(hr, native, camera, int(rng.integers(2, self.burst + 1)), rng)
+        else:
+            recorded = degrade_face(hr, native, camera, rng)
         if native == size:
             return recorded
         return cv2.resize(recorded, (size, size), interpolation=cv2.INTER_CUBIC)

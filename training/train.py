@@ -35,6 +35,7 @@ import torch
 from .augment import LR_ROUTES, TILED_ROUTES, RealFraming
 from .checkpoints import ResumeError, load_checkpoint, save_checkpoint, save_weights
 from .data import DataError, load_split
+from .burst import burst_lr_set
 from .degrade import LEVELS, TRAINING_MIX, degrade_lr_set
 from .tasks import PIXEL_LOSSES, get_task, sample_batch
 
@@ -121,7 +122,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "FFHQ-like framing)")
     p.add_argument("--val-degradation", choices=sorted(LEVELS), default="clean",
                    help="validate (and pick 'best') on val LRs degraded at this level, fixed seed (default clean)")
+    p.add_argument("--burst", type=int, default=0,
+                   help="with --camera: film each face in a burst of 2..N frames (sub-pixel shake, the camera's "
+                        "noise and codec per frame) fused as --fuse-frames fuses them (training.burst); the val "
+                        "faces are fused bursts of N at --val-degradation")
     args = p.parse_args(argv)
+    if args.burst and (args.burst < 2 or not args.camera):
+        p.error("--burst N needs N >= 2 and --camera (a burst is filmed by a simulated camera)")
     landmarks = args.task == "landmarks"
     if args.heatmap_sigma is None:
         args.heatmap_sigma = 1.5 if landmarks else 1.0
@@ -220,7 +227,7 @@ def _new_run(args) -> Run:
         task.augment = RealFraming(smallest_native=args.framing_smallest, routes=args.framing_routes,
                                    clean_share=RealFraming.clean_share if args.real_framing else 1.0,
                                    scale_range=(RealFraming.scale_range[0], args.framing_scale_max),
-                                   camera=args.camera)
+                                   camera=args.camera, burst=args.burst)
     config = task.resolve_config(args.config)
     model = task.build_model(config).to(device)
     if device.type == "cuda":
@@ -299,7 +306,8 @@ def _save_all(run: Run, args, out: Path, is_best: bool, metrics: dict | None) ->
     if augment is not None and augment.clean_share < 1:  # --real-framing: the runtime may route faces this small
         meta["min_input_ratio"] = augment.smallest_native
     if augment is not None and augment.camera is not None:
-        meta["degradation"] = json.dumps({"camera": dict(augment.camera), "val": args.val_degradation})
+        meta["degradation"] = json.dumps({"camera": dict(augment.camera), "val": args.val_degradation,
+                                          **({"burst": augment.burst} if augment.burst else {})})
     save_weights(run.weights_model, out / "last.safetensors", metadata=meta)
     if is_best:
         save_weights(run.weights_model, out / "best.safetensors", metadata=meta)
@@ -375,7 +383,10 @@ def train(args: argparse.Namespace) -> dict:
     cache = args.cache or None
     train_split = load_split("train", args.data, cache_dir=cache, lr_size=run.task.lr_size)
     val_split = load_split("val", args.data, cache_dir=cache, lr_size=run.task.lr_size).subset(args.val_limit)
-    if args.val_degradation != "clean":
+    if args.burst >= 2:
+        val_split = replace(val_split, lr=burst_lr_set(val_split.hr, run.task.lr_size, args.val_degradation,
+                                                       args.burst, VAL_DEGRADATION_SEED))
+    elif args.val_degradation != "clean":
         val_split = replace(val_split, lr=degrade_lr_set(val_split.hr, run.task.lr_size, args.val_degradation,
                                                          VAL_DEGRADATION_SEED))
     log.info("model %s config %s (%s), %d params; train %d faces (%d undecodable skipped), val %d",

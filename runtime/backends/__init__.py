@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from ..artifact import ModelArtifact, load_artifact, with_camera_twins
+from ..artifact import ModelArtifact, load_artifact, with_twins
 from ..errors import BackendError
 from .base import Backend, infer_batched
 from .ensemble import MirrorEnsemble
@@ -73,7 +73,9 @@ def load_model(spec: str) -> ModelArtifact:
     return fetch_artifact(spec) if is_triton_url(spec) else load_artifact(spec)
 
 
-def load_models(specs: list[str], camera_grade: bool = True) -> list[ModelArtifact]:
-    """`load_model` of each, plus the camera-grade twins their manifests name (`camera_grade` False: without)."""
+def load_models(specs: list[str], camera_grade: bool = True, fused_grade: bool = False) -> list[ModelArtifact]:
+    """`load_model` of each, plus the camera-grade twins their manifests name (`camera_grade` False: without)
+    and, with `fused_grade` (the run fuses frames), the fused-grade twins."""
     artifacts = [load_model(spec) for spec in specs]
-    return with_camera_twins(artifacts) if camera_grade else artifacts
+    roles = ("camera",) * camera_grade + ("fused",) * fused_grade
+    return with_twins(artifacts, roles) if roles else artifacts
