@@ -37,13 +37,15 @@ DEFAULT_MODELS = ("pfsr", "pfsr_x4", "dic")
 
 @dataclass(frozen=True)
 class Candidate:
-    """Weights to score; with `twin` (camera-grade weights carrying a `runtime.recording` gate), each face goes
-    to `weights` or `twin` as the gate decides on its LR pixels: the default export as the runtime runs it."""
+    """Weights to score; with `twin` (camera-grade weights carrying a `runtime.recording` gate, or the
+    fused-grade twin with the camera-grade gate `gate_from`), each face goes to `weights` or `twin` as the gate
+    decides on its recorded pixels: the default export as the runtime runs it."""
 
     label: str
     model: str
     weights: Path
     twin: Path | None = None
+    gate_from: Path | None = None  # the weights whose gate picks (default: `twin`; the fused-grade twin has none)
 
 
 @dataclass
@@ -91,6 +93,9 @@ def candidates(args) -> list[Candidate]:
         fused = fused_grade_weights(name) if args.burst else None
         if fused is not None:
             found.append(Candidate(f"{name} (fused-grade twin: {fused.stem})", name, fused))
+            if twin is not None:  # as the runtime runs fused faces: the camera-grade gate picks default or fused
+                found.append(Candidate(f"{name} (default export, fusing: {weights.stem} + {fused.stem}, gated)",
+                                       name, weights, fused, gate_from=twin))
     for spec in args.weights:
         name, _, path = spec.partition("=")
         if not path:
@@ -109,7 +114,8 @@ def run_camera(args) -> dict:
     split = load_split("test", args.data, cache_dir=args.cache).subset(count)
     describer = _describer(args.identity)
     models = [(c, create_model(c.model, weights=c.weights)) for c in candidates(args)]
-    twins = {c.twin: (create_model(c.model, weights=c.twin), read_gate(c.twin)) for c, _ in models if c.twin}
+    twins = {c.twin: (create_model(c.model, weights=c.twin), read_gate(c.gate_from or c.twin))
+             for c, _ in models if c.twin}
     sizes = {model_io(c.model, m.config).input_size for c, m in models}
     rows = []
     for framing in args.framings:

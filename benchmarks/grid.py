@@ -6,6 +6,8 @@
     python -m benchmarks.grid --models pfsr --weights pfsr:camera=runs/pfsr_camera/best.safetensors \
         --degradation camera --out camera.png        # a second PFSR column, LR recorded by the simulated camera
     python -m benchmarks.grid --models pfsr_x4 --lr-size 32 --out x4.png
+    python -m benchmarks.grid --models pfsr --weights pfsr:fused=models/weights/pfsr_fused_utk.safetensors \
+        --degradation camera --burst 8 --out fused.png   # faces fused over 8 frames, as --fuse-frames 8
 
 One row per face of the UTK test split, one column per method, every image at 128 px (LR enlarged with
 nearest neighbour so its pixels show). `--degradation` records the LR with `training.degrade` at that level
@@ -58,16 +60,25 @@ def labelled(images: np.ndarray, label: str) -> np.ndarray:
 
 
 def build_grid(split, faces: list[int], names: list[str], weights: dict[str, str], level: str = "clean",
-               lr_size: int = 16) -> np.ndarray:
-    from training.evaluate import bicubic_upsample, record_faces
+               lr_size: int = 16, burst: int = 0) -> np.ndarray:
+    """With `burst`, each face is filmed in a burst and fused (`benchmarks.camera --burst`): the LR and bicubic
+    columns show the current frame, a column the fused face, and the models read the fused face."""
+    from training.burst import record_burst_set
+    from training.evaluate import LEVEL_SEEDS, bicubic_upsample, record_faces
 
     hr = split.hr[faces]
-    lr = record_faces(hr, lr_size, level)
     size = hr.shape[1]
-    columns = [(f"LR {lr_size} px{'' if level == 'clean' else ', ' + level}",
-                np.stack([cv2.resize(x, (size, size), interpolation=cv2.INTER_NEAREST) for x in lr])),
-               ("bicubic", np.stack([bicubic_upsample(x, size) for x in lr]))]
-    columns += model_columns(names, weights, lr)
+    enlarged = lambda faces: np.stack([cv2.resize(x, (size, size), interpolation=cv2.INTER_NEAREST)  # noqa: E731
+                                       for x in faces])
+    if burst >= 2:
+        lr, fused = record_burst_set(hr, lr_size, level, burst, LEVEL_SEEDS[level])
+    else:
+        lr = fused = record_faces(hr, lr_size, level)
+    columns = [(f"LR {lr_size} px{'' if level == 'clean' else ', ' + level}", enlarged(lr))]
+    if burst >= 2:
+        columns.append((f"fused, {burst} frames", enlarged(fused)))
+    columns.append(("bicubic", np.stack([bicubic_upsample(x, size) for x in lr])))
+    columns += model_columns(names, weights, fused)
     columns.append(("HR", hr))
     return np.concatenate([labelled(images, label) for label, images in columns], axis=1)
 
@@ -81,6 +92,9 @@ def parse_args(argv=None):
                    help="indices into the test split")
     p.add_argument("--degradation", default="clean", choices=("clean", "camera", "heavy"),
                    help="record the LR with training.degrade at this level (default clean: PIL bicubic)")
+    p.add_argument("--burst", type=int, default=0, metavar="N",
+                   help="film each face in a burst of N frames and fuse them (as --fuse-frames N); models read the "
+                        "fused face, LR and bicubic show the current frame")
     p.add_argument("--lr-size", type=int, default=16, help="LR side in px (16 for the x8 models, 32 for x4)")
     p.add_argument("--data", default=None, help="face data dir (default ../shared/data/faces-utk)")
     p.add_argument("--cache", default="runs/cache")
@@ -102,7 +116,7 @@ def main(argv=None) -> int:
     if max(args.faces) >= len(split):
         log.error("error: --faces must be below %d (the test split's size)", len(split))
         return 2
-    grid = build_grid(split, args.faces, args.models, weights, args.degradation, args.lr_size)
+    grid = build_grid(split, args.faces, args.models, weights, args.degradation, args.lr_size, args.burst)
     out = args.out or RESULTS_ROOT / machine_tag(machine_info()) / "faces_grid.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), grid[..., ::-1])

@@ -11,8 +11,9 @@ smaller: INTER_AREA downscale, then the camera's degradation (`training.degrade`
   smooth random walk within the same bound instead), so every frame samples the faces at another phase;
 - panning: a steady drift of `--pan` LR px per frame along x (no jitter), centred on the original position.
 One camera has one set of optics: its blur, noise kind and level, codec and codec block grid are drawn once
-(seeded) from the level; per frame only the noise itself and the codec's quality (+/-5 around the camera's,
-as rate control does) change. Every frame is coded on its own (JPEG, or H.264 as an intra frame).
+(seeded) from the level (`--draws N`: N cameras per scene, kind and K, their faces pooled); per frame only the
+noise itself and the codec's quality (+/-5 around the camera's, as rate control does) change. Every frame is
+coded on its own (JPEG, or H.264 as an intra frame).
 
 The real runtime runs on the LR frames as `python -m runtime.enhance --view overlay --upscale K` runs a video
 (tracks confirmed after TRACK_CONFIRM_HITS detections), once per method:
@@ -528,13 +529,17 @@ def run(args) -> dict:
     try:
         for s, name in enumerate(args.scenes):
             photo = cv2.imread(str(root / name))
+            if photo is None:
+                raise SystemExit(f"--scenes: cannot read {root / name} (scene paths are relative to {root}, "
+                                 f"e.g. {PHOTOS[0]})")
             scene = photo[: photo.shape[0] // 8 * 8, : photo.shape[1] // 8 * 8]  # whole LR pixels for K = 4, 8
             boxes = scene_boxes(reference_detector, scene)
             for c, kind in enumerate(args.cameras):
                 for k, factor in enumerate(args.factors):
-                    cameras.append(evaluate_camera(Path(name).stem, scene, boxes, kind, factor, args, backends,
-                                                   detector, min_face, seed=args.seed + 1000 * s + factor,
-                                                   keep_strip=(s, c, k) == (0, 0, 0)))
+                    for d in range(args.draws):  # cameras of one kind with their own optics, pooled in the rows
+                        cameras.append(evaluate_camera(Path(name).stem, scene, boxes, kind, factor, args, backends,
+                                                       detector, min_face, seed=args.seed + 1000 * s + factor + 100 * d,
+                                                       keep_strip=(s, c, k, d) == (0, 0, 0, 0)))
         if not args.no_street:
             street = evaluate_street(root / "data/scenes/street-video-1080p.mp4", args, backends, detector,
                                      min_face)
@@ -551,7 +556,8 @@ def run(args) -> dict:
             "fusion": "available" if fusion_available() else "not in this checkout (EnhanceConfig has no "
                                                               "fuse_frames): fused methods left out",
             "motion": args.motion, "shake_lr_px": args.shake, "pan_lr_px_per_frame": args.pan,
-            "frames": args.frames, "cameras": cameras, "summary": summarize_cameras(cameras, args.seed),
+            "frames": args.frames, "draws": args.draws, "cameras": cameras,
+            "summary": summarize_cameras(cameras, args.seed),
             "per_frame_psnr": per_frame_means(cameras), "street": street,
             "street_summary": summarize_street(street) if street else [],
             "faces_picture": str(picture) if picture else None}
@@ -567,7 +573,8 @@ def to_markdown(payload: dict) -> str:
     text = (f"# Video — synthetic cameras against ground truth, {payload['degradation']} degradation\n\n"
             f"Command: `{payload['command']}`  \nModels: {', '.join(payload['models'])}  \n"
             f"Fusion (`EnhanceConfig.fuse_frames`): {payload['fusion']}  \n"
-            f"{payload['frames']} frames per camera; static: {payload['motion']} shake up to "
+            f"{payload['frames']} frames per camera, {payload.get('draws', 1)} camera(s) per scene, kind and K; "
+            f"static: {payload['motion']} shake up to "
             f"±{payload['shake_lr_px']} LR px; panning: {payload['pan_lr_px_per_frame']} LR px per frame.\n\n"
             "Y-PSNR in the ground-truth face boxes, mean over faces and frames (frames before a track is "
             "confirmed show bicubic and are scored as shown); gain over bicubic with a bootstrap 95 % CI over "
@@ -655,6 +662,9 @@ def main(argv=None) -> int:
     p.add_argument("--shake", type=float, default=0.5, help="static camera: largest shift, LR px (default 0.5)")
     p.add_argument("--pan", type=float, default=0.3, help="panning camera: LR px per frame (default 0.3)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--draws", type=int, default=1,
+                   help="cameras drawn per scene, kind and K, each with its own blur, noise and codec from the "
+                        "level; their faces are pooled in the rows (default 1: one camera is one draw of a range)")
     p.add_argument("--no-street", action="store_true", help="skip the street video")
     p.add_argument("--street-frames", type=int, help="street video frames (default all; --quick 12)")
     p.add_argument("--input-width", type=int, default=480, help="street video width (default 480)")

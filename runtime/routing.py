@@ -141,10 +141,14 @@ def _route(native_px: float, display_px: float, models: list[ModelFit]) -> Route
 @dataclass(frozen=True)
 class Twins:
     """Models paired with twins trained for other input: routing sees only the others (`primary`), and a face
-    routed to a model with twins goes to
-    - its fused-grade twin when the face was fused with at least FUSED_MIN_EARLIER earlier frames
-      (`--fuse-frames`; the twin was trained on such faces, `training.burst`), else
-    - its camera-grade twin when that twin's `RecordingGate` says the recording looks noisy or compressed.
+    routed to a model with twins goes where the camera-grade twin's `RecordingGate`, reading the face as
+    recorded, sends it:
+    - a recording that looks clean stays with the model routed to, fused or not (on a clean or mild camera the
+      clean weights beat both twins, also on fused faces: docs/runtime.md, "Temporal fusion");
+    - a noisy or compressed one goes to the fused-grade twin when the face was fused with at least
+      FUSED_MIN_EARLIER earlier frames (`--fuse-frames`; that twin was trained on such faces, `training.burst`),
+      else to the camera-grade twin.
+    A model with a fused-grade twin and no camera-grade one gives it every fused face.
     `twin_of` maps a primary model's index to (the camera-grade twin's index, its gate), `fused_of` to the
     fused-grade twin's index."""
 
@@ -184,12 +188,15 @@ class Twins:
     def choose(self, decision: Route, face, fused_with: int = 0) -> Route:
         """The twin instead of its partner where this face (BGR pixels as recorded, any size; fused with
         `fused_with` earlier frames) calls for one."""
-        if decision.model in self.fused_of and fused_with >= FUSED_MIN_EARLIER:
-            return self._to(decision, self.fused_of[decision.model], FUSED_GRADE)
+        fused = fused_with >= FUSED_MIN_EARLIER and decision.model in self.fused_of
         if decision.model in self.twin_of:
             twin, gate = self.twin_of[decision.model]
-            if gate.prefers_camera(face):
+            if not gate.prefers_camera(face):
+                return decision
+            if not fused:
                 return self._to(decision, twin, CAMERA_GRADE)
+        if fused:
+            return self._to(decision, self.fused_of[decision.model], FUSED_GRADE)
         return decision
 
     @staticmethod

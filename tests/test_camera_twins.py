@@ -186,9 +186,13 @@ def test_export_writes_the_twin_first_and_names_it(tmp_path, capsys):
     assert default.camera_grade == "pfsr_camera_fp32.json" and default.recording_gate is None
     assert RecordingGate.from_dict(twin.recording_gate).side == 16
     assert twin.weights.path.endswith("pfsr_camera_utk.safetensors")
-    assert "camera-grade twin:" in capsys.readouterr().out
+    fused = read_manifest(tmp_path / "pfsr_fused_fp32.json")  # and the fused-grade twin (tests/test_fused_twins.py)
+    assert default.fused_grade == "pfsr_fused_fp32.json" and fused.fused_input == {"burst": 8}
+    assert fused.weights.path.endswith("pfsr_fused_utk.safetensors") and fused.recording_gate is None
+    out = capsys.readouterr().out
+    assert "camera-grade twin:" in out and "fused-grade twin:" in out
     solo = tmp_path / "solo"
-    assert main(["--model", "pfsr", "--no-camera-grade", "--outdir", str(solo)]) == 0
+    assert main(["--model", "pfsr", "--no-camera-grade", "--no-fused-grade", "--outdir", str(solo)]) == 0
     assert sorted(p.name for p in solo.iterdir()) == ["pfsr_fp32.json", "pfsr_fp32.onnx"]
     assert read_manifest(solo / "pfsr_fp32.json").camera_grade is None
     shutil.rmtree(tmp_path)

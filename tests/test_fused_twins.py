@@ -68,6 +68,8 @@ def test_fused_faces_go_to_the_fused_twin_and_the_rest_to_the_gate():
     assert twins.choose(Route(0, "enhanced"), face, fused_with=3) == Route(2, FUSED_GRADE)
     assert twins.choose(Route(0, "enhanced"), face, fused_with=0) == Route(1, CAMERA_GRADE)
     assert twins.choose(Route(0, FORCED), face, fused_with=3) == Route(2, FORCED)
+    clean = Twins.pair(fits, [None, constant_gate(False), None], [False, False, True])
+    assert clean.choose(Route(0, "enhanced"), face, fused_with=3) == Route(0, "enhanced")  # the gate says clean
     alone = Twins.pair([x8, x8], [None, None], [False, True])
     assert alone.choose(Route(0, "enhanced"), face) == Route(0, "enhanced")  # not fused: the default
     assert Twins.pair([x8], [None]).primary == (0,) and not Twins.pair([x8], [None])
@@ -121,3 +123,26 @@ def test_the_enhancer_gives_fused_faces_to_the_fused_twin(tmp_path):
     assert all(faces == [(0, FORCED)] for faces in routes[1])  # no fusion: the default, as before
     assert routes[4][0] == [(0, FORCED)]  # nothing to fuse with yet
     assert all(faces == [(1, FORCED)] for faces in routes[4][1:]), routes[4]  # fused: the twin (forced: --enhance-all)
+
+
+# --- the shipped weights ----------------------------------------------------------------------------------------
+def test_the_shipped_fused_twin_is_the_camera_twins_network_trained_on_bursts():
+    from export.build import _fused_input
+    from models import camera_grade_weights, fused_grade_weights, read_metadata
+
+    fused = fused_grade_weights("pfsr")
+    assert fused is not None and _fused_input(fused) == {"burst": 8}
+    assert read_metadata(fused)["config"] == read_metadata(camera_grade_weights("pfsr"))["config"]
+    assert fused_grade_weights("pfsr_x4") is None and _fused_input(camera_grade_weights("pfsr")) is None
+
+
+@pytest.mark.parametrize("degradation", ['{"burst": 1}', '{"burst": "8"}', "not json"])
+def test_export_refuses_weights_whose_burst_is_malformed(tmp_path, degradation):
+    from safetensors.numpy import save_file
+
+    from export.build import ExportError, _fused_input
+
+    path = tmp_path / "w.safetensors"
+    save_file({"x": np.zeros(1, np.float32)}, str(path), metadata={"degradation": degradation})
+    with pytest.raises(ExportError, match="degradation"):
+        _fused_input(path)
