@@ -199,7 +199,7 @@ class OnnxManifest:
     # frames per training burst}; None for other weights
     fused_input: dict | None = None
     # The clean model's pointer to its fused-grade twin exported beside it: the runtime loads it when fusing
-    # and gives it the faces that were fused with earlier frames
+    # and gives it the fused faces that the camera-grade gate calls noisy or compressed (`routing.Twins`)
     fused_grade: str | None = None
 
     kind = "onnx"

@@ -63,18 +63,22 @@ class TemporalFusion:
                      face: tuple[slice, slice]) -> tuple[np.ndarray, int]:
         """(the window fused, how many earlier windows went in); the face (inside the window's coordinates) is
         what registration looks at."""
-        current = frame[window].astype(np.float32)
-        sigma = noise_sigma(current)
-        aligned = []
-        for earlier in self.earlier:
-            self.offered += 1
-            shifted = register(earlier[window].astype(np.float32), current, face, sigma)
-            if shifted is not None:
-                aligned.append(shifted)
-        self.used += len(aligned)
-        if not aligned:
-            return frame[window], 0
-        return np.clip(np.rint(robust_average(current, aligned, sigma)), 0, 255).astype(np.uint8), len(aligned)
+        self.offered += len(self.earlier)
+        fused, used = fuse_windows(frame[window], [earlier[window] for earlier in self.earlier], face)
+        self.used += used
+        return fused, used
+
+
+def fuse_windows(current: np.ndarray, earlier: list[np.ndarray], face: tuple[slice, slice]) -> tuple[np.ndarray, int]:
+    """(`current` (a uint8 window) averaged with the `earlier` windows that register on its `face`, how many
+    did); `current` itself when none does."""
+    reference = current.astype(np.float32)
+    sigma = noise_sigma(reference)
+    aligned = [moved for moved in (register(e.astype(np.float32), reference, face, sigma) for e in earlier)
+               if moved is not None]
+    if not aligned:
+        return current, 0
+    return np.clip(np.rint(robust_average(reference, aligned, sigma)), 0, 255).astype(np.uint8), len(aligned)
 
 
 def _bounds(cx: float, cy: float, side: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:

@@ -17,7 +17,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from runtime.fusion import noise_sigma, register, robust_average
+from runtime.fusion import fuse_windows
 
 from .degrade import LEVELS, DegradationParams, degrade_face
 
@@ -61,14 +61,10 @@ def record_burst(hr: np.ndarray, size: int, camera: DegradationParams, frames: i
 def fuse_burst(recordings: list[np.ndarray]) -> tuple[np.ndarray, int]:
     """(the current recording's face fused with the earlier ones, how many earlier ones registered): the
     runtime's registration and robust average on the windows, then the centre face square."""
-    current = recordings[0].astype(np.float32)
-    size = current.shape[0] // 2
+    size = recordings[0].shape[0] // 2
     face = (slice(size // 2, size // 2 + size), slice(size // 2, size // 2 + size))
-    sigma = noise_sigma(current)
-    aligned = [moved for moved in (register(r.astype(np.float32), current, face, sigma) for r in recordings[1:])
-               if moved is not None]
-    fused = robust_average(current, aligned, sigma) if aligned else current
-    return np.clip(np.rint(fused[face]), 0, 255).astype(np.uint8), len(aligned)
+    fused, registered = fuse_windows(recordings[0], recordings[1:], face)
+    return fused[face], registered
 
 
 def fused_recording(hr: np.ndarray, size: int, camera: DegradationParams, frames: int,
