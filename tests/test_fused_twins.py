@@ -146,3 +146,13 @@ def test_export_refuses_weights_whose_burst_is_malformed(tmp_path, degradation):
     save_file({"x": np.zeros(1, np.float32)}, str(path), metadata={"degradation": degradation})
     with pytest.raises(ExportError, match="degradation"):
         _fused_input(path)
+
+
+def test_the_camera_benchmark_scores_fused_bursts_against_the_current_frame():
+    from benchmarks.camera import recordings
+
+    hr = np.stack([textured_face(seed) for seed in range(2)])
+    current, fused = recordings(hr, 16, "camera", burst=4)
+    assert current.shape == fused.shape == (2, 16, 16, 3) and not np.array_equal(current, fused)
+    single, same = recordings(hr, 16, "camera", burst=0)
+    assert single is same  # one recording: the models read what bicubic upscales
