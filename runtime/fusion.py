@@ -5,7 +5,9 @@ For each face of the current frame, the window around it is cut from the current
 frames before it; each earlier window is registered to the current one (phase correlation: the face is nearly
 rigid over a few frames) and shifted onto it, windows that do not register (a pose change, an occlusion, a cut)
 are left out, and the rest are averaged pixel by pixel with weights that fall off where a pixel differs from the
-current frame by more than the noise explains (so motion the registration missed is not smeared in). The SR
+current frame by more than the noise explains (so motion the registration missed is not smeared in). The noise
+is the window's own estimate, raised (up to twice) where the registered frames differ more than it says: a codec
+and optics blur hide noise from a spatial estimate, not from frame-to-frame differences. The SR
 model then reads the fused window instead of the recorded one; what is shown as "recorded" stays the recording.
 
 Pure numpy/OpenCV; one `TemporalFusion` per source (the frames it keeps are that source's).
@@ -27,6 +29,7 @@ MATCH_SIGMAS = 2.0  # a registered face whose RMS difference from the current on
                     # (times sqrt 2: both carry noise) is left out: it moved or changed ...
 MATCH_MIN_RMS = 6.0  # ... or this many grey levels, whichever is more (compression differs frame to frame more
                      # than the noise estimate of a small, smoothed face says)
+TEMPORAL_NOISE_CAP = 2.0  # the registered frames' differences may raise a window's noise estimate this much
 WINDOW_MIN_PX = 32  # the window around a face: twice its square, at least this (a tiled model's tile and margin)
 
 
@@ -70,12 +73,16 @@ class TemporalFusion:
 
 
 def fuse_windows(current: np.ndarray, earlier: list[np.ndarray], face: tuple[slice, slice]) -> tuple[np.ndarray, int]:
-    """(`current` (a uint8 window) averaged with the `earlier` windows that register on its `face`, how many
-    did); `current` itself when none does."""
+    """(`current` (a uint8 window) averaged with the `earlier` windows that register on its `face` and whose
+    registered face differs from the current one by no more than the noise explains, how many did); `current`
+    itself when none does."""
     reference = current.astype(np.float32)
-    sigma = noise_sigma(reference)
-    aligned = [moved for moved in (register(e.astype(np.float32), reference, face, sigma) for e in earlier)
-               if moved is not None]
+    moved = [m for m in (register(e.astype(np.float32), reference, face) for e in earlier) if m is not None]
+    if not moved:
+        return current, 0
+    sigma = window_noise(reference, moved, face)
+    limit = max(MATCH_SIGMAS * math.sqrt(2) * sigma, MATCH_MIN_RMS)
+    aligned = [m for m in moved if float(np.sqrt(np.mean(_face_difference(m, reference, face) ** 2))) <= limit]
     if not aligned:
         return current, 0
     return np.clip(np.rint(robust_average(reference, aligned, sigma)), 0, 255).astype(np.uint8), len(aligned)
@@ -102,11 +109,11 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image.mean(axis=2) if image.ndim == 3 else image
 
 
-def register(earlier: np.ndarray, current: np.ndarray, face: tuple[slice, slice], sigma: float) -> np.ndarray | None:
+def register(earlier: np.ndarray, current: np.ndarray, face: tuple[slice, slice]) -> np.ndarray | None:
     """`earlier` (a window) moved onto `current` by the sub-pixel shift that registers their faces, or None
-    when the faces do not register or still differ by more than the noise explains (the face turned, something
-    passed in front). Phase correlation finds the shift (robust to large moves), ECC refines it (phase
-    correlation's sub-pixel peak is biased towards whole pixels on smooth faces)."""
+    when the faces do not register. Phase correlation finds the shift (robust to large moves), ECC refines it
+    (phase correlation's sub-pixel peak is biased towards whole pixels on smooth faces). Whether the registered
+    face still shows the same thing is `fuse_windows`' question."""
     a, b = _grey(earlier[face]).astype(np.float32), _grey(current[face]).astype(np.float32)
     hann = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F)
     (dx, dy), response = cv2.phaseCorrelate(a, b, hann)
@@ -120,10 +127,24 @@ def register(earlier: np.ndarray, current: np.ndarray, face: tuple[slice, slice]
         return None
     if math.hypot(warp[0, 2], warp[1, 2]) > MAX_SHIFT_FRACTION * min(a.shape):
         return None
-    moved = cv2.warpAffine(earlier, warp, (earlier.shape[1], earlier.shape[0]),
-                           flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
-    rms = float(np.sqrt(np.mean((_grey(moved[face]) - b) ** 2)))
-    return moved if rms <= max(MATCH_SIGMAS * math.sqrt(2) * sigma, MATCH_MIN_RMS) else None
+    return cv2.warpAffine(earlier, warp, (earlier.shape[1], earlier.shape[0]),
+                          flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+
+
+def _face_difference(moved: np.ndarray, current: np.ndarray, face: tuple[slice, slice]) -> np.ndarray:
+    return _grey(moved[face]) - _grey(current[face])
+
+
+def window_noise(current: np.ndarray, moved: list[np.ndarray], face: tuple[slice, slice]) -> float:
+    """The window's noise in grey levels: `noise_sigma` of the current window, raised towards what the
+    registered windows' differences from it say (median absolute difference, the median over windows), by at
+    most TEMPORAL_NOISE_CAP times. A codec and optics blur smooth noise away from noise_sigma's 3x3 mask (a
+    camera with grey noise of 5.6 levels and JPEG 72 reads 2 there), while frame-to-frame differences keep it;
+    the cap keeps a face that changed from passing for noise."""
+    spatial = noise_sigma(current)
+    temporal = float(np.median([1.4826 * np.median(np.abs(_face_difference(m, current, face))) / math.sqrt(2)
+                                for m in moved]))
+    return min(20.0, max(spatial, min(temporal, TEMPORAL_NOISE_CAP * spatial)))
 
 
 def noise_sigma(image: np.ndarray) -> float:

@@ -100,3 +100,18 @@ def test_with_fusion_off_the_output_is_what_it_was(backend, fuse_frames):
     for got, want in zip(views[fuse_frames], views[None], strict=True):
         np.testing.assert_array_equal(got, want)
     assert any(not np.array_equal(a, b) for a, b in zip(views[4], views[None]))  # fusion does change faces
+
+
+def test_noise_that_blur_hides_from_the_window_is_read_off_the_frames_differences():
+    """A blurred noisy recording looks quieter than it is to the 3x3 mask; its frames still differ by the noise."""
+    from runtime.fusion import TEMPORAL_NOISE_CAP, window_noise
+
+    rng = np.random.default_rng(3)
+    scene = _scene()
+    frames = [cv2.GaussianBlur(scene + rng.normal(0, 8, scene.shape), (0, 0), 0.8).astype(np.float32)
+              for _ in range(4)]
+    face = (slice(40, 70), slice(60, 90))
+    spatial = noise_sigma(frames[0])
+    raised = window_noise(frames[0], frames[1:], face)
+    assert spatial < raised <= TEMPORAL_NOISE_CAP * spatial
+    assert window_noise(frames[0], [frames[0]], face) == spatial  # frames that agree never lower it
