@@ -80,9 +80,10 @@ def fuse_windows(current: np.ndarray, earlier: list[np.ndarray], face: tuple[sli
     moved = [m for m in (register(e.astype(np.float32), reference, face) for e in earlier) if m is not None]
     if not moved:
         return current, 0
-    sigma = window_noise(reference, moved, face)
+    differences = [_grey(m[face]) - _grey(reference[face]) for m in moved]  # each registered face - the current
+    sigma = window_noise(reference, differences)
     limit = max(MATCH_SIGMAS * math.sqrt(2) * sigma, MATCH_MIN_RMS)
-    aligned = [m for m in moved if float(np.sqrt(np.mean(_face_difference(m, reference, face) ** 2))) <= limit]
+    aligned = [m for m, d in zip(moved, differences) if float(np.sqrt(np.mean(d ** 2))) <= limit]
     if not aligned:
         return current, 0
     return np.clip(np.rint(robust_average(reference, aligned, sigma)), 0, 255).astype(np.uint8), len(aligned)
@@ -131,19 +132,14 @@ def register(earlier: np.ndarray, current: np.ndarray, face: tuple[slice, slice]
                           flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
 
 
-def _face_difference(moved: np.ndarray, current: np.ndarray, face: tuple[slice, slice]) -> np.ndarray:
-    return _grey(moved[face]) - _grey(current[face])
-
-
-def window_noise(current: np.ndarray, moved: list[np.ndarray], face: tuple[slice, slice]) -> float:
+def window_noise(current: np.ndarray, differences: list[np.ndarray]) -> float:
     """The window's noise in grey levels: `noise_sigma` of the current window, raised towards what the
-    registered windows' differences from it say (median absolute difference, the median over windows), by at
+    registered faces' `differences` from its face say (median absolute difference, the median over them), by at
     most TEMPORAL_NOISE_CAP times. A codec and optics blur smooth noise away from noise_sigma's 3x3 mask (a
     camera with grey noise of 5.6 levels and JPEG 72 reads 2 there), while frame-to-frame differences keep it;
     the cap keeps a face that changed from passing for noise."""
     spatial = noise_sigma(current)
-    temporal = float(np.median([1.4826 * np.median(np.abs(_face_difference(m, current, face))) / math.sqrt(2)
-                                for m in moved]))
+    temporal = float(np.median([1.4826 * np.median(np.abs(d)) / math.sqrt(2) for d in differences]))
     return min(20.0, max(spatial, min(temporal, TEMPORAL_NOISE_CAP * spatial)))
 
 

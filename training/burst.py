@@ -42,6 +42,11 @@ def _moved(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
                           borderMode=cv2.BORDER_REFLECT_101)
 
 
+def _face_in_window(size: int) -> tuple[slice, slice]:
+    """The face's square inside a recorded window of twice its side (`record_burst`)."""
+    return slice(size // 2, size // 2 + size), slice(size // 2, size // 2 + size)
+
+
 def record_burst(hr: np.ndarray, size: int, camera: DegradationParams, frames: int, rng: np.random.Generator,
                  shake: float = 0.5) -> list[np.ndarray]:
     """`frames` recordings [2 size, 2 size, 3] uint8 of the HR face [S, S, 3] with its context: the face is the
@@ -61,8 +66,7 @@ def record_burst(hr: np.ndarray, size: int, camera: DegradationParams, frames: i
 def fuse_burst(recordings: list[np.ndarray]) -> tuple[np.ndarray, int]:
     """(the current recording's face fused with the earlier ones, how many earlier ones registered): the
     runtime's registration and robust average on the windows, then the centre face square."""
-    size = recordings[0].shape[0] // 2
-    face = (slice(size // 2, size // 2 + size), slice(size // 2, size // 2 + size))
+    face = _face_in_window(recordings[0].shape[0] // 2)
     fused, registered = fuse_windows(recordings[0], recordings[1:], face)
     return fused[face], registered
 
@@ -84,7 +88,7 @@ def record_burst_set(hr: np.ndarray, size: int, level: str, frames: int, seed: i
     current, fused = [], []
     for face in hr:
         burst = record_burst(face, size, LEVELS[level].params(rng), frames, rng)
-        current.append(burst[0][size // 2:size // 2 + size, size // 2:size // 2 + size])
+        current.append(burst[0][_face_in_window(size)])
         fused.append(fuse_burst(burst)[0])
     return np.stack(current), np.stack(fused)
 
