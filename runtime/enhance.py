@@ -201,12 +201,14 @@ def _summary_of_one(args, lane: Lane, wall: float, extra: dict) -> dict:
 
 
 def _fusion_summary(lane: Lane) -> dict:
-    """--fuse-frames: how many earlier face windows were looked at and how many registered and were averaged in."""
-    fusion = lane.enhancer.fusion
+    """--fuse-frames: how many earlier face windows were looked at and how many registered and were averaged in;
+    how many enhanced faces had their track's previous output to blend with, and how many were blended."""
+    fusion, steadier = lane.enhancer.fusion, lane.enhancer.steady
     if fusion is None:
         return {}
     return {"fusion": {"frames": lane.enhancer.config.fuse_frames, "earlier_faces_offered": fusion.offered,
-                       "earlier_faces_used": fusion.used}}
+                       "earlier_faces_used": fusion.used, "steady_faces_offered": steadier.offered,
+                       "steady_faces_blended": steadier.blended}}
 
 
 def _summary_of_several(args, lanes: list[Lane], wall: float, sr_timer: StageTimer, extra: dict) -> dict:

@@ -23,6 +23,7 @@ from .faces import (FaceJob, covering_job, crop_square, face_jobs, from_model_ou
                     select_faces, square_from_region, to_model_input)
 from .frames import to_bgr
 from .fusion import TemporalFusion
+from .steady import SteadyFaces
 from .records import BestCropStore, EventLog
 from .recording import RecordingGate
 from .routing import FORCED, NON_FINITE, Route, Twins, model_fit
@@ -134,6 +135,7 @@ class Enhancer:
                                 [reads_fused(b.artifact) for b in self.backends])
         fusing = config.fuse_frames > 1 and not config.independent_frames
         self.fusion = TemporalFusion(config.fuse_frames) if fusing else None
+        self.steady = SteadyFaces() if fusing else None  # the shown faces follow the fused ones' stillness
         self.output_hw = max(b.artifact.output_hw for b in self.backends)
 
     def reset_tracks(self) -> None:
@@ -142,6 +144,7 @@ class Enhancer:
                                   next_id=self.tracker.next_id)
         if self.fusion is not None:
             self.fusion.reset()
+            self.steady.reset()
 
     def next_view(self) -> None:
         """Cycle overlay -> gallery -> side-by-side (the window's v key)."""
@@ -197,6 +200,8 @@ class Enhancer:
         """Compose the view and record crops and events."""
         timer = timer or self.timer
         with timer.stage("compose"):
+            if self.steady is not None:
+                faces = self.steady.apply(faces)
             view = self._render(prepared.frame, faces, fps)
         with timer.stage("encode"):
             self._record(prepared.index, faces)
