@@ -115,3 +115,21 @@ def test_noise_that_blur_hides_from_the_window_is_read_off_the_frames_difference
     raised = window_noise(frames[0], [frame[face] - frames[0][face] for frame in frames[1:]])
     assert spatial < raised <= TEMPORAL_NOISE_CAP * spatial
     assert window_noise(frames[0], [np.zeros((30, 30), np.float32)]) == spatial  # frames that agree never lower it
+
+
+def test_with_fusion_on_a_still_face_is_steadied_and_counted(backend):
+    frames, _ = _camera(_scene(), [(0.0, 0.0)] * 6, noise=6.0)
+    shown = {}
+    for steadied in (False, True):
+        enhancer = Enhancer(backend, FakeDetector([det(60, 40, 30)]),
+                            EnhanceConfig(enhance_all=True, show_fps=False, fuse_frames=4))
+        if not steadied:
+            enhancer.steady.apply = lambda faces: faces  # the same run without steady faces
+        results = []
+        sink = ListSink()
+        sink.write = lambda view, result=None: results.append(result)
+        run_lanes(Lane(ListSource([(ReadStatus.OK, f) for f in frames]), sink, enhancer))
+        shown[steadied] = [face.sr.astype(np.float32) for result in results for face in result.faces]
+    change = {k: np.mean([np.abs(b - a).mean() for a, b in zip(v[1:], v[2:])]) for k, v in shown.items()}
+    assert change[True] < 0.5 * change[False]
+    assert enhancer.steady.blended == enhancer.steady.offered == 5
