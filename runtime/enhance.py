@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "pfsr_x4 and dic have one): every face goes to the model given, whatever its recording "
                         "looks like (docs/runtime.md, 'Camera-grade twins')")
     p.add_argument("--fuse-frames", type=_positive_int, default=1, metavar="N",
-                   help="videos and cameras: SR reads each face averaged with its N-1 earlier frames, registered "
-                        "(less noise and compression, less shimmer; docs/runtime.md, 'Temporal fusion'); 1 = off")
+                   help="videos and cameras: SR reads each face averaged with its N-1 earlier frames, registered, "
+                        "and each enhanced face is blended with its track's previous one where they agree (less "
+                        "noise and compression, less shimmer; docs/runtime.md, 'Temporal fusion'); 1 = off")
     p.add_argument("--no-fused-grade", dest="fused_grade", action="store_false",
                    help="with --fuse-frames: do not load the fused-grade twin a model's manifest names (the "
                         "default export of pfsr has one, trained on fused faces): fused faces go to the model "

@@ -29,6 +29,7 @@ MATCH_SIGMAS = 2.0  # a registered face whose RMS difference from the current on
                     # (times sqrt 2: both carry noise) is left out: it moved or changed ...
 MATCH_MIN_RMS = 6.0  # ... or this many grey levels, whichever is more (compression differs frame to frame more
                      # than the noise estimate of a small, smoothed face says)
+STILL_SHARE = 0.5  # a face fused with at least this share of the earlier frames it was offered counts as still
 TEMPORAL_NOISE_CAP = 2.0  # the registered frames' differences may raise a window's noise estimate this much
 WINDOW_MIN_PX = 32  # the window around a face: twice its square, at least this (a tiled model's tile and margin)
 
@@ -42,6 +43,7 @@ class TemporalFusion:
         self.earlier: deque[np.ndarray] = deque(maxlen=frames - 1)
         self.used = self.offered = 0  # earlier windows averaged in / looked at (how often registration held)
         self.fused_with: list[int] = []  # per job of the last `fuse`: earlier windows averaged into its window
+        self.looked_at = 0  # earlier windows each job of the last `fuse` was offered
 
     def reset(self) -> None:
         """Forget the earlier frames (a new clip)."""
@@ -51,7 +53,7 @@ class TemporalFusion:
         """A copy of `frame` with every job's window fused with the earlier frames (None when there is nothing
         to fuse with or no face), then remembers `frame`. `fused_with` then says, per job, how many earlier
         windows were averaged into its window."""
-        fused, self.fused_with = None, [0] * len(jobs)
+        fused, self.fused_with, self.looked_at = None, [0] * len(jobs), len(self.earlier)
         if self.earlier and jobs:
             fused = frame.copy()
             for i, job in enumerate(jobs):
@@ -61,6 +63,12 @@ class TemporalFusion:
                     fused[window], self.fused_with[i] = self._fuse_window(frame, window, face)
         self.earlier.append(frame)
         return fused
+
+    def still(self, fused_with: int) -> bool:
+        """Was a face of the last `fuse` still, judged by how many of the earlier frames it was offered were
+        averaged in (at least STILL_SHARE of them, and one)? A walking person's face registers with the frame
+        before now and then, a face on a still camera with nearly all of them."""
+        return fused_with >= max(1, math.ceil(STILL_SHARE * self.looked_at))
 
     def _fuse_window(self, frame: np.ndarray, window: tuple[slice, slice],
                      face: tuple[slice, slice]) -> tuple[np.ndarray, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -80,6 +80,7 @@ class PreparedFrame:
     over_limit: int
     captured_at: float | None = None
     fused: np.ndarray | None = None  # the frame with its faces fused over time (--fuse-frames), for SR only
+    still: list[bool] = field(default_factory=list)  # per job: fusion found the face still (TemporalFusion.still)
 
     @property
     def sr_source(self) -> np.ndarray:
@@ -135,7 +136,7 @@ class Enhancer:
                                 [reads_fused(b.artifact) for b in self.backends])
         fusing = config.fuse_frames > 1 and not config.independent_frames
         self.fusion = TemporalFusion(config.fuse_frames) if fusing else None
-        self.steady = SteadyFaces() if fusing else None  # the shown faces follow the fused ones' stillness
+        self.steady = SteadyFaces() if fusing else None
         self.output_hw = max(b.artifact.output_hw for b in self.backends)
 
     def reset_tracks(self) -> None:
@@ -188,7 +189,8 @@ class Enhancer:
             if self.twins:  # the gate reads the recording (a twin has the same fit: same framing, fusion)
                 routes = [self.twins.choose(d, job.crop, n) if d.model is not None else d
                           for job, d, n in zip(jobs, routes, fused_with)]
-        return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over, captured_at, fused)
+        still = [self.fusion.still(n) for n in fused_with] if self.fusion is not None else []
+        return PreparedFrame(frame, index, tracks, jobs, routes, tiny, over, captured_at, fused, still)
 
     def enhance(self, prepared: PreparedFrame, timer: StageTimer | None = None) -> list[EnhancedFace]:
         """The routed faces through their models (one batch per model)."""
@@ -200,8 +202,8 @@ class Enhancer:
         """Compose the view and record crops and events."""
         timer = timer or self.timer
         with timer.stage("compose"):
-            if self.steady is not None:
-                faces = self.steady.apply(faces)
+            if self.steady is not None:  # only faces fusion found still: a walking face blurs when blended
+                faces = self.steady.apply(faces, prepared.still)
             view = self._render(prepared.frame, faces, fps)
         with timer.stage("encode"):
             self._record(prepared.index, faces)

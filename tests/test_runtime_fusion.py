@@ -124,7 +124,7 @@ def test_with_fusion_on_a_still_face_is_steadied_and_counted(backend):
         enhancer = Enhancer(backend, FakeDetector([det(60, 40, 30)]),
                             EnhanceConfig(enhance_all=True, show_fps=False, fuse_frames=4))
         if not steadied:
-            enhancer.steady.apply = lambda faces: faces  # the same run without steady faces
+            enhancer.steady.apply = lambda faces, still=None: faces  # the same run without steady faces
         results = []
         sink = ListSink()
         sink.write = lambda view, result=None: results.append(result)
@@ -133,3 +133,11 @@ def test_with_fusion_on_a_still_face_is_steadied_and_counted(backend):
     change = {k: np.mean([np.abs(b - a).mean() for a, b in zip(v[1:], v[2:])]) for k, v in shown.items()}
     assert change[True] < 0.5 * change[False]
     assert enhancer.steady.blended == enhancer.steady.offered == 5
+
+
+def test_a_face_is_still_when_most_earlier_frames_it_was_offered_registered():
+    fusion = TemporalFusion(8)
+    fusion.looked_at = 7
+    assert [fusion.still(n) for n in (0, 1, 3, 4, 7)] == [False, False, False, True, True]
+    fusion.looked_at = 1  # the second frame of a clip: the one earlier frame has to register
+    assert not fusion.still(0) and fusion.still(1)

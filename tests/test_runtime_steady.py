@@ -86,3 +86,14 @@ def test_faces_kept_at_the_recording_pass_through():
     steadier = SteadyFaces()
     assert steadier.apply([kept]) == [kept]
     assert steadier.last == {}
+
+
+def test_a_face_fusion_did_not_find_still_is_not_blended():
+    # the runtime passes still = "fusion averaged at least one earlier frame into this face": a walking person's
+    # face changes pose from frame to frame and would blur
+    steadier = SteadyFaces()
+    steadier.apply([_enhanced(_face_image())])
+    face = _enhanced(_face_image() + 3.0)
+    assert np.array_equal(steadier.apply([face], still=[False])[0].sr, face.sr)
+    assert steadier.offered == 0
+    assert steadier.last[1] is face  # ... but it is what the next frame blends with
