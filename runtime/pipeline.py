@@ -23,10 +23,10 @@ from .faces import (FaceJob, covering_job, crop_square, face_jobs, from_model_ou
                     select_faces, square_from_region, to_model_input)
 from .frames import to_bgr
 from .fusion import TemporalFusion
-from .steady import SteadyFaces
 from .records import BestCropStore, EventLog
 from .recording import RecordingGate
 from .routing import FORCED, NON_FINITE, Route, Twins, model_fit
+from .steady import SteadyFaces
 from .tiles import enhance_regions
 from .timing import StageTimer
 from .tone import keep_recorded_tones
