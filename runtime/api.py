@@ -46,8 +46,7 @@ class FaceSR:
         view, upscale, enhance_all, max_faces, min_face, detect_every, draw_landmarks, self_ensemble,
             fuse_frames: as the CLI's options (fusion applies to `stream()`, not to single-frame calls).
         camera_grade: also load the camera-grade twins the models' manifests name, and pick per face (the
-            CLI's --no-camera-grade is False); "always": every face to its model's twin, without the per-face
-            gate (the CLI's --camera-grade-always).
+            CLI's --no-camera-grade is False).
         fused_grade: with fuse_frames > 1, also load the fused-grade twins, for the faces fused with earlier
             frames (the CLI's --no-fused-grade is False).
     """
@@ -55,23 +54,20 @@ class FaceSR:
     def __init__(self, model: str | list[str], *, backend: str = "auto", detector: str | None = None,
                  view: str = "overlay", upscale: float = 1.0, enhance_all: bool = False, max_faces: int = MAX_FACES,
                  min_face: float | None = None, detect_every: int = 1, draw_landmarks: bool = False,
-                 self_ensemble: bool = False, fuse_frames: int = 1, camera_grade: bool | str = True,
+                 self_ensemble: bool = False, fuse_frames: int = 1, camera_grade: bool = True,
                  fused_grade: bool = True):
-        if camera_grade not in (True, False, "always"):
-            raise ValueError(f"camera_grade: True, False or 'always', got {camera_grade!r}")
-        artifacts = load_models([model] if isinstance(model, str) else list(model), bool(camera_grade),
+        artifacts = load_models([model] if isinstance(model, str) else list(model), camera_grade,
                                 fused_grade and fuse_frames > 1)
         self.min_face = min_face or default_min_face(artifacts)
         self.detector = FaceDetector(detector_model_path(detector), max_side=DETECT_MAX_SIDE,
                                      min_face_px=self.min_face, min_face_asked=min_face is not None)
         self._resources = ExitStack()
-        try:  # a backend or setting that fails closes the backends opened before it
+        try:  # a backend that fails to open closes the ones opened before it
             self.backends = [self._resources.enter_context(create_backend(backend, a, self_ensemble=self_ensemble))
                              for a in artifacts]
             self.config = EnhanceConfig(view=view, detect_every=detect_every, max_faces=max_faces,
                                         min_face=self.min_face, upscale=upscale, enhance_all=enhance_all,
-                                        draw_landmarks=draw_landmarks, fuse_frames=fuse_frames,
-                                        camera_grade_always=camera_grade == "always")
+                                        draw_landmarks=draw_landmarks, fuse_frames=fuse_frames)
             self._photos = self._enhancer(photos=True)
         except BaseException:
             self._resources.close()

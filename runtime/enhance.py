@@ -110,10 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not load the camera-grade twin a model's manifest names (the default exports of pfsr, "
                         "pfsr_x4 and dic have one): every face goes to the model given, whatever its recording "
                         "looks like (docs/runtime.md, 'Camera-grade twins')")
-    p.add_argument("--camera-grade-always", action="store_true",
-                   help="every face goes to its model's camera-grade twin, without asking the per-face gate: for a "
-                        "camera you know to be noisy or compressed (on clean faces the twins give back 0.5-1.2 dB; "
-                        "docs/runtime.md, 'Camera-grade twins')")
     p.add_argument("--fuse-frames", type=_positive_int, default=1, metavar="N",
                    help="videos and cameras: SR reads each face averaged with its N-1 earlier frames, registered, "
                         "and each enhanced face is blended with its track's previous one where they agree (less "
@@ -273,8 +269,7 @@ def _open_lane(args: argparse.Namespace, stack: ExitStack, backends, min_face: f
                            min_face=min_face, upscale=args.upscale, show_fps=not args.no_fps,
                            enhance_all=args.enhance_all, confirm_hits=1 if stills else TRACK_CONFIRM_HITS,
                            confirm_score=0.0 if stills else TRACK_CONFIRM_SCORE, independent_frames=stills,
-                           draw_landmarks=args.draw_landmarks, fuse_frames=args.fuse_frames,
-                           camera_grade_always=args.camera_grade_always)
+                           draw_landmarks=args.draw_landmarks, fuse_frames=args.fuse_frames)
     sink = stack.enter_context(open_outputs(outputs, args.headless, source.fps))
     crops = BestCropStore(crops_dir, keep_files=args.crops_keep or None) if crops_dir else None
     events = stack.enter_context(EventLog(events_path, args.append_events)) if events_path else None

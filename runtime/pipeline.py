@@ -53,7 +53,6 @@ class EnhanceConfig:
     still_confirm_score: float = TRACK_CONFIRM_SCORE  # stills: mean of first and second-look score (0: off)
     draw_landmarks: bool = False  # dots on enhanced faces (models exported --with-landmarks)
     fuse_frames: int = 0  # > 1: SR reads each face fused with its earlier frames (runtime.fusion); videos only
-    camera_grade_always: bool = False  # every face to its model's camera-grade twin, without asking the gate
 
 
 @dataclass
@@ -133,13 +132,8 @@ class Enhancer:
         self.timer = timer or StageTimer()
         self.tracker = IoUTracker(confirm_hits=config.confirm_hits, confirm_score=config.confirm_score)
         self.fits = [model_fit(b.artifact) for b in self.backends]
-        self.twins = replace(Twins.pair(self.fits, [recording_gate(b.artifact) for b in self.backends],
-                                        [reads_fused(b.artifact) for b in self.backends]),
-                             always=config.camera_grade_always)
-        if config.camera_grade_always and not self.twins.twin_of:
-            raise RuntimeToolkitError("--camera-grade-always: none of the models given has its camera-grade twin "
-                                      "loaded (export with `python -m export.build --model pfsr|pfsr_x4|dic`, whose "
-                                      "manifests name one, and leave out --no-camera-grade).")
+        self.twins = Twins.pair(self.fits, [recording_gate(b.artifact) for b in self.backends],
+                                [reads_fused(b.artifact) for b in self.backends])
         fusing = config.fuse_frames > 1 and not config.independent_frames
         self.fusion = TemporalFusion(config.fuse_frames) if fusing else None
         self.steady = SteadyFaces() if fusing else None

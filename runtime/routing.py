@@ -150,13 +150,11 @@ class Twins:
       else to the camera-grade twin.
     A model with a fused-grade twin and no camera-grade one gives it every fused face.
     `twin_of` maps a primary model's index to (the camera-grade twin's index, its gate), `fused_of` to the
-    fused-grade twin's index. `always`: every face takes the twin as if the gate had called it noisy (a camera
-    the user knows to be noisy or compressed: `--camera-grade-always`)."""
+    fused-grade twin's index."""
 
     primary: tuple[int, ...]
     twin_of: dict = field(default_factory=dict)
     fused_of: dict = field(default_factory=dict)
-    always: bool = False
 
     @classmethod
     def pair(cls, fits: list[ModelFit], gates: list, fused: list[bool] | None = None) -> "Twins":
@@ -193,7 +191,7 @@ class Twins:
         fused = fused_with >= FUSED_MIN_EARLIER and decision.model in self.fused_of
         if decision.model in self.twin_of:
             twin, gate = self.twin_of[decision.model]
-            if not (self.always or gate.prefers_camera(face)):
+            if not gate.prefers_camera(face):
                 return decision
             if not fused:
                 return self._to(decision, twin, CAMERA_GRADE)

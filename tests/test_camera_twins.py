@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 
 from runtime.artifact import load_artifact, with_twins
 from runtime.contract import read_manifest
-from runtime.errors import ModelArtifactError, RuntimeToolkitError
+from runtime.errors import ModelArtifactError
 from runtime.recording import FEATURES, RecordingGate, fit_gate, recording_features
 from runtime.routing import CAMERA_GRADE, FORCED, Twins, ModelFit, Route
 from tests.conftest import make_sr_artifact
@@ -108,13 +107,6 @@ def test_twins_pair_by_fit_and_only_the_default_is_routed():
     assert stay.choose(Route(0, "enhanced"), face) == Route(0, "enhanced")
 
 
-def test_camera_grade_always_takes_the_twin_whatever_the_gate_says():
-    x8 = ModelFit.for_sides(16, 128, tiled=True)
-    twins = replace(Twins.pair([x8, x8], [None, constant_gate(False)]), always=True)
-    face = np.zeros((12, 12, 3), np.uint8)
-    assert twins.choose(Route(0, "enhanced"), face) == Route(1, CAMERA_GRADE)
-
-
 def test_a_gated_model_without_a_partner_routes_like_any_model():
     x8, x4 = ModelFit.for_sides(16, 128), ModelFit.for_sides(32, 128)
     twins = Twins.pair([x8, x4], [None, constant_gate(True, 32)])
@@ -182,33 +174,6 @@ def test_the_enhancer_sends_faces_to_the_twin_when_its_gate_says_so(tmp_path, sh
         assert all((f.route == CAMERA_GRADE) == camera for f in faces)
     with FaceSR(str(default), detector=str(detector_path), upscale=8, camera_grade=False) as sr:
         assert len(sr.backends) == 1
-    with FaceSR(str(default), detector=str(detector_path), upscale=8, camera_grade="always") as sr:  # gate: clean
-        faces = [f for f in sr(small).faces if f.sr is not None]
-        assert faces and {sr.backends[f.model].artifact.path.name for f in faces} == {"m_camera.json"}
-    gateless = twin_pair(tmp_path / "plain", None)  # its twin cannot be used: "always" is refused, not ignored
-    with pytest.raises(RuntimeToolkitError, match="--camera-grade-always"):
-        FaceSR(str(gateless), detector=str(detector_path), camera_grade="always")
-    with pytest.raises(ValueError, match="camera_grade"):
-        FaceSR(str(default), detector=str(detector_path), camera_grade="sometimes")
-
-
-@pytest.mark.shared
-def test_the_cli_sends_every_face_to_the_twin_with_camera_grade_always(tmp_path, shared_dir, detector_path, caplog):
-    import cv2
-
-    from runtime.enhance import main
-
-    photo = tmp_path / "small.png"
-    cv2.imwrite(str(photo), cv2.resize(cv2.imread(str(shared_dir / "data" / "scenes" / "group-6faces.jpg")), None,
-                                       fx=0.125, fy=0.125, interpolation=cv2.INTER_AREA))
-    default = twin_pair(tmp_path / "pair", constant_gate(False).to_dict())  # the gate would keep every face
-    common = ["--source", str(photo), "--model", str(default), "--detector-model", str(detector_path),
-              "--upscale", "8", "--headless", "-q", "--camera-grade-always"]
-    assert main(common + ["--summary", str(tmp_path / "s.json")]) == 0
-    summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["faces_enhanced"] > 0 and summary["faces_enhanced_camera_grade"] == summary["faces_enhanced"]
-    assert main(common + ["--no-camera-grade"]) == 2
-    assert "--camera-grade-always" in caplog.text
 
 
 @pytest.mark.slow

@@ -56,3 +56,26 @@ def test_stream_confirms_faces_before_enhancing_them(shared_dir, detector_path, 
         results = list(sr.stream(video, max_frames=4))
     assert [r.index for r in results] == [0, 1, 2, 3]
     assert not results[0].faces and results[3].faces  # confirmed over 3 detections, as the CLI does
+
+
+def test_a_backend_that_fails_to_open_closes_the_ones_opened_before_it(monkeypatch, detector_path, sr_artifact):
+    import contextlib
+
+    import runtime.api as api
+
+    opened, closed = [], []
+
+    @contextlib.contextmanager
+    def fake_backend(kind, artifact, self_ensemble=False):
+        if opened:
+            raise RuntimeError("the second model's backend cannot open")
+        opened.append(artifact)
+        try:
+            yield object()
+        finally:
+            closed.append(artifact)
+
+    monkeypatch.setattr(api, "create_backend", fake_backend)
+    with pytest.raises(RuntimeError, match="second model"):
+        api.FaceSR([str(sr_artifact), str(sr_artifact)], detector=str(detector_path))
+    assert closed == opened and len(closed) == 1
