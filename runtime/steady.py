@@ -3,7 +3,7 @@
 Fusion (`runtime.fusion`) feeds SR a face averaged over its recent frames, but that window slides by one frame
 each time and the network turns the small change into a visible one: a still face shimmers. Here each track's
 enhanced face is registered onto the same track's previous *output* (the squares' known positions, then phase
-correlation for what the face itself moved) and blended with it, pixel by pixel, with a weight that falls off where
+correlation and ECC for what the face itself moved) and blended with it, pixel by pixel, with a weight that falls off where
 the two differ by more than their typical difference (a mouth that opens, a turn of the head keep the new pixels).
 The previous output is itself blended, so a still face settles over a few frames (a recursive filter). Nothing
 waits for a later frame: no latency is added. The runtime blends only faces that fusion found still (at least half
@@ -83,7 +83,8 @@ def steady(face: EnhancedFace, previous: EnhancedFace) -> np.ndarray | None:
 
 def onto(previous: EnhancedFace, face: EnhancedFace) -> np.ndarray | None:
     """`previous.sr` (float32) warped onto `face.sr`'s pixels: the squares' frame positions place it, phase
-    correlation adds what the face moved inside its square. None when it does not register."""
+    correlation and ECC (`face_motion`) add what the face moved inside its square. None when it does not
+    register."""
     side, previous_side = face.square.side, previous.square.side
     if previous.sr is None or abs(side - previous_side) > MAX_SIDE_CHANGE * side:
         return None
