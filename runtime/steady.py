@@ -69,10 +69,11 @@ class SteadyFaces:
 def steady(face: EnhancedFace, previous: EnhancedFace) -> np.ndarray | None:
     """`face.sr` blended with `previous.sr` moved onto it, or None when the two do not show the same face."""
     current = face.sr.astype(np.float32)
-    moved = onto(previous, face)
+    current_grey = _grey(current)
+    moved = onto(previous, face, current_grey)
     if moved is None:
         return None
-    difference = np.abs(_grey(moved) - _grey(current))
+    difference = np.abs(_grey(moved) - current_grey)
     typical = 1.4826 * float(np.median(difference))
     if typical > MAX_TYPICAL:
         return None
@@ -81,10 +82,10 @@ def steady(face: EnhancedFace, previous: EnhancedFace) -> np.ndarray | None:
     return np.clip(np.rint(current + keep * (moved - current)), 0, 255).astype(np.uint8)
 
 
-def onto(previous: EnhancedFace, face: EnhancedFace) -> np.ndarray | None:
-    """`previous.sr` (float32) warped onto `face.sr`'s pixels: the squares' frame positions place it, phase
-    correlation and ECC (`face_motion`) add what the face moved inside its square. None when it does not
-    register."""
+def onto(previous: EnhancedFace, face: EnhancedFace, face_grey: np.ndarray) -> np.ndarray | None:
+    """`previous.sr` (float32) warped onto `face.sr`'s pixels (`face_grey`: their luma, float32): the squares'
+    frame positions place it, phase correlation and ECC (`face_motion`) add what the face moved inside its
+    square. None when it does not register."""
     side, previous_side = face.square.side, previous.square.side
     if previous.sr is None or abs(side - previous_side) > MAX_SIDE_CHANGE * side:
         return None
@@ -98,7 +99,7 @@ def onto(previous: EnhancedFace, face: EnhancedFace) -> np.ndarray | None:
     shrink = max(1.0, max(width, height) / REGISTER_PX)  # the motion is found on smaller faces: 4x less work
     small = (round(width / shrink), round(height / shrink))
     moved = face_motion(cv2.resize(placed, small, interpolation=cv2.INTER_AREA),
-                        cv2.resize(_grey(face.sr.astype(np.float32)), small, interpolation=cv2.INTER_AREA))
+                        cv2.resize(face_grey, small, interpolation=cv2.INTER_AREA))
     if moved is None:
         return None
     moved = (moved[0] * width / small[0], moved[1] * height / small[1])
