@@ -31,6 +31,7 @@ MATCH_MIN_RMS = 6.0  # ... or this many grey levels, whichever is more (compress
                      # than the noise estimate of a small, smoothed face says)
 STILL_SHARE = 0.5  # a face fused with at least this share of the earlier frames it was offered counts as still
 TEMPORAL_NOISE_CAP = 2.0  # the registered frames' differences may raise a window's noise estimate this much
+REGISTER_ECC = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-4)  # ECC's refinement of a window's shift
 WINDOW_MIN_PX = 32  # the window around a face: twice its square, at least this (a tiled model's tile and margin)
 
 
@@ -120,24 +121,34 @@ def _grey(image: np.ndarray) -> np.ndarray:
 
 def register(earlier: np.ndarray, current: np.ndarray, face: tuple[slice, slice]) -> np.ndarray | None:
     """`earlier` (a window) moved onto `current` by the sub-pixel shift that registers their faces, or None
-    when the faces do not register. Phase correlation finds the shift (robust to large moves), ECC refines it
-    (phase correlation's sub-pixel peak is biased towards whole pixels on smooth faces). Whether the registered
-    face still shows the same thing is `fuse_windows`' question."""
+    when the faces do not register. Whether the registered face still shows the same thing is `fuse_windows`'
+    question."""
     a, b = _grey(earlier[face]).astype(np.float32), _grey(current[face]).astype(np.float32)
-    hann = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F)
-    (dx, dy), response = cv2.phaseCorrelate(a, b, hann)
-    if response < MIN_RESPONSE or math.hypot(dx, dy) > MAX_SHIFT_FRACTION * min(a.shape):
+    shift = find_shift(a, b, MIN_RESPONSE, MAX_SHIFT_FRACTION * min(a.shape), REGISTER_ECC)
+    if shift is None:
         return None
-    warp = np.float32([[1, 0, -dx], [0, 1, -dy]])  # current(x) = earlier(x - d)
-    try:
-        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-4)
-        _, warp = cv2.findTransformECC(b, a, warp, cv2.MOTION_TRANSLATION, criteria, None, 1)
-    except cv2.error:  # ECC did not converge: the faces are too different
-        return None
-    if math.hypot(warp[0, 2], warp[1, 2]) > MAX_SHIFT_FRACTION * min(a.shape):
-        return None
+    warp = np.float32([[1, 0, -shift[0]], [0, 1, -shift[1]]])  # current(x) = earlier(x - d)
     return cv2.warpAffine(earlier, warp, (earlier.shape[1], earlier.shape[0]),
                           flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+
+
+def find_shift(before: np.ndarray, after: np.ndarray, min_response: float, max_shift: float,
+               criteria: tuple) -> tuple[float, float] | None:
+    """(dx, dy) with after(x) = before(x - d), for two grey float32 images of one size; None when they do not
+    register (a phase correlation peak below `min_response`, a shift beyond `max_shift` px, ECC not
+    converging). Phase correlation finds the shift (robust to large moves), ECC (`criteria`) refines it (phase
+    correlation's sub-pixel peak is biased towards whole pixels on smooth faces)."""
+    hann = cv2.createHanningWindow((before.shape[1], before.shape[0]), cv2.CV_32F)
+    (dx, dy), response = cv2.phaseCorrelate(before, after, hann)
+    if response < min_response or math.hypot(dx, dy) > max_shift:
+        return None
+    warp = np.float32([[1, 0, -dx], [0, 1, -dy]])
+    try:
+        _, warp = cv2.findTransformECC(after, before, warp, cv2.MOTION_TRANSLATION, criteria, None, 1)
+    except cv2.error:  # ECC did not converge: the faces are too different
+        return None
+    dx, dy = -float(warp[0, 2]), -float(warp[1, 2])
+    return None if math.hypot(dx, dy) > max_shift else (dx, dy)
 
 
 def window_noise(current: np.ndarray, differences: list[np.ndarray]) -> float:

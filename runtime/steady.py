@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from .compose import EnhancedFace
+from .fusion import find_shift
 
 KEEP = 0.7  # weight of the previous output where the two agree (a still face averages over about its last 6 frames)
 SPREAD = 2.5  # a pixel that differs by more than this many typical differences keeps little of the previous one
@@ -31,6 +32,7 @@ MAX_TYPICAL = 8.0  # grey levels: two outputs that differ more than this (median
 MIN_RESPONSE = 0.3  # phase correlation peak below this: the faces do not register
 MAX_SHIFT_FRACTION = 0.1  # of the side: a larger residual move is not a still face
 MAX_SIDE_CHANGE = 0.1  # squares whose sides differ by more than this fraction are not blended
+MOTION_ECC = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 1e-3)  # ECC's refinement of a face's motion
 MIN_MOTION_PX = 0.25  # output px: a smaller motion found is taken for none
 REGISTER_PX = 64  # faces are registered at most this large (ECC at sub-pixel precision there is plenty)
 
@@ -112,19 +114,8 @@ def onto(previous: EnhancedFace, face: EnhancedFace, face_grey: np.ndarray) -> n
 
 def face_motion(before: np.ndarray, after: np.ndarray) -> tuple[float, float] | None:
     """(dx, dy) that `after` moved against `before` (grey float32 of one size), or None when they do not
-    register: phase correlation, refined by ECC (phase correlation's sub-pixel peak leans to whole pixels)."""
-    height, width = after.shape
-    (dx, dy), response = cv2.phaseCorrelate(before, after, cv2.createHanningWindow((width, height), cv2.CV_32F))
-    if response < MIN_RESPONSE:
-        return None
-    warp = np.float32([[1, 0, -dx], [0, 1, -dy]])  # after(x) = before(x - d)
-    try:
-        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 1e-3)
-        _, warp = cv2.findTransformECC(after, before, warp, cv2.MOTION_TRANSLATION, criteria, None, 1)
-    except cv2.error:  # ECC did not converge: not the same face
-        return None
-    dx, dy = -float(warp[0, 2]), -float(warp[1, 2])
-    return None if math.hypot(dx, dy) > MAX_SHIFT_FRACTION * min(width, height) else (dx, dy)
+    register (`fusion.find_shift`, with this module's bounds)."""
+    return find_shift(before, after, MIN_RESPONSE, MAX_SHIFT_FRACTION * min(after.shape), MOTION_ECC)
 
 
 def _warp(image: np.ndarray, to_source: np.ndarray, size: tuple[int, int]) -> np.ndarray:
