@@ -52,8 +52,8 @@ def _cpu_tensors(module: nn.Module) -> dict:
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
-def save_checkpoint(path: Path, *, model, optimizer, scheduler, generator, iteration: int, config: dict,
-                    model_name: str, best_score: float, history: list, scaler=None,
+def save_checkpoint(path: Path, *, model, optimizer, scheduler, sampler_state: torch.Tensor, iteration: int,
+                    config: dict, model_name: str, best_score: float, history: list, scaler=None,
                     task_state: dict | None = None, ema=None) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -64,7 +64,7 @@ def save_checkpoint(path: Path, *, model, optimizer, scheduler, generator, itera
         "model": _cpu_tensors(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": _scheduler_state(scheduler),
-        "sampler_rng": generator.get_state(),
+        "sampler_rng": sampler_state,
         "torch_rng": torch.get_rng_state(),
         "history": json.dumps(history),
     }

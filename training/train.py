@@ -33,11 +33,13 @@ import numpy as np
 import torch
 
 from .augment import LR_ROUTES, TILED_ROUTES, RealFraming
+from .batches import BatchMaker
 from .checkpoints import ResumeError, load_checkpoint, save_checkpoint, save_weights
 from .data import DataError, load_split
 from .burst import burst_lr_set
 from .degrade import LEVELS, TRAINING_MIX, degrade_lr_set
-from .tasks import PIXEL_LOSSES, get_task, sample_batch
+from .tasks import PIXEL_LOSSES, get_task
+from .tasks.base import to_batch
 
 VAL_DEGRADATION_SEED = 20261207  # the fixed degraded val set of --val-degradation
 log = logging.getLogger("training")
@@ -89,6 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--amp", action="store_true", help="GPU: bf16/fp16 autocast")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data-workers", type=int, default=0,
+                   help="processes that make batches ahead (cropping, recording, fusing bursts) while the "
+                        "network trains; the same batches as without (default 0: made between steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", default=None, help="checkpoint.pt to continue exactly (weights, optimizer, schedule)")
     p.add_argument("--init-weights", default=None,
@@ -129,6 +134,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.burst and (args.burst < 2 or not args.camera):
         p.error("--burst N needs N >= 2 and --camera (a burst is filmed by a simulated camera)")
+    if args.data_workers < 0:
+        p.error(f"--data-workers must be 0 or more, got {args.data_workers}")
     landmarks = args.task == "landmarks"
     if args.heatmap_sigma is None:
         args.heatmap_sigma = 1.5 if landmarks else 1.0
@@ -192,6 +199,7 @@ class Run:
     best_score: float = -math.inf
     history: list = field(default_factory=list)
     ema: torch.nn.Module | None = None  # --ema: the averaged copy of `model`
+    batches: BatchMaker | None = None  # draws the training batches from `generator` (and makes them)
 
     @property
     def weights_model(self) -> torch.nn.Module:
@@ -311,8 +319,9 @@ def _save_all(run: Run, args, out: Path, is_best: bool, metrics: dict | None) ->
     save_weights(run.weights_model, out / "last.safetensors", metadata=meta)
     if is_best:
         save_weights(run.weights_model, out / "best.safetensors", metadata=meta)
+    sampler = run.batches.sampler_state() if run.batches is not None else run.generator.get_state()
     save_checkpoint(out / "checkpoint.pt", model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
-                    generator=run.generator, iteration=run.iteration, config=run.config, model_name=args.model,
+                    sampler_state=sampler, iteration=run.iteration, config=run.config, model_name=args.model,
                     best_score=run.best_score, history=run.history, scaler=run.scaler,
                     task_state=run.task.state_dict(), ema=run.ema)
 
@@ -334,17 +343,11 @@ def _validate_and_save(run: Run, args, out: Path, val_split, start_wall: float) 
     (out / "history.json").write_text(json.dumps(run.history, indent=1))
 
 
-def _train_step(run: Run, args, train_split) -> tuple[float, dict, int]:
+def _train_step(run: Run, args) -> tuple[float, dict, int]:
     """One optimiser step on a random (flipped) batch; returns (loss, loss parts, faces)."""
     run.task.set_iteration(run.iteration, args.iters)
-    idx = torch.randint(len(train_split), (args.batch,), generator=run.generator).numpy()
-    flips = None if args.no_flip else (torch.rand(args.batch, generator=run.generator) < 0.5).numpy()
-    rng = None
-    if run.task.augment is not None:  # seeded from the run's generator, so a resumed run draws the same pairs
-        rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=run.generator)))
     on_gpu = run.device.type == "cuda"
-    batch = sample_batch(train_split, idx, flips, device=run.device, pin_memory=on_gpu, channels_last=on_gpu,
-                         augment=run.task.augment, rng=rng)
+    batch = to_batch(*run.batches.next(), device=run.device, pin_memory=on_gpu, channels_last=on_gpu)
     with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
         loss, parts = run.task.loss(run.model, batch)
     run.optimizer.zero_grad(set_to_none=True)
@@ -373,6 +376,34 @@ def _log_window(run: Run, args, window: list[dict], faces: int, seconds: float, 
              (args.iters - run.iteration) * per_iter / 60)  # at the latest window's speed, without validation
 
 
+def _train_loop(run: Run, args, out: Path, val_split, start_wall: float) -> dict:
+    """Steps until --iters or --max-minutes, validating and saving on the way and at the end."""
+    deadline = start_wall + 60 * args.max_minutes if args.max_minutes else None
+    run.model.train()
+    window_t, window_faces, window = time.time(), 0, []
+    stopped_by_time = False
+    while run.iteration < args.iters:
+        if deadline is not None and time.time() >= deadline:
+            stopped_by_time = True
+            log.info("wall-clock budget of %.1f min reached at iteration %d", args.max_minutes, run.iteration)
+            break
+        loss, parts, faces = _train_step(run, args)
+        window_faces += faces
+        window.append({"loss": loss, **parts})
+        if run.iteration % args.log_every == 0:
+            _log_window(run, args, window, window_faces, time.time() - window_t, start_wall)
+            window_t, window_faces, window = time.time(), 0, []
+        if run.iteration % args.val_every == 0:
+            _validate_and_save(run, args, out, val_split, start_wall)
+            window_t = time.time()
+        elif run.iteration % args.save_every == 0:
+            _save_all(run, args, out, False, None)
+    if not run.history or run.history[-1]["iteration"] != run.iteration:
+        _validate_and_save(run, args, out, val_split, start_wall)
+    return {"iterations": run.iteration, "best_val_score": run.best_score,
+            "wall_minutes": (time.time() - start_wall) / 60, "stopped_by_time": stopped_by_time, "out": str(out)}
+
+
 def train(args: argparse.Namespace) -> dict:
     start_wall = time.time()
     out = Path(args.out)
@@ -392,34 +423,14 @@ def train(args: argparse.Namespace) -> dict:
     log.info("model %s config %s (%s), %d params; train %d faces (%d undecodable skipped), val %d",
              args.model, args.config, run.config, sum(p.numel() for p in run.model.parameters()),
              len(train_split), train_split.skipped, len(val_split))
-    log.info("Adam lr %g, MultiStepLR milestones %s gamma %g, batch %d, iters %d, device %s, threads %d, amp %s",
-             args.lr, sorted(run.scheduler.milestones), args.gamma, args.batch, args.iters, run.device,
-             torch.get_num_threads(), run.amp_dtype)
+    log.info("Adam lr %g, MultiStepLR milestones %s gamma %g, batch %d, iters %d, device %s, threads %d, amp %s, "
+             "data workers %d", args.lr, sorted(run.scheduler.milestones), args.gamma, args.batch, args.iters,
+             run.device, torch.get_num_threads(), run.amp_dtype, args.data_workers)
 
-    deadline = start_wall + 60 * args.max_minutes if args.max_minutes else None
-    run.model.train()
-    window_t, window_faces, window = time.time(), 0, []
-    stopped_by_time = False
-    while run.iteration < args.iters:
-        if deadline is not None and time.time() >= deadline:
-            stopped_by_time = True
-            log.info("wall-clock budget of %.1f min reached at iteration %d", args.max_minutes, run.iteration)
-            break
-        loss, parts, faces = _train_step(run, args, train_split)
-        window_faces += faces
-        window.append({"loss": loss, **parts})
-        if run.iteration % args.log_every == 0:
-            _log_window(run, args, window, window_faces, time.time() - window_t, start_wall)
-            window_t, window_faces, window = time.time(), 0, []
-        if run.iteration % args.val_every == 0:
-            _validate_and_save(run, args, out, val_split, start_wall)
-            window_t = time.time()
-        elif run.iteration % args.save_every == 0:
-            _save_all(run, args, out, False, None)
-    if not run.history or run.history[-1]["iteration"] != run.iteration:
-        _validate_and_save(run, args, out, val_split, start_wall)
-    summary = {"iterations": run.iteration, "best_val_score": run.best_score,
-               "wall_minutes": (time.time() - start_wall) / 60, "stopped_by_time": stopped_by_time, "out": str(out)}
+    run.batches = BatchMaker(train_split, run.generator, args.batch, flip=not args.no_flip,
+                             augment=run.task.augment, workers=args.data_workers)
+    with run.batches:
+        summary = _train_loop(run, args, out, val_split, start_wall)
     log.info("done: %s", summary)
     return summary
 

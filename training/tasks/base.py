@@ -12,7 +12,7 @@ import torch.nn as nn
 from models import create_model, model_spec
 from runtime.frames import hwc_uint8_to_nchw
 
-from ..data import HR_SIZE, flip_landmarks
+from ..batches import pairs
 from ..metrics import CROP_BORDER, psnr, rgb_to_y, to_uint8
 
 
@@ -37,17 +37,13 @@ def sample_batch(split, indices: np.ndarray, flips: np.ndarray | None = None, de
                  rng: np.random.Generator | None = None) -> Batch:
     """Gather a batch from a decoded split; `flips` (bool per sample) mirrors images + landmarks; `augment`
     (e.g. `training.augment.RealFraming`) then re-makes the pairs with `rng`."""
-    hr = split.hr[indices]
-    lr = split.lr[indices]
-    landmarks = split.landmarks[indices].copy()
-    if flips is not None and flips.any():
-        hr = hr.copy()
-        lr = lr.copy()
-        hr[flips] = hr[flips][:, :, ::-1]
-        lr[flips] = lr[flips][:, :, ::-1]
-        landmarks[flips] = flip_landmarks(landmarks[flips], HR_SIZE)
-    if augment is not None:
-        hr, lr, landmarks = augment(hr, lr, landmarks, rng)
+    return to_batch(*pairs(split, indices, flips, augment, rng), device=device, pin_memory=pin_memory,
+                    channels_last=channels_last)
+
+
+def to_batch(hr: np.ndarray, lr: np.ndarray, landmarks: np.ndarray, device="cpu", pin_memory: bool = False,
+             channels_last: bool = False) -> Batch:
+    """Numpy pairs (uint8 [N, H, W, 3] images, [N, K, 2] landmarks) as a Batch on `device`."""
     tensors = [_to_tensor(lr), _to_tensor(hr), torch.from_numpy(landmarks)]
     device = torch.device(device)
     if device.type == "cuda" and pin_memory:
