@@ -59,3 +59,19 @@ def test_data_workers_must_not_be_negative(capsys):
     with pytest.raises(SystemExit):
         train_mod.parse_args(["--data-workers", "-1"])
     assert "--data-workers" in capsys.readouterr().err
+
+
+def test_a_worker_that_dies_is_a_clear_error():
+    import os
+    import signal
+    import time
+
+    generator = torch.Generator().manual_seed(0)
+    with BatchMaker(fake_split(4), generator, batch=2, workers=1) as maker:
+        maker.next()  # the worker is up
+        time.sleep(1.0)  # and has made the batches queued behind it (a worker killed mid-write can hang its pool)
+        for pid in list(maker.pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match="worker process died"):
+            for _ in range(4):  # batches made before the kill may still arrive
+                maker.next()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,10 +100,14 @@ class BatchMaker:
     def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.pool is None:
             return make_pairs(self.split, self._draw(), self.augment)
-        while len(self.pending) < self.ahead:
-            state = self.generator.get_state()
-            self.pending.append((state, self.pool.submit(_make_in_worker, self._draw())))
-        return self.pending.popleft()[1].result()
+        try:
+            while len(self.pending) < self.ahead:
+                state = self.generator.get_state()
+                self.pending.append((state, self.pool.submit(_make_in_worker, self._draw())))
+            return self.pending.popleft()[1].result()
+        except BrokenProcessPool as err:  # killed (often for memory): the run's last checkpoint is intact
+            raise RuntimeError("a batch-making worker process died (out of memory?); resume from the last "
+                               "checkpoint with fewer --data-workers") from err
 
     def sampler_state(self) -> torch.Tensor:
         """The sampler's state before the next batch to train on (what a checkpoint resumes from)."""
