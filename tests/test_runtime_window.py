@@ -112,8 +112,9 @@ def _run_quietly(command: list[str], env: dict, timeout: float = 5.0) -> int | N
         return None
 
 
-def _wait_for_a_picture(display: str, timeout: float = 15.0) -> np.ndarray:
-    """A screenshot once the window shows more than black (a busy machine draws the first frame late)."""
+def _wait_for_a_picture(display: str, timeout: float = 60.0) -> np.ndarray:
+    """A screenshot once the window shows more than black (a busy machine draws the first frame late: a CI run
+    once saw only black after 15 s)."""
     deadline = time.monotonic() + timeout
     time.sleep(1.0)
     shot = screenshot(display)
