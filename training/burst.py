@@ -21,8 +21,8 @@ from runtime.fusion import fuse_windows
 
 from .degrade import LEVELS, DegradationParams, degrade_face
 
-__all__ = ["CODEC_QUALITY_SPREAD", "frame_settings", "record_burst", "fuse_burst", "fused_recording",
-           "record_burst_set", "burst_lr_set"]
+__all__ = ["CODEC_QUALITY_SPREAD", "frame_settings", "face_in_window", "record_burst", "fuse_burst",
+           "fused_recording", "record_burst_set", "burst_lr_set"]
 
 CODEC_QUALITY_SPREAD = 5  # per-frame codec quality / CRF wanders this much around the camera's (rate control)
 
@@ -42,7 +42,7 @@ def _moved(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
                           borderMode=cv2.BORDER_REFLECT_101)
 
 
-def _face_in_window(size: int) -> tuple[slice, slice]:
+def face_in_window(size: int) -> tuple[slice, slice]:
     """The face's square inside a recorded window of twice its side (`record_burst`)."""
     return slice(size // 2, size // 2 + size), slice(size // 2, size // 2 + size)
 
@@ -66,7 +66,7 @@ def record_burst(hr: np.ndarray, size: int, camera: DegradationParams, frames: i
 def fuse_burst(recordings: list[np.ndarray]) -> tuple[np.ndarray, int]:
     """(the current recording's face fused with the earlier ones, how many earlier ones registered): the
     runtime's registration and robust average on the windows, then the centre face square."""
-    face = _face_in_window(recordings[0].shape[0] // 2)
+    face = face_in_window(recordings[0].shape[0] // 2)
     fused, registered = fuse_windows(recordings[0], recordings[1:], face)
     return fused[face], registered
 
@@ -88,7 +88,7 @@ def record_burst_set(hr: np.ndarray, size: int, level: str, frames: int, seed: i
     current, fused = [], []
     for face in hr:
         burst = record_burst(face, size, LEVELS[level].params(rng), frames, rng)
-        current.append(burst[0][_face_in_window(size)])
+        current.append(burst[0][face_in_window(size)])
         fused.append(fuse_burst(burst)[0])
     return np.stack(current), np.stack(fused)
 
